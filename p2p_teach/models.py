@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .tokens import EOS_ID, BOS_ID, MAX_SLOTS, VOCAB_SIZE, load_clip_tokenizer
+from .tokens import BOS_ID, EOS_ID, MAX_SLOTS, VOCAB_SIZE, load_clip_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,12 @@ def build_tiny_random_pipeline(seed: int = 0):
     UNet: cross-attention at 16×16 and 8×8 (down and up) and 4×4 (mid), like SD's 64/32/16/8
     ladder scaled down. VAE: 64×64×3 ↔ 16×16×4. Text encoder: CLIP, hidden size 32, 77 slots.
     """
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     with torch.random.fork_rng(devices=[]):

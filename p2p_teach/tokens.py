@@ -81,7 +81,7 @@ def clip_bpe_path() -> Path:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bytes_to_unicode() -> dict[int, str]:
     """CLIP's (and GPT-2's) reversible map from the 256 byte values to printable characters."""
     printable = (
@@ -99,7 +99,7 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, (chr(c) for c in codepoints)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def clip_merges() -> tuple[tuple[str, str], ...]:
     """The 48,894 BPE merges, in rank order (rank 0 is merged first)."""
     with gzip.open(clip_bpe_path()) as handle:
@@ -107,7 +107,7 @@ def clip_merges() -> tuple[tuple[str, str], ...]:
     return tuple(tuple(line.split()) for line in lines[1 : _N_MERGES + 1])  # type: ignore[misc]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def clip_vocab() -> dict[str, int]:
     """Piece → id: 256 bytes, the same with ``</w>``, the merges, then BOS and EOS."""
     byte_chars = list(bytes_to_unicode().values())
@@ -176,7 +176,7 @@ def clip_tokenizer_dir() -> Path:
     return folder
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_clip_tokenizer():  # -> transformers.CLIPTokenizer (imported lazily: it is slow)
     """The Stable Diffusion v1 tokenizer (CLIP ViT-L/14): 49,408 entries, 77 slots, offline."""
     from transformers import CLIPTokenizer
@@ -189,7 +189,7 @@ def load_clip_tokenizer():  # -> transformers.CLIPTokenizer (imported lazily: it
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _merge_ranks() -> dict[tuple[str, str], int]:
     return {pair: rank for rank, pair in enumerate(clip_merges())}
 

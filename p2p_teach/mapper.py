@@ -1,0 +1,359 @@
+"""The word-swap mapper: which source token's attention feeds which target token.
+
+Prompt-to-Prompt's word swap ("a lion eating" → "a hippopotamus eating") keeps the source
+image's layout by giving the target prompt the source prompt's cross-attention maps. The two
+prompts' slots rarely line up one to one, because CLIP splits words into a varying number of
+pieces. A 77×77 matrix ``M`` says how to move the maps across: rows are source slots, columns
+are target slots, and
+
+    target map of slot n = Σ_w M[w, n] · (source map of slot w).
+
+The course's rule (the recitation's "Attention Mapping" slides): walk a source index ``i`` and
+a target index ``j`` from BOS. At a swapped word with ``n`` source and ``m`` target pieces,
+
+* ``n == m``: map piece k to piece k (an identity block);
+* ``n != m``: fill the whole n×m block with ``1 / max(n, m)``;
+
+then advance ``i`` by ``n`` and ``j`` by ``m``. Every other slot (words, BOS, EOS, padding) maps
+``i → j`` with weight 1 and both indices advance by one, so later tokens stay aligned. Slots
+pushed past 77 drop out.
+
+The original Prompt-to-Prompt code (``seq_aligner.get_replacement_mapper_``) differs in two
+ways, and ``rule="original"`` reproduces it for comparison: an n≠m block holds ``1 / m``, and
+after the last swapped word it sets ``M[j, j] = 1`` instead of ``M[i, j] = 1``. When n≠m the
+source and target indices no longer agree there, so every later target token receives the
+attention of the wrong source token (the slot ``n - m`` places off).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+import torch
+
+from p2p_teach.tokens import MAX_SLOTS, TokenView, Word, tokenize
+
+SwapCase = Literal["1-to-1", "N-to-N", "1-to-N", "N-to-1", "N-to-M"]
+MapperRule = Literal["course", "original"]
+RULES: tuple[MapperRule, ...] = ("course", "original")
+
+RULE_DESCRIPTIONS: dict[str, str] = {
+    "course": (
+        "course rule: an n≠m block holds 1/max(n, m); after a swap, source slot i keeps "
+        "mapping to target slot j, so later tokens stay aligned"
+    ),
+    "original": (
+        "original Prompt-to-Prompt code: an n≠m block holds 1/m; after the last swap it sets "
+        "M[j, j] = 1, which misaligns every later token when n≠m"
+    ),
+}
+
+
+class WordCountMismatchError(ValueError):
+    """A word swap needs prompts with the same number of words."""
+
+
+@dataclass(frozen=True)
+class Swap:
+    """One swapped word: the source word, the target word that replaces it, and its case."""
+
+    source_word: Word
+    target_word: Word
+    case: SwapCase
+
+    @property
+    def n_source(self) -> int:
+        """How many slots (BPE pieces) the source word occupies."""
+        return self.source_word.n_slots
+
+    @property
+    def n_target(self) -> int:
+        """How many slots (BPE pieces) the target word occupies."""
+        return self.target_word.n_slots
+
+    def __str__(self) -> str:
+        return (
+            f"{self.source_word.text!r} (slots {_span(self.source_word)}) → "
+            f"{self.target_word.text!r} (slots {_span(self.target_word)}): {self.case}"
+        )
+
+
+@dataclass(frozen=True)
+class WordSwapMapper:
+    """A word-swap mapper and everything needed to explain it."""
+
+    source: TokenView
+    target: TokenView
+    matrix: torch.Tensor = field(compare=False, repr=False)  # (77, 77) float32, rows = source
+    swaps: tuple[Swap, ...] = ()
+    rule: MapperRule = "course"
+
+    @property
+    def active_size(self) -> int:
+        """Rows/columns worth showing: BOS, the pieces, EOS of the longer prompt, one pad."""
+        return min(MAX_SLOTS, max(self.source.n_used, self.target.n_used) + 1)
+
+    def __str__(self) -> str:
+        return format_mapper(self)
+
+
+def swap_case(n_source: int, n_target: int) -> SwapCase:
+    """Name the case of a swapped word from its piece counts."""
+    if n_source == n_target:
+        return "1-to-1" if n_source == 1 else "N-to-N"
+    if n_source == 1:
+        return "1-to-N"
+    if n_target == 1:
+        return "N-to-1"
+    return "N-to-M"
+
+
+def find_swaps(source: TokenView, target: TokenView) -> tuple[Swap, ...]:
+    """The words that differ, position by position.
+
+    Raises:
+        WordCountMismatchError: the prompts have different numbers of words.
+    """
+    source_words = [word.text for word in source.words]
+    target_words = [word.text for word in target.words]
+    if len(source_words) != len(target_words):
+        raise WordCountMismatchError(
+            "a word swap needs the same number of words in both prompts, but the source has "
+            f"{len(source_words)} words {source_words} and the target has {len(target_words)} "
+            f"words {target_words}. To add or remove words, use refinement instead: "
+            "p2p_teach.alignment.refinement_alignment(source, target)."
+        )
+    return tuple(
+        Swap(source_word, target_word, swap_case(source_word.n_slots, target_word.n_slots))
+        for source_word, target_word in zip(source.words, target.words)
+        if source_word.text != target_word.text
+    )
+
+
+def word_swap_mapper(
+    source: str | TokenView, target: str | TokenView, rule: str = "course"
+) -> WordSwapMapper:
+    """Build the 77×77 word-swap mapper from ``source`` to ``target``.
+
+    Args:
+        source: the source prompt (or its token view).
+        target: the target prompt, with the same number of words.
+        rule: ``"course"`` (the recitation's rule, default) or ``"original"`` (the rule of the
+            original Prompt-to-Prompt code, kept to show why it misaligns later tokens).
+
+    Raises:
+        WordCountMismatchError: the prompts have different numbers of words.
+        ValueError: ``rule`` is neither ``"course"`` nor ``"original"``.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {list(RULES)}, not {rule!r}")
+    source_view = source if isinstance(source, TokenView) else tokenize(source)
+    target_view = target if isinstance(target, TokenView) else tokenize(target)
+    swaps = find_swaps(source_view, target_view)
+    matrix = _course_matrix(swaps) if rule == "course" else _original_matrix(swaps)
+    return WordSwapMapper(source_view, target_view, matrix, swaps, rule)  # type: ignore[arg-type]
+
+
+def _course_matrix(swaps: tuple[Swap, ...]) -> torch.Tensor:
+    matrix = torch.zeros(MAX_SLOTS, MAX_SLOTS)  # (77 source slots, 77 target slots)
+    swap_at = {swap.source_word.start: swap for swap in swaps}
+    i = j = 0
+    while i < MAX_SLOTS and j < MAX_SLOTS:
+        swap = swap_at.get(i)
+        if swap is None:
+            matrix[i, j] = 1.0
+            i, j = i + 1, j + 1
+            continue
+        n, m = swap.n_source, swap.n_target
+        if n == m:
+            for k in range(n):
+                matrix[i + k, j + k] = 1.0
+        else:
+            matrix[i : i + n, j : j + m] = 1.0 / max(n, m)
+        i, j = i + n, j + m
+    return matrix
+
+
+def _original_matrix(swaps: tuple[Swap, ...]) -> torch.Tensor:
+    """``seq_aligner.get_replacement_mapper_`` of the original code, loop for loop."""
+    matrix = torch.zeros(MAX_SLOTS, MAX_SLOTS)  # (77 source slots, 77 target slots)
+    i = j = 0
+    next_swap = 0
+    while i < MAX_SLOTS and j < MAX_SLOTS:
+        if next_swap < len(swaps) and swaps[next_swap].source_word.start == i:
+            swap = swaps[next_swap]
+            n, m = swap.n_source, swap.n_target
+            if n == m:
+                for k in range(n):
+                    matrix[i + k, j + k] = 1.0
+            else:
+                matrix[i : i + n, j : j + m] = 1.0 / m
+            next_swap += 1
+            i, j = i + n, j + m
+        elif next_swap < len(swaps):
+            matrix[i, j] = 1.0
+            i, j = i + 1, j + 1
+        else:
+            matrix[j, j] = 1.0  # the original's step: source slot j, not i
+            i, j = i + 1, j + 1
+    return matrix
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a mapper: text rendering and a checker for learners' answers
+# --------------------------------------------------------------------------------------------
+
+
+def format_weight(value: float, zero: str = ".") -> str:
+    """A mapper weight as short text: ``1``, ``1/3``, ``1/4``; zero as ``zero``."""
+    if abs(value) < 1e-9:
+        return zero
+    fraction = Fraction(float(value)).limit_denominator(77)
+    if abs(float(fraction) - value) > 1e-6:
+        return f"{value:.3g}"
+    return str(fraction)
+
+
+def format_mapper(mapper: WordSwapMapper, size: int | None = None) -> str:
+    """The mapper's active region as a text table with token labels on both axes.
+
+    Rows are source slots, columns target slots; zeros print as ``.``. ``size`` defaults to
+    :attr:`WordSwapMapper.active_size` (BOS to the later EOS, plus one padding slot).
+    """
+    size = mapper.active_size if size is None else max(1, min(MAX_SLOTS, size))
+    column_labels = [_slot_label(mapper.target, j) for j in range(size)]
+    row_labels = [_slot_label(mapper.source, i) for i in range(size)]
+    cells = [[format_weight(float(mapper.matrix[i, j])) for j in range(size)] for i in range(size)]
+    width = max(len(text) for text in column_labels + [c for row in cells for c in row])
+    row_width = max(len(text) for text in row_labels) + 4
+
+    lines = [
+        f"source: {mapper.source.normalized!r}",
+        f"target: {mapper.target.normalized!r}",
+        f"rule:   {RULE_DESCRIPTIONS[mapper.rule]}",
+    ]
+    if mapper.swaps:
+        lines += [f"swap:   {swap}" for swap in mapper.swaps]
+    else:
+        lines.append("swap:   none (the prompts are the same word for word)")
+    lines.append(f"rows = source slots, columns = target slots; slots 0–{size - 1} of 77")
+    lines.append(" " * row_width + " ".join(f"{label:>{width}}" for label in column_labels))
+    for i, row in enumerate(cells):
+        lines.append(f"{i:>2} {row_labels[i]:<{row_width - 3}}" + " ".join(
+            f"{cell:>{width}}" for cell in row
+        ))
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class CellDifference:
+    """One cell where a learner's mapper differs from the expected one."""
+
+    row: int  # source slot
+    column: int  # target slot
+    expected: float
+    got: float
+    row_label: str
+    column_label: str
+
+    def __str__(self) -> str:
+        return (
+            f"M[{self.row}, {self.column}] (source {self.row_label!r} → target "
+            f"{self.column_label!r}): expected {format_weight(self.expected, '0')}, "
+            f"got {format_weight(self.got, '0')}"
+        )
+
+
+@dataclass(frozen=True)
+class MapperCheck:
+    """The result of :func:`check_mapper`: ``ok`` and the cells that differ."""
+
+    expected: WordSwapMapper
+    checked_shape: tuple[int, int]  # the top-left corner that was compared
+    differences: tuple[CellDifference, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        rows, columns = self.checked_shape
+        where = f"the top-left {rows}×{columns} corner (rows = source, columns = target)"
+        if self.ok:
+            return f"Correct: all cells of {where} match the {self.expected.rule} rule."
+        lines = [
+            f"{len(self.differences)} cell(s) of {where} differ from the "
+            f"{self.expected.rule} rule:"
+        ]
+        lines += [f"  {difference}" for difference in self.differences]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # IPython shows the report as text
+        printer.text(str(self))
+
+
+def check_mapper(
+    answer,
+    source: str | TokenView,
+    target: str | TokenView,
+    rule: str = "course",
+    atol: float = 1e-4,
+) -> MapperCheck:
+    """Compare a learner's mapper with the library's and say which cells differ.
+
+    Args:
+        answer: the learner's matrix, rows = source slots, columns = target slots: a nested
+            list, NumPy array or tensor. It may be the full 77×77 or only its top-left corner
+            (e.g. BOS to EOS); cells outside the corner are not checked. Fractions and floats
+            such as ``1/3`` are fine.
+        source, target: the prompts (or token views).
+        rule: the rule to check against, ``"course"`` (default) or ``"original"``.
+        atol: how close a cell must be to count as equal.
+    """
+    expected = word_swap_mapper(source, target, rule=rule)
+    given = torch.as_tensor(_as_float_rows(answer), dtype=torch.float64)
+    fits = given.ndim == 2 and all(1 <= size <= MAX_SLOTS for size in given.shape)
+    if not fits:
+        raise ValueError(
+            "the answer must be a 2-D matrix of at most 77×77 (rows = source slots, columns = "
+            f"target slots), not shape {tuple(given.shape)}"
+        )
+    rows, columns = given.shape
+    reference = expected.matrix[:rows, :columns].double()  # (rows, columns): the same corner
+    differing = (given - reference).abs() > atol  # (rows, columns) bool
+    differences = tuple(
+        CellDifference(
+            row=i,
+            column=j,
+            expected=float(reference[i, j]),
+            got=float(given[i, j]),
+            row_label=_slot_label(expected.source, i),
+            column_label=_slot_label(expected.target, j),
+        )
+        for i, j in differing.nonzero().tolist()
+    )
+    return MapperCheck(expected, (rows, columns), differences)
+
+
+def _as_float_rows(answer):
+    if isinstance(answer, torch.Tensor):
+        return answer.detach().cpu().double()
+    if isinstance(answer, (list, tuple)):  # nested lists may hold Fractions: make them floats
+        return [
+            [float(value) for value in row] if isinstance(row, (list, tuple)) else float(row)
+            for row in answer
+        ]
+    return answer
+
+
+def _slot_label(view: TokenView, index: int) -> str:
+    return view.slots[index].label
+
+
+def _span(word: Word) -> str:
+    return str(word.start) if word.n_slots == 1 else f"{word.start}–{word.stop - 1}"

@@ -8,24 +8,24 @@ Stable Diffusion v1 reads prompts through CLIP's byte-level BPE tokenizer: 49,40
 :func:`tokenize` returns a :class:`TokenView`: every intermediate stage a learner wants to see
 (normalised text, pre-tokens, BPE pieces with their merges) and the 77 slots, each with its id,
 piece and the word it belongs to. Word spans come from tokenizing the whole prompt, never from
-re-tokenizing a word on its own.
+re-tokenizing a word on its own. The view follows the Hugging Face ``CLIPTokenizer`` that SD
+pipelines use, and checks itself against it when given one.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
-import html
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import ftfy
 import regex
 
 MAX_SLOTS = 77
@@ -36,7 +36,7 @@ EOS_ID = 49407
 VOCAB_SIZE = 49408
 _N_MERGES = 49152 - 256 - 2  # 48,894 merges: the CLIP vocab minus bytes and the two specials
 _PRETOKEN_PATTERN = regex.compile(
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\p{White_Space}\p{L}\p{N}]+""",
     regex.IGNORECASE,
 )
 _TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
@@ -236,9 +236,15 @@ def bpe_with_trace(pretoken: str) -> BPETrace:
 
 
 def normalize(text: str) -> str:
-    """CLIP's text normalisation: fix mojibake (ftfy), unescape HTML, collapse spaces, lower."""
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
-    return regex.sub(r"\s+", " ", text).strip().lower()
+    """The normalisation Stable Diffusion's tokenizer applies: NFC, collapse spaces, lower case.
+
+    CLIP's original ``SimpleTokenizer`` also runs ftfy and unescapes HTML entities; the
+    Hugging Face ``CLIPTokenizer`` inside every SD pipeline does not, and the view follows what
+    the model is really fed (so ``&amp;`` stays four pieces).
+    """
+    text = unicodedata.normalize("NFC", text)
+    # Unicode White_Space, as the Rust tokenizer means it (Python's \s also takes \x1c-\x1f)
+    return regex.sub(r"\p{White_Space}+", " ", text).strip(" ").lower()
 
 
 def piece_text(piece: str) -> str:

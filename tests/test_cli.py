@@ -1,0 +1,44 @@
+"""The p2p-teach command line: output, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from p2p_teach.cli import main
+
+
+def test_tokens_prints_the_table(capsys):
+    assert main(["tokens", "A hippopotamus eating"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[2] for line in lines[3:6]] == ["hippo", "potam", "us</w>"]
+    assert lines[-1].strip().startswith("… 70 padding slots")
+
+
+def test_tokens_show_work(capsys):
+    assert main(["tokens", "--work", "An unimaginably large house"]) == 0
+    assert "uni·magin·ably" in capsys.readouterr().out
+
+
+def test_too_long_prompt_is_one_line_exit_2(capsys):
+    assert main(["tokens", "word " * 80]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs 82 slots" in err and "Traceback" not in err
+
+
+def test_unknown_subcommand_exits_2():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["paint"])
+    assert exit_info.value.code == 2
+
+
+def test_installed_entry_point_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "p2p_teach.cli", "tokens", "a cat"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "cat</w>" in result.stdout

@@ -1,0 +1,113 @@
+"""Pipelines from a built-in name, a folder, a hub id (offline: a clear error) or an object."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from p2p_teach.models import (
+    BUILTIN_MODELS,
+    ModelNotAvailableError,
+    builtin_name,
+    describe_pipeline,
+    load_pipeline,
+)
+from p2p_teach.tokens import load_clip_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_pipeline("tiny-random", verbose=False)
+
+
+def _weights(pipe) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in pipe.unet.parameters()]
+
+
+def test_builtin_is_a_plain_sd_pipeline(tiny):
+    assert type(tiny) is StableDiffusionPipeline
+    assert tiny.safety_checker is None and tiny.feature_extractor is None
+    assert tiny.tokenizer.model_max_length == 77 and len(tiny.tokenizer) == 49408
+    assert tiny.vae_scale_factor * tiny.unet.config.sample_size == 64
+    assert tiny.unet.device.type == "cpu" and tiny.unet.dtype == torch.float32
+    assert builtin_name(tiny) == "tiny-random"
+    cross = [k for k in tiny.unet.attn_processors if k.endswith("attn2.processor")]
+    assert len(cross) == 7  # 2 down, 1 mid, 4 up cross-attention layers
+
+
+def test_builtin_is_deterministic_per_seed(tiny):
+    again = load_pipeline("builtin", seed=0, verbose=False)
+    other = load_pipeline("builtin", seed=1, verbose=False)
+    assert all(torch.equal(a, b) for a, b in zip(_weights(tiny), _weights(again)))
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(tiny), _weights(other)))
+
+
+def test_builtin_does_not_touch_the_global_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    load_pipeline("tiny-random", verbose=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_builtin_generates_images(tiny):
+    generator = torch.Generator().manual_seed(0)
+    images = tiny(
+        ["a cat", "a dog"], num_inference_steps=2, generator=generator, output_type="np"
+    ).images
+    assert images.shape == (2, 64, 64, 3) and np.isfinite(images).all()
+
+
+def test_load_pipeline_says_which_model_runs(capsys):
+    load_pipeline("builtin")
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("p2p_teach: built-in offline model 'tiny-random'")
+    assert "RANDOM weights" in line and "cpu, float32" in line
+
+
+def test_pipeline_object_passes_through(tiny):
+    assert load_pipeline(tiny, verbose=False) is tiny
+
+
+def test_pipeline_object_is_moved_only_when_asked(tiny):
+    moved = load_pipeline(tiny, dtype=torch.bfloat16, verbose=False)
+    try:
+        assert moved.unet.dtype == torch.bfloat16
+    finally:
+        tiny.to(dtype=torch.float32)
+
+
+def test_local_folder_round_trip(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path / "saved")
+    loaded = load_pipeline(str(tmp_path / "saved"), verbose=False)
+    assert type(loaded) is StableDiffusionPipeline
+    assert all(torch.equal(a, b) for a, b in zip(_weights(tiny), _weights(loaded)))
+    assert "saved" in describe_pipeline(loaded)
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelNotAvailableError, match="is not a folder"):
+        load_pipeline(str(tmp_path / "nowhere"), verbose=False)
+
+
+def test_hub_id_offline_says_how_to_get_it(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotAvailableError) as error:
+        load_pipeline("stable-diffusion-v1-5/stable-diffusion-v1-5", verbose=False)
+    message = str(error.value)
+    assert "hf download stable-diffusion-v1-5/stable-diffusion-v1-5" in message
+    assert "load_pipeline('builtin') runs offline" in message
+
+
+def test_wrong_type_is_rejected():
+    with pytest.raises(TypeError, match="must be a name, a folder, a hub id or a pipeline"):
+        load_pipeline(42, verbose=False)
+
+
+def test_builtin_uses_the_real_tokenizer(tiny):
+    reference = load_clip_tokenizer()
+    prompt = "A hippopotamus eating"
+    assert tiny.tokenizer(prompt).input_ids == reference(prompt).input_ids
+    assert set(BUILTIN_MODELS) >= {"tiny-random"}

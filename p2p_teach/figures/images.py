@@ -1,0 +1,72 @@
+"""Images for people: PIL images and matplotlib figures as PNG bytes, images side by side.
+
+Widgets show pictures through ``ipywidgets.Image`` (PNG bytes), so every figure function's
+output passes through :func:`figure_png`. Pure functions only: no widgets, no model.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
+
+
+def figure_png(figure: Figure, dpi: int = 100) -> bytes:
+    """A matplotlib Figure as PNG bytes. The figure is not shown and can be garbage-collected."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def image_png(image: Image.Image | np.ndarray, min_size: int = 0) -> bytes:
+    """A PIL image (or an HxWx3 uint8 / [0, 1] float array) as PNG bytes.
+
+    ``min_size`` upsamples small images (nearest neighbour, so pixels stay honest) until their
+    shorter side is at least that many pixels: a 64×64 image is too small to see in a browser.
+    """
+    image = to_pil(image)
+    shorter = min(image.size)
+    if min_size and 0 < shorter < min_size:
+        factor = -(-min_size // shorter)  # ceiling division: the smallest integer zoom
+        image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def to_pil(image: Image.Image | np.ndarray) -> Image.Image:
+    """A PIL RGB image from a PIL image or an HxW(x3) array (uint8, or floats in [0, 1])."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return Image.fromarray(array).convert("RGB")
+
+
+def to_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    """An HxWx3 float array in [0, 1] from a PIL image or an array."""
+    return np.asarray(to_pil(image), dtype=np.float32) / 255.0
+
+
+def side_by_side(
+    images: Sequence[Image.Image | np.ndarray],
+    titles: Sequence[str] | None = None,
+    suptitle: str | None = None,
+    size: float = 2.6,
+) -> Figure:
+    """Images in one row with titles (e.g. source and edited image)."""
+    figure = Figure(figsize=(size * len(images), size + 0.4), layout="constrained")
+    axes = figure.subplots(1, len(images), squeeze=False)[0]
+    for index, (axis, image) in enumerate(zip(axes, images)):
+        axis.imshow(to_pil(image))
+        axis.set_xticks([])
+        axis.set_yticks([])
+        if titles is not None:
+            axis.set_title(titles[index], fontsize=10)
+    if suptitle:
+        figure.suptitle(suptitle, fontsize=11)
+    return figure

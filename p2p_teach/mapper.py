@@ -50,6 +50,26 @@ RULE_DESCRIPTIONS: dict[str, str] = {
     ),
 }
 
+# The recitation's examples (real CLIP splits in comments), one pair per case, and a pair with
+# several swaps. The slides split haunted/magical in two; the real tokenizer keeps them whole.
+EXAMPLES: dict[str, tuple[str, str]] = {
+    "1-to-1: haunted → magical": ("A haunted house", "A magical house"),
+    "N-to-N: hexagon → matchstick (hex·agon → match·stick)": (
+        "A hexagon house",
+        "A matchstick house",
+    ),
+    "1-to-N: lion → hippopotamus (hippo·potam·us)": ("A lion eating", "A hippopotamus eating"),
+    "N-to-1: hippopotamus → lion": ("A hippopotamus eating", "A lion eating"),
+    "N-to-M: unimaginably (uni·magin·ably) → inconceivably (in·conce·iv·ably)": (
+        "An unimaginably large house",
+        "An inconceivably large house",
+    ),
+    "two swaps: N-to-M and 1-to-N": (
+        "An unimaginably large lion eating",
+        "An inconceivably large hippopotamus eating",
+    ),
+}
+
 
 class WordCountMismatchError(ValueError):
     """A word swap needs prompts with the same number of words."""

@@ -474,3 +474,14 @@ def test_check_mapper_against_the_original_rule():
 def test_check_mapper_rejects_a_wrong_shape():
     with pytest.raises(ValueError, match="2-D"):
         check_mapper([1, 0, 0], "a cat", "a dog")
+
+
+def test_examples_have_the_case_their_name_says():
+    from p2p_teach.mapper import EXAMPLES
+
+    for name, (source, target) in EXAMPLES.items():
+        cases = [swap.case for swap in word_swap_mapper(source, target).swaps]
+        if name.startswith("two swaps"):
+            assert cases == ["N-to-M", "1-to-N"]
+        else:
+            assert cases == [name.split(":")[0]]

@@ -1,0 +1,19 @@
+"""Pure figure functions: data in, matplotlib Figure (or HTML text) out; no widgets, no model."""
+
+from .images import figure_png, image_png, side_by_side
+from .mapper import alignment_figure, mapper_comparison_figure, mapper_figure
+from .tokens import changed_words, token_table_figure, token_table_html
+from .tour import pipeline_diagram
+
+__all__ = [
+    "alignment_figure",
+    "changed_words",
+    "figure_png",
+    "image_png",
+    "mapper_comparison_figure",
+    "mapper_figure",
+    "pipeline_diagram",
+    "side_by_side",
+    "token_table_figure",
+    "token_table_html",
+]

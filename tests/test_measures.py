@@ -1,0 +1,93 @@
+"""Concentration of attention maps and layout similarity of images: hand-checked values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from p2p_teach.measures import concentration, layout_similarity, top_k_mass
+
+
+def test_concentration_is_zero_for_uniform_and_one_for_a_single_pixel():
+    uniform = torch.ones(16, 16)
+    peak = torch.zeros(16, 16)
+    peak[3, 7] = 5.0
+    assert concentration(uniform).item() == pytest.approx(0.0, abs=1e-12)
+    assert concentration(peak).item() == pytest.approx(1.0)
+
+
+def test_concentration_of_mass_on_a_quarter_is_exactly_half_at_16x16():
+    # uniform on 64 of 256 pixels: H = log 64, so 1 − log 64 / log 256 = 1 − 6/8
+    quarter = torch.zeros(16, 16)
+    quarter[:8, :8] = 1.0
+    assert concentration(quarter).item() == pytest.approx(1 - math.log(64) / math.log(256))
+    assert concentration(quarter).item() == pytest.approx(0.25)
+
+
+def test_concentration_ignores_scale_and_batches_over_leading_dims():
+    rng = np.random.default_rng(0)
+    maps = torch.from_numpy(rng.random((3, 5, 8, 8)))
+    values = concentration(maps)
+    assert values.shape == (3, 5)
+    torch.testing.assert_close(concentration(maps * 7.5), values)
+    # a sharper map (a power of the same map) is more concentrated
+    assert bool((concentration(maps**4) > values).all())
+
+
+def test_zero_maps_and_bad_input():
+    assert concentration(torch.zeros(4, 4)).item() == 0.0
+    assert top_k_mass(torch.zeros(10, 10), 0.1).item() == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="non-negative"):
+        concentration(-torch.ones(4, 4))
+    with pytest.raises(ValueError, match="shape"):
+        concentration(torch.ones(4))
+    with pytest.raises(ValueError, match="fraction"):
+        top_k_mass(torch.ones(4, 4), 0.0)
+
+
+def test_top_k_mass_hand_values():
+    uniform = torch.ones(10, 10)
+    assert top_k_mass(uniform, 0.1).item() == pytest.approx(0.1)
+    half = torch.zeros(10, 10)
+    half[0, :5] = 1.0  # all the mass in 5 pixels
+    assert top_k_mass(half, 0.1).item() == pytest.approx(1.0)  # top 10 pixels hold all
+    assert top_k_mass(half, 0.03).item() == pytest.approx(3 / 5)  # top 3 of 5 equal pixels
+
+
+def _blob_image(center: tuple[int, int], size: int = 64) -> Image.Image:
+    yy, xx = np.mgrid[:size, :size]
+    blob = np.exp(-((yy - center[0]) ** 2 + (xx - center[1]) ** 2) / (2 * 6.0**2))
+    rgb = np.stack([blob * 0.9, blob * 0.5, blob * 0.2], axis=-1)  # (H, W, 3)
+    return Image.fromarray((rgb * 255).astype(np.uint8))
+
+
+def test_layout_similarity_is_one_for_the_same_layout_in_another_colour():
+    image = _blob_image((20, 40))
+    recoloured = Image.fromarray(255 - np.asarray(image)[..., ::-1])  # inverted, channels swapped
+    assert layout_similarity(image, image) == pytest.approx(1.0)
+    brighter = Image.fromarray(np.clip(np.asarray(image).astype(int) + 40, 0, 255).astype(np.uint8))
+    assert layout_similarity(image, brighter) > 0.99
+    assert layout_similarity(image, recoloured) < -0.9  # the light/dark arrangement inverts
+
+
+def test_layout_similarity_falls_as_the_object_moves():
+    base = _blob_image((32, 16))
+    near = _blob_image((32, 22))
+    far = _blob_image((32, 50))
+    assert 1.0 > layout_similarity(base, near) > layout_similarity(base, far)
+    assert layout_similarity(base, far) < 0.2
+
+
+def test_layout_similarity_of_unrelated_noise_is_near_zero_and_flat_images():
+    rng = np.random.default_rng(1)
+    noise_a = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    noise_b = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    assert abs(layout_similarity(noise_a, noise_b, grid=16)) < 0.2
+    flat = np.full((32, 32), 0.5)
+    assert layout_similarity(flat, flat) == 1.0
+    assert layout_similarity(flat, np.full((32, 32), 0.2)) == 0.0
+    assert layout_similarity(flat, noise_a) == 0.0

@@ -246,7 +246,9 @@ def format_mapper(mapper: WordSwapMapper, size: int | None = None) -> str:
     column_labels = [_slot_label(mapper.target, j) for j in range(size)]
     row_labels = [_slot_label(mapper.source, i) for i in range(size)]
     cells = [[format_weight(float(mapper.matrix[i, j])) for j in range(size)] for i in range(size)]
-    width = max(len(text) for text in column_labels + [c for row in cells for c in row])
+    widths = [  # each column as wide as its label or its widest cell
+        max(3, len(column_labels[j]), *(len(row[j]) for row in cells)) for j in range(size)
+    ]
     row_width = max(len(text) for text in row_labels) + 4
 
     lines = [
@@ -259,11 +261,10 @@ def format_mapper(mapper: WordSwapMapper, size: int | None = None) -> str:
     else:
         lines.append("swap:   none (the prompts are the same word for word)")
     lines.append(f"rows = source slots, columns = target slots; slots 0–{size - 1} of 77")
-    lines.append(" " * row_width + " ".join(f"{label:>{width}}" for label in column_labels))
+    lines.append(" " * row_width + " ".join(f"{c:>{w}}" for c, w in zip(column_labels, widths)))
     for i, row in enumerate(cells):
-        lines.append(f"{i:>2} {row_labels[i]:<{row_width - 3}}" + " ".join(
-            f"{cell:>{width}}" for cell in row
-        ))
+        values = " ".join(f"{cell:>{w}}" for cell, w in zip(row, widths))
+        lines.append(f"{i:>2} {row_labels[i]:<{row_width - 3}}{values}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,115 @@
+"""The widgets as a learner sees them: JupyterLab in headless Chromium, end to end.
+
+Serves ``widgets_e2e.ipynb`` from a real JupyterLab on localhost, runs it in Debian's Chromium
+through Playwright, and checks what the page shows, not what Python holds: the token table's
+text, the pixels of the output images, the progress bar, the timeline image after a slider move.
+Every state is saved as a screenshot under ``artifacts/browser/``; with
+``P2P_TEACH_UPDATE_SCREENSHOTS=1`` the README's screenshots in ``docs/images/`` are rewritten
+from the same images. Any request the page makes outside localhost fails the test.
+
+The tests run in file order on one page and build on each other.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from jupyterlab_harness import NotebookPage, ScreenshotSaver
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+WIDGET_TIMEOUT_MS = 60_000
+# A blank image (one flat colour, or a widget that never received its PNG) has no spread.
+MIN_PIXEL_STD = 3.0
+
+_PIECES_JS = """table => {
+  const row = [...table.querySelectorAll('tr')].find(
+    tr => tr.querySelector('th') && tr.querySelector('th').textContent.trim() === 'piece');
+  return [...row.querySelectorAll('td[data-kind="word"]')].map(td => td.textContent.trim());
+}"""
+_CHANGED_PIECES_JS = """table => {
+  const row = [...table.querySelectorAll('tr')].find(
+    tr => tr.querySelector('th') && tr.querySelector('th').textContent.trim() === 'piece');
+  return [...row.querySelectorAll('td.p2p-changed')].map(td => td.textContent.trim());
+}"""
+
+
+def pixel_std(png: bytes) -> float:
+    """Standard deviation of all RGB values of a PNG: near 0 for a blank or flat image."""
+    with Image.open(io.BytesIO(png)) as image:
+        return float(np.asarray(image.convert("RGB"), dtype=np.float32).std())
+
+
+def assert_image_shown(notebook: NotebookPage, css: str) -> bytes:
+    """The ``<img>`` of the widget with class ``css`` is loaded and not blank; its screenshot."""
+    image = notebook.page.locator(f"img.{css}, .{css} img").first
+    image.wait_for(state="visible", timeout=WIDGET_TIMEOUT_MS)
+    loaded = image.evaluate("img => img.complete && img.naturalWidth > 0 && img.naturalHeight > 0")
+    assert loaded, f"the image .{css} is in the page but never loaded"
+    png = image.screenshot()
+    assert pixel_std(png) > MIN_PIXEL_STD, f"the image .{css} is blank (std {pixel_std(png):.2f})"
+    return png
+
+
+def assert_only_local_requests(notebook: NotebookPage) -> None:
+    outside = notebook.requests.non_local()
+    assert not outside, f"the page asked for addresses outside localhost: {outside}"
+
+
+def type_into(notebook: NotebookPage, css: str, text: str) -> None:
+    """Type into the text box of the widget with class ``css`` as a person does, then Enter."""
+    box = notebook.page.locator(f".{css} input, .{css} textarea").first
+    box.click()
+    box.press("Control+A")
+    box.press_sequentially(text, delay=5)
+    box.press("Enter")
+
+
+def test_widgets_render_without_errors(notebook_page: NotebookPage) -> None:
+    assert notebook_page.widget_render_failures() == []
+    assert notebook_page.page_errors == []
+    assert_only_local_requests(notebook_page)
+
+
+def test_tokenization_explorer_shows_the_real_pieces(
+    notebook_page: NotebookPage, screenshots: ScreenshotSaver
+) -> None:
+    page = notebook_page.page
+    explorer = page.locator(".p2p-token-explorer")
+    explorer.wait_for(state="visible", timeout=WIDGET_TIMEOUT_MS)
+    first_table = explorer.locator("table.p2p-token-table").first
+    assert first_table.evaluate(_PIECES_JS) == ["a", "lion", "eating"]
+    figure_before = assert_image_shown(notebook_page, "p2p-token-figure")
+    figure_src_before = page.locator("img.p2p-token-figure").get_attribute("src")
+    screenshots.save(notebook_page.screenshot_of(explorer), "01_tokenization_explorer_initial")
+
+    type_into(notebook_page, "p2p-token-source", "A Hippopotamus in a hexagon")
+    source = explorer.locator('table.p2p-token-table[data-prompt="a hippopotamus in a hexagon"]')
+    source.wait_for(timeout=WIDGET_TIMEOUT_MS)
+    assert source.evaluate(_PIECES_JS) == ["a", "hippo", "potam", "us", "in", "a", "hex", "agon"]
+
+    type_into(notebook_page, "p2p-token-target", "a lion in a hexagon")
+    target = explorer.locator('table.p2p-token-table[data-prompt="a lion in a hexagon"]')
+    target.wait_for(timeout=WIDGET_TIMEOUT_MS)
+    assert target.evaluate(_PIECES_JS) == ["a", "lion", "in", "a", "hex", "agon"]
+    assert source.evaluate(_CHANGED_PIECES_JS) == ["hippo", "potam", "us"]
+    assert target.evaluate(_CHANGED_PIECES_JS) == ["lion"]
+
+    page.wait_for_function(  # the figure is redrawn too, not just the HTML table
+        "before => { const img = document.querySelector('img.p2p-token-figure');"
+        " return img && img.complete && img.src !== before; }",
+        arg=figure_src_before,
+        timeout=WIDGET_TIMEOUT_MS,
+    )
+    figure_after = assert_image_shown(notebook_page, "p2p-token-figure")
+    assert figure_after != figure_before, "the token-table figure did not change"
+    screenshots.save(
+        notebook_page.screenshot_of(explorer),
+        "02_tokenization_explorer_typed",
+        readme_name="tokenization_explorer",
+    )
+    assert notebook_page.widget_render_failures() == []
+    assert_only_local_requests(notebook_page)

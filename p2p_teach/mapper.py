@@ -287,6 +287,9 @@ class CellDifference:
         )
 
 
+MAX_LISTED = 20  # differing cells a MapperCheck lists as text (all are in .differences)
+
+
 @dataclass(frozen=True)
 class MapperCheck:
     """The result of :func:`check_mapper`: ``ok`` and the cells that differ."""
@@ -311,7 +314,9 @@ class MapperCheck:
             f"{len(self.differences)} cell(s) of {where} differ from the "
             f"{self.expected.rule} rule:"
         ]
-        lines += [f"  {difference}" for difference in self.differences]
+        lines += [f"  {difference}" for difference in self.differences[:MAX_LISTED]]
+        if len(self.differences) > MAX_LISTED:
+            lines.append(f"  … and {len(self.differences) - MAX_LISTED} more")
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer, cycle) -> None:  # IPython shows the report as text

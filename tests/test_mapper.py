@@ -469,6 +469,11 @@ def test_check_mapper_against_the_original_rule():
     # the two rules differ exactly where the original code misaligns later tokens
     assert not report.ok
     assert {(d.row, d.column) for d in report.differences[:4]} == {(3, 5), (4, 6), (5, 5), (5, 7)}
+    # course: source i → target i + 2 for i = 3…74; original: j → j for j = 5…76
+    assert len(report.differences) == 72 + 72
+    text = str(report)
+    assert "144 cell(s)" in text and text.endswith("… and 124 more")
+    assert len(text.splitlines()) == 1 + 20 + 1
 
 
 def test_check_mapper_rejects_a_wrong_shape():

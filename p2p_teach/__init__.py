@@ -21,6 +21,12 @@ _EXPORTS: dict[str, str] = {
     "load_pipeline": "models",
     "describe_pipeline": "models",
     "ModelNotAvailableError": "models",
+    "word_swap_mapper": "mapper",
+    "format_mapper": "mapper",
+    "check_mapper": "mapper",
+    "WordCountMismatchError": "mapper",
+    "refinement_alignment": "alignment",
+    "format_alignment": "alignment",
 }
 
 __all__ = sorted(_EXPORTS)

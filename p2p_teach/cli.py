@@ -2,6 +2,8 @@
 
     p2p-teach tokens "A hippopotamus eating"        # the 77 slots of a prompt
     p2p-teach tokens --work "An unimaginably large house"
+    p2p-teach mapper "A lion eating" "A hippopotamus eating" [--rule original]
+    p2p-teach mapper "a cat" "a fluffy cat" --refine
 
 Wrong input exits with status 2 and one line on stderr, never a traceback.
 """
@@ -34,8 +36,31 @@ def _add_tokens(subparsers) -> None:
     parser.set_defaults(run=_cmd_tokens)
 
 
+def _cmd_mapper(args: argparse.Namespace) -> None:
+    from .alignment import format_alignment, refinement_alignment
+    from .mapper import format_mapper, word_swap_mapper
+
+    if args.refine:
+        print(format_alignment(refinement_alignment(args.source, args.target)))
+        return
+    print(format_mapper(word_swap_mapper(args.source, args.target, rule=args.rule)))
+
+
+def _add_mapper(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "mapper", help="print the word-swap mapper (or refinement alignment) of two prompts"
+    )
+    parser.add_argument("source", help="the source prompt, quoted")
+    parser.add_argument("target", help="the target prompt, quoted")
+    parser.add_argument("--rule", choices=("course", "original"), default="course")
+    parser.add_argument(
+        "--refine", action="store_true", help="align prompts that add or remove words"
+    )
+    parser.set_defaults(run=_cmd_mapper)
+
+
 # Each entry adds one subcommand; later modules register theirs here.
-SUBCOMMANDS: list[Callable] = [_add_tokens]
+SUBCOMMANDS: list[Callable] = [_add_tokens, _add_mapper]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,3 +42,24 @@ def test_installed_entry_point_runs():
         check=True,
     )
     assert "cat</w>" in result.stdout
+
+
+def test_mapper_prints_the_block(capsys):
+    assert main(["mapper", "A lion eating", "A hippopotamus eating"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.split()[:2] == ["2", "lion"])
+    assert row.split()[2:] == [".", ".", "1/3", "1/3", "1/3", ".", ".", "."]
+    assert "1-to-N" in out
+
+
+def test_mapper_original_rule_and_refine(capsys):
+    assert main(["mapper", "A lion eating", "A hippopotamus eating", "--rule", "original"]) == 0
+    assert "1/3" in capsys.readouterr().out
+    assert main(["mapper", "a cat", "a fluffy cat", "--refine"]) == 0
+    assert "(new: own attention)" in capsys.readouterr().out
+
+
+def test_mapper_word_count_mismatch_is_one_line(capsys):
+    assert main(["mapper", "a cat", "a fluffy cat"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "use refinement instead" in err

@@ -1,0 +1,229 @@
+"""The Stable Diffusion components at small size, and a cross-attention processor that records.
+
+The architecture is Stable Diffusion v1's, scaled down for 64×64 images:
+
+- ``AutoencoderKL``: 64×64×3 → 16×16×4 (two downsamplings, as SD's 512 → 64 uses three);
+- ``UNet2DConditionModel``: cross-attention at 16×16 and 8×8 (and the 4×4 middle block),
+  plain resnets at 4×4, epsilon prediction;
+- ``CLIPTextModel`` with the full 49,408-entry CLIP vocabulary, read by the real CLIP tokenizer;
+- a ``PNDMScheduler`` configured exactly as SD v1's.
+
+:class:`RecordingCrossAttnProcessor` is an ordinary diffusers attention processor (installed with
+``unet.set_attn_processor``). It computes cross-attention probabilities explicitly and, while its
+:class:`AttentionRecord` is switched on, keeps the head-averaged maps, with their gradient, for
+the grounding loss in training and for the attention measurements in evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+TEXT_HIDDEN = 128
+MAX_TOKENS = 77
+
+VAE_CONFIG: dict = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 3,
+    "up_block_types": ("UpDecoderBlock2D",) * 3,
+    "block_out_channels": (32, 64, 64),
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 64,
+    "scaling_factor": 1.0,  # set from the trained encoder's latent spread
+}
+
+UNET_CONFIG: dict = {
+    "sample_size": 16,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "block_out_channels": (64, 128, 128),
+    "layers_per_block": 1,
+    "cross_attention_dim": TEXT_HIDDEN,
+    "attention_head_dim": 4,  # diffusers reads this SD v1 field as the number of heads
+    "norm_num_groups": 32,
+}
+
+TEXT_CONFIG: dict = {
+    "vocab_size": 49408,
+    "hidden_size": TEXT_HIDDEN,
+    "intermediate_size": 4 * TEXT_HIDDEN,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "max_position_embeddings": MAX_TOKENS,
+    "hidden_act": "quick_gelu",
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 49407,
+    "projection_dim": TEXT_HIDDEN,
+}
+
+SCHEDULER_CONFIG: dict = {  # Stable Diffusion v1's scheduler_config.json
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "skip_prk_steps": True,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+    "trained_betas": None,
+}
+
+
+def build_vae():  # -> diffusers.AutoencoderKL
+    """A fresh (randomly initialised) small ``AutoencoderKL``."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(**VAE_CONFIG)
+
+
+def build_unet():  # -> diffusers.UNet2DConditionModel
+    """A fresh small ``UNet2DConditionModel``."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(**UNET_CONFIG)
+
+
+def build_text_encoder():  # -> transformers.CLIPTextModel
+    """A fresh small ``CLIPTextModel`` with the full CLIP vocabulary."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
+
+
+def build_scheduler():  # -> diffusers.PNDMScheduler
+    """SD v1's PNDM scheduler."""
+    from diffusers import PNDMScheduler
+
+    return PNDMScheduler(**SCHEDULER_CONFIG)
+
+
+def build_noise_scheduler():  # -> diffusers.DDPMScheduler
+    """The training-time noise schedule (same betas as the sampler)."""
+    from diffusers import DDPMScheduler
+
+    keep = ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps", "prediction_type")
+    return DDPMScheduler(**{k: SCHEDULER_CONFIG[k] for k in keep})
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    """Number of parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters())
+
+
+@dataclass
+class AttentionRecord:
+    """Head-averaged cross-attention maps, one per cross-attention call while ``active``.
+
+    Each entry of ``maps`` is ``(layer_name, probs)`` with probs of shape
+    (batch, pixels, tokens), with gradient when recorded in training.
+    ``keep_batch`` picks a slice of the batch to keep (e.g. the conditional half under
+    classifier-free guidance); None keeps all of it.
+    """
+
+    active: bool = False
+    keep_batch: slice | None = None
+    detach: bool = False
+    maps: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+
+    def clear(self) -> None:
+        """Forget recorded maps."""
+        self.maps.clear()
+
+
+class RecordingCrossAttnProcessor:
+    """Cross-attention with explicit probabilities, recorded into an :class:`AttentionRecord`.
+
+    Numerically it is diffusers' ``AttnProcessor``; only cross-attention layers get it.
+    """
+
+    def __init__(self, name: str, record: AttentionRecord) -> None:
+        self.name = name
+        self.record = record
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """Attention forward; records ``probs`` averaged over heads while the record is on."""
+        residual = hidden_states
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            # (batch, pixels, channels)
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        batch_size, sequence_length, _ = context.shape
+        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        key = attn.to_k(context)
+        value = attn.to_v(context)
+        query = attn.head_to_batch_dim(query)  # (batch * heads, pixels, head_dim)
+        key = attn.head_to_batch_dim(key)  # (batch * heads, tokens, head_dim)
+        value = attn.head_to_batch_dim(value)  # (batch * heads, tokens, head_dim)
+        probs = attn.get_attention_scores(query, key, attention_mask)
+        if self.record.active:
+            heads = attn.heads
+            # (batch, heads, pixels, tokens)
+            per_head = probs.view(-1, heads, probs.shape[1], probs.shape[2])
+            kept = per_head.mean(1)  # (batch, pixels, tokens)
+            if self.record.keep_batch is not None:
+                kept = kept[self.record.keep_batch]
+            if self.record.detach:
+                kept = kept.detach()
+            self.record.maps.append((self.name, kept))
+        hidden_states = torch.bmm(probs, value)  # (batch * heads, pixels, head_dim)
+        hidden_states = attn.batch_to_head_dim(hidden_states)  # (batch, pixels, channels)
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        if input_ndim == 4:
+            # (batch, channels, height, width)
+            hidden_states = hidden_states.transpose(-1, -2).reshape(
+                batch_size, channel, height, width
+            )
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+def install_recording(unet, record: AttentionRecord) -> dict:
+    """Give every cross-attention layer of ``unet`` a recording processor.
+
+    Self-attention keeps fused SDPA. Returns the previous processors, to put back with
+    ``unet.set_attn_processor(previous)``.
+    """
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    previous = dict(unet.attn_processors)
+    processors = {}
+    for name in previous:
+        if name.endswith("attn2.processor"):
+            processors[name] = RecordingCrossAttnProcessor(name, record)
+        else:
+            processors[name] = AttnProcessor2_0()
+    unet.set_attn_processor(processors)
+    return previous
+
+
+def load_components(folder: str | Path, dtype: torch.dtype = torch.float32) -> dict:
+    """Load the pipeline components saved in ``folder`` (a ``save_pretrained`` folder)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder), torch_dtype=dtype)
+    return dict(pipe.components)

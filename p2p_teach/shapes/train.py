@@ -1,0 +1,503 @@
+"""Train the shapes Stable Diffusion from scratch on CPU: ``python -m p2p_teach.shapes.train``.
+
+Phases (each one resumes or is skipped when its output already exists in ``--out``):
+
+1. data: ``--n-images`` procedural samples (seeded), with token ids and per-token owners;
+2. vae: ``AutoencoderKL`` for ``--vae-minutes`` (MSE + a small KL term, as SD);
+3. latents: every image encoded once with the trained VAE (posterior mean);
+4. unet: UNet and text encoder together for ``--minutes`` of wall clock, epsilon loss with
+   min-SNR weighting, EMA, 10% empty captions (for classifier-free guidance) and a grounding
+   loss on cross-attention: each colour, shape and size word's attention mass is pushed inside
+   its object's mask (TokenCompose-style token loss);
+5. export: the EMA weights as a ``StableDiffusionPipeline`` folder.
+
+Checkpoints are written every ``--checkpoint-minutes``; ``--resume`` continues from them.
+The learning rate follows the wall clock (warm-up, then cosine), so a resumed run follows
+the same schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning threads stall on a shared CPU
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from p2p_teach.shapes import data as shapes_data  # noqa: E402
+from p2p_teach.shapes import model as shapes_model  # noqa: E402
+
+EMPTY_CAPTION_SHARE = 0.1
+MIN_SNR_GAMMA = 5.0
+
+
+def log(message: str) -> None:
+    """Print a time-stamped line (the log goes to stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    """``torch.save`` through a temporary file, so a killed run never leaves half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 1: data
+# --------------------------------------------------------------------------------------------
+
+
+class CaptionIds:
+    """Token ids of captions built word by word, with the word each token belongs to.
+
+    CLIP's BPE works on each pre-token separately, so for captions of plain lowercase words
+    the ids of the whole caption are the ids of its words in order (a test checks this
+    against the tokenizer on whole captions).
+    """
+
+    def __init__(self, tokenizer=None) -> None:
+        from p2p_teach.tokens import load_clip_tokenizer
+
+        self.tokenizer = tokenizer or load_clip_tokenizer()
+        self._cache: dict[str, list[int]] = {}
+
+    def word_ids(self, word: str) -> list[int]:
+        """The BPE ids of one word."""
+        if word not in self._cache:
+            self._cache[word] = self.tokenizer(word, add_special_tokens=False)["input_ids"]
+        return self._cache[word]
+
+    def encode(self, words: list[str], owners: list[int]) -> tuple[list[int], list[int]]:
+        """77 ids (BOS, pieces, EOS, EOS padding) and, per slot, its word's owner (-1: none)."""
+        ids = [shapes_model.TEXT_CONFIG["bos_token_id"]]
+        slot_owners = [-1]
+        for word, owner in zip(words, owners, strict=True):
+            pieces = self.word_ids(word)
+            ids += pieces
+            slot_owners += [owner] * len(pieces)
+        eos = shapes_model.TEXT_CONFIG["eos_token_id"]
+        if len(ids) >= shapes_model.MAX_TOKENS:
+            raise ValueError(f"caption too long: {' '.join(words)}")
+        pad = shapes_model.MAX_TOKENS - len(ids)
+        return ids + [eos] * pad, slot_owners + [-1] * pad
+
+
+def build_dataset(n_images: int, seed: int) -> dict[str, torch.Tensor]:
+    """Images, masks, token ids and token owners of samples 0..n_images-1 of ``seed``."""
+    encoder = CaptionIds()
+    images = np.empty((n_images, 64, 64, 3), np.uint8)
+    masks = np.zeros((n_images, 2, 64, 64), bool)
+    ids = np.empty((n_images, shapes_model.MAX_TOKENS), np.int32)
+    owners = np.empty((n_images, shapes_model.MAX_TOKENS), np.int8)
+    for index in range(n_images):
+        item = shapes_data.sample(index, seed)
+        images[index] = item.image
+        masks[index, : len(item.objects)] = item.masks
+        ids[index], owners[index] = encoder.encode(item.words, item.word_objects)
+    return {
+        "images": torch.from_numpy(images),
+        "masks": torch.from_numpy(masks),
+        "input_ids": torch.from_numpy(ids),
+        "owners": torch.from_numpy(owners),
+    }
+
+
+def images_to_tensor(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (batch, 64, 64, 3) → float (batch, 3, 64, 64) in [-1, 1]."""
+    return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 2 and 3: VAE and latents
+# --------------------------------------------------------------------------------------------
+
+
+def train_vae(dataset: dict, out: Path, minutes: float, seed: int, ckpt_minutes: float):
+    """Train the VAE for ``minutes`` of wall clock (resuming ``vae_ckpt.pt``); returns it."""
+    torch.manual_seed(seed)
+    vae = shapes_model.build_vae()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    ckpt_path = out / "vae_ckpt.pt"
+    step, elapsed = 0, 0.0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=False)
+        vae.load_state_dict(state["vae"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed = state["step"], state["elapsed"]
+        torch.set_rng_state(state["rng"])
+        log(f"vae: resumed at step {step}, {elapsed / 60:.1f} min")
+    n_images = dataset["images"].shape[0]
+    budget = minutes * 60.0
+    start, last_ckpt = time.time() - elapsed, time.time()
+    while time.time() - start < budget:
+        frac = (time.time() - start) / budget
+        for group in optimizer.param_groups:
+            warm = min(1.0, (step + 1) / 100)
+            group["lr"] = 1e-3 * warm * (0.55 + 0.45 * math.cos(math.pi * frac))
+        index = torch.randint(0, n_images, (16,))
+        pixels = images_to_tensor(dataset["images"][index])
+        posterior = vae.encode(pixels).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        mse = F.mse_loss(recon, pixels)
+        kl = posterior.kl().mean() / pixels[0].numel()
+        loss = mse + 1e-4 * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % 50 == 0:
+            psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))
+            log(f"vae step {step} mse {mse.item():.5f} psnr {psnr:.1f} dB kl {kl.item():.3f}")
+        if time.time() - last_ckpt > ckpt_minutes * 60:
+            state = {
+                "vae": vae.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "elapsed": time.time() - start,
+                "rng": torch.get_rng_state(),
+            }
+            save_atomic(state, ckpt_path)
+            last_ckpt = time.time()
+            log(f"vae: checkpoint at step {step}")
+    log(f"vae: done, {step} steps")
+    return vae
+
+
+@torch.no_grad()
+def encode_latents(vae, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
+    """Posterior means of all images, (n, 4, 16, 16), unscaled."""
+    vae.eval()
+    chunks = []
+    for begin in range(0, images.shape[0], batch):
+        pixels = images_to_tensor(images[begin : begin + batch])
+        chunks.append(vae.encode(pixels).latent_dist.mean)
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def vae_psnr(vae, images: torch.Tensor) -> float:
+    """Mean PSNR (dB, images in [-1, 1]) of encode-mean → decode on ``images``."""
+    pixels = images_to_tensor(images)
+    recon = vae.decode(vae.encode(pixels).latent_dist.mean).sample.clamp(-1, 1)
+    mse = ((recon - pixels) ** 2).mean(dim=(1, 2, 3))
+    return float((10 * torch.log10(4.0 / mse.clamp_min(1e-10))).mean())
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 4: UNet and text encoder
+# --------------------------------------------------------------------------------------------
+
+
+def grounding_loss(
+    maps: list[tuple[str, torch.Tensor]], masks: torch.Tensor, owners: torch.Tensor
+) -> torch.Tensor:
+    """Mean over layers and grounded tokens of 1 − (attention mass inside the token's mask).
+
+    ``maps``: (batch, pixels, tokens) per layer; ``masks``: (batch, objects, 64, 64) float;
+    ``owners``: (batch, tokens) object index per token, -1 for tokens without an object.
+    """
+    valid = owners >= 0  # (batch, tokens)
+    if not bool(valid.any()):
+        return masks.new_zeros(())
+    owner_index = owners.clamp_min(0).long()  # (batch, tokens)
+    by_resolution: dict[int, torch.Tensor] = {}
+    losses = []
+    for _name, probs in maps:
+        pixels = probs.shape[1]
+        side = int(round(math.sqrt(pixels)))
+        if side not in by_resolution:
+            pooled = F.adaptive_avg_pool2d(masks, side)  # (batch, objects, side, side)
+            flat = pooled.flatten(2)  # (batch, objects, pixels)
+            gather_index = owner_index[:, :, None].expand(-1, -1, pixels)  # (batch, tokens, px)
+            by_resolution[side] = torch.gather(flat, 1, gather_index)  # (batch, tokens, pixels)
+        token_masks = by_resolution[side]
+        token_maps = probs.transpose(1, 2)  # (batch, tokens, pixels)
+        inside = (token_maps * token_masks).sum(-1) / token_maps.sum(-1).clamp_min(1e-8)
+        losses.append(((1.0 - inside) * valid).sum() / valid.sum())
+    return torch.stack(losses).mean()
+
+
+def lr_at(base: float, step: int, frac: float, warmup: int) -> float:
+    """Warm-up over ``warmup`` steps, then cosine from ``base`` to 10% by the time budget."""
+    return base * min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
+
+
+def train_unet(
+    dataset: dict, latents: torch.Tensor, out: Path, args: argparse.Namespace
+) -> dict[str, dict]:
+    """Train UNet + text encoder for ``args.minutes``; returns EMA state dicts."""
+    torch.manual_seed(args.seed + 1)
+    unet = shapes_model.build_unet()
+    text_encoder = shapes_model.build_text_encoder()
+    record = shapes_model.AttentionRecord()
+    shapes_model.install_recording(unet, record)
+    noise_scheduler = shapes_model.build_noise_scheduler()
+    alphas_cumprod = noise_scheduler.alphas_cumprod.float()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ema = [p.detach().clone() for p in params]
+    ckpt_path = out / "unet_ckpt.pt"
+    step, elapsed = 0, 0.0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=False)
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        for target, saved in zip(ema, state["ema"], strict=True):
+            target.copy_(saved)
+        step, elapsed = state["step"], state["elapsed"]
+        torch.set_rng_state(state["rng"])
+        log(f"unet: resumed at step {step}, {elapsed / 60:.1f} min")
+
+    empty_ids, _ = CaptionIds().encode([], [])
+    empty_ids = torch.tensor(empty_ids, dtype=torch.long)
+    n_images = latents.shape[0]
+    budget = args.minutes * 60.0
+    start, last_ckpt, last_log = time.time() - elapsed, time.time(), time.time()
+    running: dict[str, float] = {"loss": 0.0, "ground": 0.0, "n": 0}
+
+    def checkpoint() -> None:
+        state = {
+            "unet": unet.state_dict(),
+            "text_encoder": text_encoder.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "ema": ema,
+            "step": step,
+            "elapsed": time.time() - start,
+            "rng": torch.get_rng_state(),
+        }
+        save_atomic(state, ckpt_path)
+        log(f"unet: checkpoint at step {step} ({(time.time() - start) / 60:.1f} min)")
+
+    while time.time() - start < budget:
+        frac = (time.time() - start) / budget
+        lr = lr_at(args.lr, step, frac, args.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        index = torch.randint(0, n_images, (args.batch,))
+        clean = latents[index] * args.scaling_factor  # (batch, 4, 16, 16)
+        input_ids = dataset["input_ids"][index].long()  # (batch, 77)
+        owners = dataset["owners"][index].long()  # (batch, 77)
+        drop = torch.rand(args.batch) < EMPTY_CAPTION_SHARE
+        input_ids[drop] = empty_ids
+        owners[drop] = -1
+        noise = torch.randn_like(clean)
+        timesteps = torch.randint(0, 1000, (args.batch,))
+        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+        ground_now = args.ground_weight > 0 and step % args.ground_every == 0
+        record.clear()
+        record.active = ground_now
+        hidden = text_encoder(input_ids).last_hidden_state  # (batch, 77, hidden)
+        prediction = unet(noisy, timesteps, hidden).sample
+        snr = alphas_cumprod[timesteps] / (1 - alphas_cumprod[timesteps])
+        weight = snr.clamp(max=MIN_SNR_GAMMA) / snr  # min-SNR, epsilon prediction
+        per_sample = ((prediction - noise) ** 2).mean(dim=(1, 2, 3))
+        loss = (weight * per_sample).mean()
+        total = loss
+        ground = torch.zeros(())
+        if ground_now:
+            masks = dataset["masks"][index].float()  # (batch, 2, 64, 64)
+            ground = grounding_loss(record.maps, masks, owners)
+            total = loss + args.ground_weight * ground
+        record.clear()
+        record.active = False
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        decay = min(args.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
+        step += 1
+        running["loss"] += loss.item()
+        running["ground"] += ground.item()
+        running["n"] += 1
+        if time.time() - last_log > 60 or step % 100 == 0:
+            n = running["n"]
+            rate = n / max(time.time() - last_log, 1e-6)
+            log(
+                f"unet step {step} loss {running['loss'] / n:.4f} ground "
+                f"{running['ground'] / n:.4f} lr {lr:.2e} {rate:.2f} it/s "
+                f"{(time.time() - start) / 60:.1f}/{args.minutes:.0f} min"
+            )
+            running = {"loss": 0.0, "ground": 0.0, "n": 0}
+            last_log = time.time()
+        if time.time() - last_ckpt > args.checkpoint_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+    checkpoint()
+    log(f"unet: done, {step} steps")
+    return ema_state_dicts(unet, text_encoder, ema)
+
+
+def ema_state_dicts(unet, text_encoder, ema: list[torch.Tensor]) -> dict[str, dict]:
+    """State dicts of UNet and text encoder with the EMA weights in place of the live ones."""
+    n_unet = len(list(unet.parameters()))
+    with torch.no_grad():
+        for p, e in zip(unet.parameters(), ema[:n_unet], strict=True):
+            p.copy_(e)
+        for p, e in zip(text_encoder.parameters(), ema[n_unet:], strict=True):
+            p.copy_(e)
+    return {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict()}
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 5: export
+# --------------------------------------------------------------------------------------------
+
+
+def export_pipeline(
+    unet_state: dict,
+    text_state: dict,
+    vae_state: dict,
+    scaling_factor: float,
+    folder: str | Path,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write a ``StableDiffusionPipeline`` folder (safetensors, real CLIP tokenizer files)."""
+    import shutil
+
+    from diffusers import StableDiffusionPipeline
+
+    from p2p_teach.tokens import load_clip_tokenizer, write_clip_tokenizer_files
+
+    folder = Path(folder)
+    unet = shapes_model.build_unet()
+    unet.load_state_dict(unet_state)
+    text_encoder = shapes_model.build_text_encoder()
+    text_encoder.load_state_dict(text_state)
+    vae = shapes_model.build_vae()
+    vae.load_state_dict(vae_state)
+    vae.register_to_config(scaling_factor=float(scaling_factor))
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=load_clip_tokenizer(),
+        unet=unet,
+        scheduler=shapes_model.build_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.to(dtype=dtype)
+    if folder.exists():
+        shutil.rmtree(folder)
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    tokenizer_dir = folder / "tokenizer"
+    if tokenizer_dir.exists():
+        shutil.rmtree(tokenizer_dir)
+    write_clip_tokenizer_files(tokenizer_dir)
+    return folder
+
+
+def export_from_run(out: Path, folder: Path, dtype: torch.dtype) -> Path:
+    """Export the finished run in ``out`` (``final.pt``) to ``folder``."""
+    final = torch.load(out / "final.pt", weights_only=False)
+    return export_pipeline(
+        final["unet"], final["text_encoder"], final["vae"], final["scaling_factor"], folder, dtype
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/shapes"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-images", type=int, default=40000)
+    parser.add_argument("--vae-minutes", type=float, default=7.0)
+    parser.add_argument("--minutes", type=float, default=82.0, help="UNet + text encoder time")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=8e-4)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--ema-decay", type=float, default=0.999)
+    parser.add_argument("--ground-weight", type=float, default=0.1)
+    parser.add_argument("--ground-every", type=int, default=1, help="grounding loss every k steps")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume", action="store_true", help="continue from checkpoints")
+    parser.add_argument("--export", type=Path, default=None, help="also export fp16 here")
+    parser.add_argument("--export-only", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run all phases (see the module docstring)."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    if args.export_only:
+        export_from_run(out, args.export, torch.float16)
+        log(f"exported to {args.export}")
+        return
+    if not args.resume:
+        for name in ("data.pt", "vae_ckpt.pt", "vae_final.pt", "latents.pt", "unet_ckpt.pt"):
+            if (out / name).exists():
+                raise SystemExit(f"{out / name} exists: pass --resume or use another --out")
+    (out / "args.json").write_text(json.dumps(vars(args), default=str, indent=1))
+    log(f"args: {vars(args)}")
+
+    data_path = out / "data.pt"
+    if data_path.exists():
+        dataset = torch.load(data_path)
+    else:
+        t0 = time.time()
+        dataset = build_dataset(args.n_images, args.seed)
+        save_atomic(dataset, data_path)
+        log(f"data: {args.n_images} samples in {time.time() - t0:.0f} s")
+
+    vae_path = out / "vae_final.pt"
+    if vae_path.exists():
+        vae_state = torch.load(vae_path)
+    else:
+        vae = train_vae(dataset, out, args.vae_minutes, args.seed, args.checkpoint_minutes)
+        vae_state = vae.state_dict()
+        save_atomic(vae_state, vae_path)
+    vae = shapes_model.build_vae()
+    vae.load_state_dict(vae_state)
+    vae.eval()
+
+    latents_path = out / "latents.pt"
+    if latents_path.exists():
+        saved = torch.load(latents_path)
+        latents, scaling_factor = saved["latents"], saved["scaling_factor"]
+    else:
+        t0 = time.time()
+        latents = encode_latents(vae, dataset["images"])
+        scaling_factor = float(1.0 / latents.std())
+        psnr = vae_psnr(vae, dataset["images"][-256:])
+        save_atomic({"latents": latents, "scaling_factor": scaling_factor}, latents_path)
+        log(
+            f"latents: {tuple(latents.shape)} in {time.time() - t0:.0f} s, scaling factor "
+            f"{scaling_factor:.4f}, VAE PSNR {psnr:.1f} dB"
+        )
+    args.scaling_factor = scaling_factor
+
+    ema = train_unet(dataset, latents, out, args)
+    final = {**ema, "vae": vae_state, "scaling_factor": scaling_factor}
+    save_atomic(final, out / "final.pt")
+    export_pipeline(
+        final["unet"], final["text_encoder"], vae_state, scaling_factor, out / "pipeline"
+    )
+    log(f"exported fp32 pipeline to {out / 'pipeline'}")
+    if args.export is not None:
+        export_from_run(out, args.export, torch.float16)
+        log(f"exported fp16 pipeline to {args.export}")
+
+
+if __name__ == "__main__":
+    main()

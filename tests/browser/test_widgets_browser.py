@@ -113,3 +113,54 @@ def test_tokenization_explorer_shows_the_real_pieces(
     )
     assert notebook_page.widget_render_failures() == []
     assert_only_local_requests(notebook_page)
+
+
+def progress_label(notebook: NotebookPage) -> str:
+    return notebook.page.locator(".p2p-progress .widget-label").inner_text().strip()
+
+
+def progress_bar_width(notebook: NotebookPage) -> str:
+    return notebook.page.locator(".p2p-progress .progress-bar").evaluate("bar => bar.style.width")
+
+
+def test_edit_runner_runs_to_the_last_step_and_shows_both_images(
+    notebook_page: NotebookPage, screenshots: ScreenshotSaver
+) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    page = notebook_page.page
+    runner = page.locator(".p2p-edit-runner")
+    runner.wait_for(state="visible", timeout=WIDGET_TIMEOUT_MS)
+    screenshots.save(notebook_page.screenshot_of(runner), "03_edit_runner_ready")
+
+    page.locator(".p2p-run-button").click()
+    running = page.locator(".p2p-edit-runner.p2p-running")
+    try:  # a mid-run view for the README; the tiny model may finish before it can be caught
+        page.wait_for_function(
+            "() => { const label = document.querySelector("
+            "'.p2p-edit-runner.p2p-running .p2p-progress .widget-label');"
+            " const img = document.querySelector('img.p2p-target-image');"
+            " const m = label && label.textContent.match(/step (\\d+)\\/(\\d+)/);"
+            " return m && +m[1] >= 2 && +m[1] < +m[2] && img && img.naturalWidth > 0; }",
+            timeout=20_000,
+            polling="raf",
+        )
+        screenshots.save(
+            notebook_page.screenshot_of(runner), "04_edit_runner_running", "edit_runner_running"
+        )
+    except PlaywrightTimeoutError:  # only the optional screenshot is lost
+        pass
+    running.wait_for(state="detached", timeout=WIDGET_TIMEOUT_MS * 2)
+
+    status = page.locator(".p2p-edit-runner .p2p-status").inner_text()
+    assert status.startswith("Done"), f"the edit did not finish: {status!r}"
+    done, total = progress_label(notebook_page).removeprefix("step ").split("/")
+    assert int(total) > 0 and done == total, f"progress stopped at {progress_label(notebook_page)}"
+    assert progress_bar_width(notebook_page) == "100%"
+    source_png = assert_image_shown(notebook_page, "p2p-source-image")
+    target_png = assert_image_shown(notebook_page, "p2p-target-image")
+    assert source_png != target_png, "source and edited images are the same picture"
+    assert_image_shown(notebook_page, "p2p-result-image")
+    screenshots.save(notebook_page.screenshot_of(runner), "05_edit_runner_done", "edit_runner")
+    assert notebook_page.widget_render_failures() == []
+    assert_only_local_requests(notebook_page)

@@ -1,0 +1,388 @@
+"""The edits of Prompt-to-Prompt: Replace, Refine, Reweight and LocalBlend, composable.
+
+Every cross-attention edit says how the target's attention map ``P*`` (pixels × 77 target
+slots) is built from the source's map ``P_src`` and the target's own map ``P_tgt``. Per target
+slot ``j`` and step ``k``, with the schedule's α (:mod:`p2p_teach.schedules`):
+
+    P*[:, j] = α_kj · w_j · (a_j · (P_src M)[:, j] + (1 − a_j) · P_tgt[:, j])
+               + (1 − α_kj) · P_tgt[:, j]
+
+* ``M`` (77×77, rows source slots, columns target slots) moves source maps onto target slots;
+* ``a`` (77,) is 1 where a target slot takes the source's map and 0 where it keeps its own;
+* ``w`` (77,) scales target slots (reweighting).
+
+This is the original code's composition (``AttentionReplace``, ``AttentionRefine`` and
+``AttentionReweight`` with its ``prev_controller``), written as one formula:
+
+* :class:`Replace` (word swap): ``M`` = the word-swap mapper, ``a = 1``, ``w = 1``;
+* :class:`Refine` (words added or removed): ``M`` = the alignment's one-hot matrix,
+  ``a`` = the alignment's alphas (0 for new tokens), ``w = 1``;
+* :class:`Reweight`: ``w`` = the word scales, on top of a ``base`` Replace or Refine (or the
+  identity when source and target prompts are the same);
+* :class:`NoEdit`: no injection at all (the "empty edit": both prompts generated plainly).
+
+Collected per slot, ``P* = P_src · (M · diag(c_src)) + P_tgt · diag(c_tgt)`` with
+``c_src = α·a·w`` and ``c_tgt = α·(1 − a)·w + (1 − α)``. :func:`step_coefficients` computes
+these per step once, before the loop, on the attention's device and dtype.
+
+:class:`LocalBlend` is not an attention edit: after each step it keeps the source's latents
+outside a mask made from the attention maps of chosen words, so only that region changes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from numbers import Real
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+
+from .schedules import InjectionSchedule, ScheduleError, parse_window, window_steps
+from .tokens import MAX_SLOTS, TokenView
+
+StepMode = Literal["none", "source", "mixed"]
+
+
+@dataclass(frozen=True)
+class TokenEdit:
+    """An edit resolved for two prompts, before time enters: ``M``, ``a`` and ``w``.
+
+    Attributes:
+        mapper: (77, 77) float32, rows source slots, columns target slots.
+        source_share: (77,) float32, ``a``: 1 where a target slot takes the source's map.
+        weights: (77,) float32, ``w``: the scale of each target slot.
+        injects: False for the empty edit (no cross- or self-attention injection).
+    """
+
+    mapper: torch.Tensor = field(repr=False)
+    source_share: torch.Tensor = field(repr=False)
+    weights: torch.Tensor = field(repr=False)
+    injects: bool = True
+
+
+class Edit:
+    """Base class of the attention edits. Subclasses implement :meth:`resolve`."""
+
+    kind: ClassVar[str] = "edit"
+
+    def resolve(self, source: TokenView, target: TokenView) -> TokenEdit:  # pragma: no cover
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """JSON-ready description, stored in the edit's settings."""
+        return {"kind": self.kind}
+
+
+@dataclass(frozen=True)
+class NoEdit(Edit):
+    """The empty edit: source and target are generated plainly, side by side, from one z_T."""
+
+    kind: ClassVar[str] = "none"
+
+    def resolve(self, source: TokenView, target: TokenView) -> TokenEdit:
+        return TokenEdit(
+            mapper=torch.eye(MAX_SLOTS),
+            source_share=torch.zeros(MAX_SLOTS),
+            weights=torch.ones(MAX_SLOTS),
+            injects=False,
+        )
+
+
+@dataclass(frozen=True)
+class Replace(Edit):
+    """Word swap: target slots take the source's maps through the word-swap mapper.
+
+    Args:
+        rule: ``"course"`` (the recitation's mapper, default) or ``"original"`` (the original
+            code's mapper, which misaligns later tokens when piece counts differ).
+    """
+
+    rule: str = "course"
+    kind: ClassVar[str] = "replace"
+
+    def resolve(self, source: TokenView, target: TokenView) -> TokenEdit:
+        from .mapper import word_swap_mapper
+
+        mapper = word_swap_mapper(source, target, rule=self.rule)  # WordCountMismatchError
+        return TokenEdit(mapper.matrix.float(), torch.ones(MAX_SLOTS), torch.ones(MAX_SLOTS))
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "rule": self.rule}
+
+
+@dataclass(frozen=True)
+class Refine(Edit):
+    """Refinement (words added or removed): aligned target slots take their source slot's map,
+    new tokens keep their own."""
+
+    kind: ClassVar[str] = "refine"
+
+    def resolve(self, source: TokenView, target: TokenView) -> TokenEdit:
+        from .alignment import refinement_alignment
+
+        alignment = refinement_alignment(source, target)
+        return TokenEdit(
+            alignment.as_matrix().float(), alignment.alphas.float(), torch.ones(MAX_SLOTS)
+        )
+
+
+@dataclass(frozen=True)
+class Reweight(Edit):
+    """Scale the attention of target words (several at once; negative values allowed).
+
+    Args:
+        weights: target-prompt word → scale, e.g. ``{"smiling": 4.0, "doll": -1.0}``. Every
+            piece of the word is scaled.
+        base: the edit it composes over (:class:`Replace` or :class:`Refine`), like the
+            original's ``prev_controller``. ``None`` (the default) needs the same prompt for
+            source and target: the source's maps are reweighted as they are.
+
+    As in the original, weights act during the cross-attention injection steps only.
+    """
+
+    weights: Mapping[str, float] = field(default_factory=dict)
+    base: Replace | Refine | None = None
+    kind: ClassVar[str] = "reweight"
+
+    def resolve(self, source: TokenView, target: TokenView) -> TokenEdit:
+        if not self.weights:
+            raise ValueError(
+                "Reweight needs at least one word: Fix: e.g. Reweight({'smiling': 3.0})."
+            )
+        if self.base is None:
+            if source.ids != target.ids:
+                raise ValueError(
+                    "Reweight without a base edit reweights the source's own maps, so source "
+                    f"and target prompts must be the same; got {source.prompt!r} and "
+                    f"{target.prompt!r}. Fix: compose it, Reweight(weights, base=Replace()) "
+                    "for a word swap or base=Refine() for added words."
+                )
+            base = TokenEdit(torch.eye(MAX_SLOTS), torch.ones(MAX_SLOTS), torch.ones(MAX_SLOTS))
+        elif isinstance(self.base, (Replace, Refine)):
+            base = self.base.resolve(source, target)
+        else:
+            raise TypeError(
+                f"Reweight's base must be Replace(), Refine() or None, not {self.base!r}"
+            )
+        weights = torch.ones(MAX_SLOTS)  # (77 target slots,)
+        for word_text, scale in self.weights.items():
+            if not isinstance(scale, Real) or isinstance(scale, bool) or not math.isfinite(scale):
+                raise ValueError(
+                    f"Reweight weight of {word_text!r} must be a finite number, not {scale!r}"
+                )
+            word = target.find_word(word_text)  # WordNotFoundError lists the target's words
+            weights[word.start : word.stop] = float(scale)
+        return TokenEdit(base.mapper, base.source_share, weights)
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "weights": {word: float(scale) for word, scale in self.weights.items()},
+            "base": None if self.base is None else self.base.describe(),
+        }
+
+
+EDIT_NAMES: dict[str, type[Edit]] = {"none": NoEdit, "replace": Replace, "refine": Refine}
+
+
+def as_edit(edit: Edit | str | None) -> Edit:
+    """An :class:`Edit` from an edit, a name (``"replace"``, ``"refine"``, ``"none"``) or None."""
+    if edit is None:
+        return NoEdit()
+    if isinstance(edit, Edit):
+        return edit
+    if isinstance(edit, str) and edit.lower() in EDIT_NAMES:
+        return EDIT_NAMES[edit.lower()]()
+    raise ValueError(
+        f"edit={edit!r}: use Replace(), Refine(), Reweight({{word: scale}}), NoEdit(), or one "
+        f"of the names {list(EDIT_NAMES)}."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Per-step coefficients, computed once before the loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepCoefficients:
+    """What the processors need at each step, on the attention's device and dtype.
+
+    Attributes:
+        value_mixers: (T, 77, 77); ``value_mixers[k] = M · diag(c_src[k])``. The source-map term
+            of ``P*`` folds into the values: ``P_src · value_mixers[k] · V_tgt``.
+        target_keep: (T, 77); ``c_tgt[k]``, the share of each target slot's own map.
+        modes: per step, ``"none"`` (P* = P_tgt: nothing to do), ``"source"`` (c_tgt = 0: one
+            fused attention with the source's queries and keys) or ``"mixed"`` (both terms).
+        self_inject: per step, inject self-attention (False everywhere for the empty edit).
+    """
+
+    value_mixers: torch.Tensor = field(repr=False)
+    target_keep: torch.Tensor = field(repr=False)
+    modes: tuple[StepMode, ...]
+    self_inject: tuple[bool, ...]
+
+
+def step_coefficients(
+    token_edit: TokenEdit,
+    schedule: InjectionSchedule,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> StepCoefficients:
+    """Combine an edit with its schedule into per-step coefficients (see the module formula)."""
+    num_steps = schedule.num_steps
+    if not token_edit.injects:
+        return StepCoefficients(
+            value_mixers=torch.zeros(num_steps, MAX_SLOTS, MAX_SLOTS, device=device, dtype=dtype),
+            target_keep=torch.ones(num_steps, MAX_SLOTS, device=device, dtype=dtype),
+            modes=("none",) * num_steps,
+            self_inject=(False,) * num_steps,
+        )
+    alpha = schedule.cross.float()  # (T, 77 target slots)
+    share = token_edit.source_share.float()[None, :]  # (1, 77)
+    weights = token_edit.weights.float()[None, :]  # (1, 77)
+    source_coef = alpha * share * weights  # (T, 77): c_src
+    target_coef = alpha * (1.0 - share) * weights + (1.0 - alpha)  # (T, 77): c_tgt
+    value_mixers = token_edit.mapper.float()[None, :, :] * source_coef[:, None, :]  # (T, 77, 77)
+
+    modes: list[StepMode] = []
+    for step in range(num_steps):
+        if not bool(source_coef[step].any()) and bool((target_coef[step] == 1.0).all()):
+            modes.append("none")
+        elif not bool(target_coef[step].any()):
+            modes.append("source")
+        else:
+            modes.append("mixed")
+    return StepCoefficients(
+        value_mixers=value_mixers.to(device=device, dtype=dtype),
+        target_keep=target_coef.to(device=device, dtype=dtype),
+        modes=tuple(modes),
+        self_inject=tuple(bool(v) for v in schedule.self_),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Local blend
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalBlend:
+    """Change only where the chosen words are: blend the target's latents into the source's.
+
+    After each step (from ``start`` on), the word maps recorded so far at one cross-attention
+    resolution are summed over the words' pieces, averaged over layers and steps, max-pooled
+    (3×3), resized to the latent, divided by their maximum and thresholded; the source's mask
+    and the target's are united, and ``z*_t ← z_t + mask · (z*_t − z_t)``. This is the
+    original's ``LocalBlend``.
+
+    Args:
+        source_words: word(s) of the source prompt, e.g. ``"bicycle"``.
+        target_words: word(s) of the target prompt; default: the same words.
+        threshold: the share of the maximum above which a latent pixel may change (0.3).
+        start: the share of the steps before blending begins (0.2, the original's).
+        resolution: the side of the cross-attention maps used; ``None`` follows the model: the
+            largest down/up cross-attention side ≤ a quarter of the latent's side (16 for SD's
+            64×64 latent, as the original), or the smallest such side if none is that small.
+    """
+
+    source_words: str | Sequence[str]
+    target_words: str | Sequence[str] | None = None
+    threshold: float = 0.3
+    start: float = 0.2
+    resolution: int | None = None
+
+    def resolve(self, source: TokenView, target: TokenView, num_steps: int) -> BlendPlan:
+        """Look up the words' slots and the first blended step; validate the numbers."""
+        if not (isinstance(self.threshold, Real) and 0.0 <= self.threshold <= 1.0):
+            raise ValueError(
+                f"LocalBlend threshold={self.threshold!r}: it is a share of the map's maximum, "
+                "in [0, 1]. Fix: e.g. threshold=0.3."
+            )
+        try:
+            start_window = parse_window((self.start, 1.0), "LocalBlend start")
+        except ScheduleError as error:
+            raise ScheduleError(
+                f"LocalBlend start={self.start!r}: a fraction in [0, 1]. Fix: e.g. start=0.2."
+            ) from error
+        if self.resolution is not None and (
+            not isinstance(self.resolution, int) or self.resolution < 1
+        ):
+            raise ValueError(f"LocalBlend resolution={self.resolution!r}: a side ≥ 1, or None")
+        source_words = _as_words(self.source_words)
+        target_words = source_words if self.target_words is None else _as_words(self.target_words)
+        if not source_words or not target_words:
+            raise ValueError("LocalBlend needs at least one word. Fix: LocalBlend('bicycle').")
+        source_slots = _word_slots(source, source_words)
+        target_slots = _word_slots(target, target_words)
+        return BlendPlan(
+            source_slots=tuple(source_slots),
+            target_slots=tuple(target_slots),
+            threshold=float(self.threshold),
+            start_step=window_steps(start_window, num_steps).start,
+            resolution=self.resolution,
+        )
+
+    def describe(self) -> dict:
+        return {
+            "source_words": _as_words(self.source_words),
+            "target_words": None if self.target_words is None else _as_words(self.target_words),
+            "threshold": float(self.threshold),
+            "start": float(self.start),
+            "resolution": self.resolution,
+        }
+
+
+@dataclass(frozen=True)
+class BlendPlan:
+    """A :class:`LocalBlend` resolved for two prompts and a step count."""
+
+    source_slots: tuple[int, ...]
+    target_slots: tuple[int, ...]
+    threshold: float
+    start_step: int
+    resolution: int | None  # None: chosen from the model by the engine
+
+
+def _as_words(words: str | Sequence[str]) -> list[str]:
+    return [words] if isinstance(words, str) else list(words)
+
+
+def _word_slots(view: TokenView, words: list[str]) -> list[int]:
+    slots: list[int] = []
+    for word_text in words:
+        word = view.find_word(word_text)  # WordNotFoundError lists the prompt's words
+        slots.extend(word.slots)
+    return slots
+
+
+def blend_mask(
+    word_maps: torch.Tensor, latent_size: tuple[int, int], threshold: float
+) -> torch.Tensor:
+    """The local-blend mask from word maps of source and target.
+
+    Args:
+        word_maps: (2, H, W), the source's and the target's word maps (any positive scale).
+        latent_size: (h, w) of the latents.
+        threshold: share of each map's maximum.
+
+    Returns:
+        (1, 1, h, w) in the maps' dtype: 1 where the source's or the target's map exceeds the
+        threshold (after a 3×3 max-pool and nearest resizing, as the original), else 0.
+    """
+    maps = word_maps[:, None].float()  # (2, 1, H, W)
+    maps = F.max_pool2d(maps, kernel_size=3, stride=1, padding=1)  # (2, 1, H, W)
+    maps = F.interpolate(maps, size=latent_size)  # (2, 1, h, w), nearest
+    peak = maps.amax(dim=(2, 3), keepdim=True).clamp_min(torch.finfo(maps.dtype).tiny)
+    mask = (maps / peak) > threshold  # (2, 1, h, w) bool
+    return (mask[:1] | mask[1:]).to(word_maps.dtype)  # (1, 1, h, w): source ∪ target
+
+
+def apply_blend(latents: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``z*_t ← z_t + mask · (z*_t − z_t)`` on latents (2, C, h, w) = [source, target]."""
+    source, target = latents[:1], latents[1:]  # (1, C, h, w) each
+    blended = source + mask.to(latents.dtype) * (target - source)  # (1, C, h, w)
+    return torch.cat([source, blended])  # (2, C, h, w)

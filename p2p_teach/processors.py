@@ -1,0 +1,370 @@
+"""Attention processors that edit the target's attention from the source's, inside fused SDPA.
+
+diffusers lets a model's attention be replaced layer by layer with *processors*: callables that
+receive the ``Attention`` module and its input and return its output. This is the only hook
+p2p_teach uses (no monkeypatching). :func:`attention_processors` installs processors for one
+run and always puts the pipeline's own processors back, also after an exception or Ctrl-C.
+
+:class:`PromptToPromptProcessor` mirrors diffusers' ``AttnProcessor2_0`` step for step (spatial
+norm, group norm, projections, heads, SDPA, output projection, residual, rescale) and changes
+one thing: the attention of the conditional target (the UNet batch is
+``[uncond source, uncond target, cond source, cond target]`` with classifier-free guidance).
+
+Why no attention probabilities are needed. The edited target map is (see :mod:`p2p_teach.edits`)
+``P* = P_src · M · diag(c_src) + P_tgt · diag(c_tgt)``, and attention multiplies it by the
+values, so
+
+    P* · V_tgt = P_src · (M · diag(c_src) · V_tgt) + P_tgt · (diag(c_tgt) · V_tgt)
+               = sdpa(Q_src, K_src, V₁) + sdpa(Q_tgt, K_tgt, V₂)
+
+with ``V₁ = M·diag(c_src)·V_tgt`` and ``V₂ = diag(c_tgt)·V_tgt``, since
+``sdpa(Q, K, V) = softmax(Q·Kᵀ/√d)·V``. The mapper and the weights fold into the values (a
+77×77 product per layer); the second term is skipped when ``c_tgt = 0`` (every slot injected).
+Self-attention injection, ``P*_self = P_src,self``, is ``sdpa(Q_src, K_src, V_tgt)``. So the
+edit runs inside PyTorch's fused attention, and probabilities (``softmax(Q·Kᵀ/√d)``, averaged
+over heads) are computed only for the layers whose maps are recorded or used by LocalBlend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .edits import StepCoefficients
+from .history import AttentionHistory, LayerInfo, layer_place
+
+
+def plan_layers(unet: torch.nn.Module, latent_height: int, latent_width: int) -> list[LayerInfo]:
+    """Every attention layer of an SD-shaped UNet with its place and map size.
+
+    Sizes follow the UNet's structure: a down block's maps are smaller by the downsamplers of
+    the blocks before it, the mid block's by all of them, and up blocks grow back. Each
+    stride-2 downsampling gives ``ceil(side / 2)``.
+    """
+    down_factors, factor = [], 1
+    for block in unet.down_blocks:
+        down_factors.append(factor)
+        if getattr(block, "downsamplers", None) is not None:
+            factor *= 2
+    mid_factor = down_factors[-1] if down_factors else 1
+    up_factors, factor = [], mid_factor
+    for block in unet.up_blocks:
+        up_factors.append(factor)
+        if getattr(block, "upsamplers", None) is not None:
+            factor //= 2
+
+    layers = []
+    for name in unet.attn_processors:
+        place = layer_place(name)
+        parts = name.split(".")
+        if place == "down":
+            scale = down_factors[int(parts[1])]
+        elif place == "up":
+            scale = up_factors[int(parts[1])]
+        else:
+            scale = mid_factor
+        module = unet.get_submodule(name.removesuffix(".processor"))
+        cross = bool(getattr(module, "is_cross_attention", ".attn2." in name))
+        height, width = math.ceil(latent_height / scale), math.ceil(latent_width / scale)
+        layers.append(LayerInfo(name, place, height, width, cross))
+    return layers
+
+
+def attention_probabilities(
+    query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``softmax(Q·Kᵀ/√d)`` averaged over heads, in float32.
+
+    Args:
+        query: (batch, heads, pixels, head_dim).
+        key: (batch, heads, tokens, head_dim).
+        attention_mask: optional additive mask broadcastable to (batch, heads, pixels, tokens).
+
+    Returns:
+        (batch, pixels, tokens) float32.
+    """
+    scale = query.shape[-1] ** -0.5  # SDPA's default scale, as AttnProcessor2_0 uses
+    scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scale
+    if attention_mask is not None:  # (batch, heads, pixels, tokens) scores
+        scores = scores + attention_mask.float()
+    return scores.softmax(dim=-1).mean(dim=1)  # (batch, pixels, tokens)
+
+
+@dataclass
+class EditRun:
+    """State shared by the processors of one edit and its denoising loop.
+
+    The loop sets :attr:`step` (the denoising step, not a count of UNet calls) and
+    :attr:`record_call` (True on the first UNet call of each step) before every UNet call.
+
+    Attributes:
+        coefficients: per-step mixers, keeps, modes and self-injection flags.
+        cond_source, cond_target: batch indices of the conditional source and target.
+        history: where recorded maps go (None: record nothing).
+        blend_source_slots, blend_target_slots: LocalBlend's word slots (None: no blend).
+        blend_sum: (2, H, W) float32 sum of the blend layers' word maps over the recorded calls.
+        blend_count: how many layer maps were added to ``blend_sum``.
+    """
+
+    coefficients: StepCoefficients
+    cond_source: int
+    cond_target: int
+    history: AttentionHistory | None = None
+    blend_source_slots: torch.Tensor | None = None
+    blend_target_slots: torch.Tensor | None = None
+    blend_size: tuple[int, int] | None = None
+    step: int = 0
+    record_call: bool = True
+    blend_sum: torch.Tensor | None = field(default=None, repr=False)
+    blend_count: int = 0
+
+    def add_blend_maps(self, maps: torch.Tensor, layer: LayerInfo) -> None:
+        """Add one layer's (2, pixels, 77) maps, summed over the blend words, to the blend sum."""
+        source = maps[0].index_select(-1, self.blend_source_slots).sum(-1)  # (pixels,)
+        target = maps[1].index_select(-1, self.blend_target_slots).sum(-1)  # (pixels,)
+        word_maps = torch.stack([source, target]).view(2, layer.height, layer.width)  # (2, H, W)
+        self.blend_sum = word_maps if self.blend_sum is None else self.blend_sum + word_maps
+        self.blend_count += 1
+
+
+class PromptToPromptProcessor:
+    """``AttnProcessor2_0`` with Prompt-to-Prompt's edit of the conditional target.
+
+    Args:
+        layer: the layer this processor serves (name, place, size, cross or self).
+        run: the shared :class:`EditRun`.
+        record: store this (cross-attention) layer's maps in the run's history.
+        blend: add this layer's word maps to the run's LocalBlend sum.
+        inject_self: inject self-attention here on the steps the schedule says.
+    """
+
+    def __init__(
+        self,
+        layer: LayerInfo,
+        run: EditRun,
+        *,
+        record: bool = False,
+        blend: bool = False,
+        inject_self: bool = False,
+    ) -> None:
+        self.layer = layer
+        self.run = run
+        self.record = record and layer.cross
+        self.blend = blend and layer.cross
+        self.inject_self = inject_self and not layer.cross
+
+    def __repr__(self) -> str:
+        return (
+            f"PromptToPromptProcessor({self.layer.name!r}, record={self.record}, "
+            f"blend={self.blend}, inject_self={self.inject_self})"
+        )
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            # (batch, channels, H·W) → (batch, pixels, channels)
+            hidden_states = hidden_states.view(batch_size, channel, height * width)
+            hidden_states = hidden_states.transpose(1, 2)
+
+        batch_size, sequence_length, _ = (
+            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+        )
+        if hidden_states.shape[1] != self.layer.pixels:
+            raise RuntimeError(
+                f"attention layer {self.layer.name} got {hidden_states.shape[1]} pixels but "
+                f"{self.layer.height}×{self.layer.width} were planned: this UNet is not "
+                "shaped like Stable Diffusion v1's"
+            )
+
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(
+                attention_mask, sequence_length, batch_size
+            )
+            # (batch·heads, 1 or pixels, tokens) → (batch, heads, 1 or pixels, tokens) for SDPA
+            attention_mask = attention_mask.view(
+                batch_size, attn.heads, -1, attention_mask.shape[-1]
+            )
+
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+
+        inner_dim = key.shape[-1]
+        head_dim = inner_dim // attn.heads
+        # (batch, pixels, heads·head_dim) → (batch, heads, pixels, head_dim)
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        # (batch, tokens, heads·head_dim) → (batch, heads, tokens, head_dim)
+        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
+        if self.layer.cross:
+            hidden_states = self._cross_attention(query, key, value, attention_mask)
+        else:
+            hidden_states = self._self_attention(query, key, value, attention_mask)
+
+        # (batch, heads, pixels, head_dim) → (batch, pixels, heads·head_dim)
+        hidden_states = hidden_states.transpose(1, 2).reshape(
+            batch_size, -1, attn.heads * head_dim
+        )
+        hidden_states = hidden_states.to(query.dtype)
+        hidden_states = attn.to_out[0](hidden_states)  # linear projection
+        hidden_states = attn.to_out[1](hidden_states)  # dropout
+        if input_ndim == 4:
+            # (batch, pixels, channels) → (batch, channels, H, W)
+            hidden_states = hidden_states.transpose(-1, -2).reshape(
+                batch_size, channel, height, width
+            )
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+    # ------------------------------------------------------------------ the edit
+
+    def _self_attention(self, query, key, value, attention_mask):
+        run = self.run
+        if self.inject_self and run.coefficients.self_inject[run.step]:
+            # P*_self = P_src,self: the target attends with the source's queries and keys.
+            query[run.cond_target] = query[run.cond_source]
+            key[run.cond_target] = key[run.cond_source]
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
+
+    def _cross_attention(self, query, key, value, attention_mask):
+        run = self.run
+        step, source, target = run.step, run.cond_source, run.cond_target
+        coefficients = run.coefficients
+        mode = coefficients.modes[step]
+
+        if run.record_call and (self.record or self.blend):
+            return self._recorded_cross_attention(query, key, value, attention_mask)
+
+        if mode == "none":
+            return F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
+
+        # V₁ = M·diag(c_src)·V_tgt: (77, 77) @ (heads, 77, head_dim) → (heads, 77, head_dim)
+        source_values = torch.matmul(coefficients.value_mixers[step], value[target])
+        if mode == "source":  # c_tgt = 0: P*·V = sdpa(Q_src, K_src, V₁), in the same batch
+            query[target] = query[source]
+            key[target] = key[source]
+            value[target] = source_values
+            return F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
+
+        # mixed: one more batch entry carries sdpa(Q_src, K_src, V₁); the target's own entry
+        # becomes sdpa(Q_tgt, K_tgt, V₂) with V₂ = diag(c_tgt)·V_tgt.
+        batch = query.shape[0]
+        keep = coefficients.target_keep[step][:, None]  # (77, 1)
+        query = torch.cat([query, query[source : source + 1]])  # (batch + 1, heads, pixels, d)
+        key = torch.cat([key, key[source : source + 1]])  # (batch + 1, heads, tokens, d)
+        value = torch.cat([value, source_values[None]])  # (batch + 1, heads, tokens, d)
+        value[target] = value[target] * keep
+        if attention_mask is not None:
+            attention_mask = torch.cat([attention_mask, attention_mask[source : source + 1]])
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
+        hidden_states = out[:batch]  # (batch, heads, pixels, head_dim)
+        hidden_states[target] += out[batch]
+        return hidden_states
+
+    def _recorded_cross_attention(self, query, key, value, attention_mask):
+        """A recorded layer: the conditional pair's probabilities are materialised for the
+        history, so its output is computed from them (``P·V``) rather than a second time by
+        SDPA; the unconditional entries go through SDPA as usual."""
+        run = self.run
+        step, source, target = run.step, run.cond_source, run.cond_target
+        coefficients = run.coefficients
+        mode = coefficients.modes[step]
+        pair = slice(source, target + 1)  # the conditional pair [source, target]
+        assert target == source + 1, "the conditional source and target must be adjacent"
+        pair_mask = None if attention_mask is None else attention_mask[pair]
+        scale = query.shape[-1] ** -0.5  # SDPA's default scale
+        scores = torch.matmul(query[pair].float(), key[pair].float().transpose(-1, -2))
+        scores = scores * scale  # (2, heads, pixels, 77)
+        if pair_mask is not None:
+            scores = scores + pair_mask.float()
+        probs = scores.softmax(dim=-1)  # (2, heads, pixels, 77)
+        values = value[pair].float()  # (2, heads, 77, head_dim)
+        maps = probs.mean(dim=1)  # (2, pixels, 77), head-averaged
+        if mode == "none":
+            pair_out = torch.matmul(probs, values)  # (2, heads, pixels, head_dim)
+        else:
+            mixer = coefficients.value_mixers[step].float()  # (77, 77)
+            keep = coefficients.target_keep[step].float()  # (77,)
+            source_values = torch.matmul(mixer, values[1])  # (heads, 77, head_dim): V₁
+            target_out = torch.matmul(probs[0], source_values)  # (heads, pixels, head_dim)
+            if mode == "mixed":
+                target_out = target_out + torch.matmul(probs[1], values[1] * keep[:, None])
+            source_out = torch.matmul(probs[0], values[0])  # (heads, pixels, head_dim)
+            pair_out = torch.stack([source_out, target_out])  # (2, heads, pixels, head_dim)
+            edited = maps[0] @ mixer + maps[1] * keep  # (pixels, 77): the target after editing
+            maps = torch.stack([maps[0], edited])  # (2, pixels, 77)
+        if self.record and run.history is not None:
+            run.history.record(self.layer.name, step, maps)
+        if self.blend:
+            run.add_blend_maps(maps, self.layer)
+
+        pair_out = pair_out.to(query.dtype)
+        if source == 0:  # no guidance: the batch is the pair
+            return pair_out
+        unconditional = F.scaled_dot_product_attention(
+            query[:source], key[:source], value[:source],
+            attn_mask=None if attention_mask is None else attention_mask[:source],
+        )  # (uncond batch, heads, pixels, head_dim)  # fmt: skip
+        return torch.cat([unconditional, pair_out])  # (batch, heads, pixels, head_dim)
+
+
+@contextmanager
+def attention_processors(
+    pipe_or_unet: Any, processors: Mapping[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """Install attention processors for the duration of a ``with`` block.
+
+    Args:
+        pipe_or_unet: a pipeline (its ``.unet`` is used) or a UNet.
+        processors: processor name → processor, for some or all layers; the other layers keep
+            the processors they have.
+
+    Yields:
+        The previous processors (name → processor).
+
+    The previous processors are put back when the block ends, however it ends: normally, by an
+    exception, or by ``KeyboardInterrupt``.
+    """
+    unet = getattr(pipe_or_unet, "unet", pipe_or_unet)
+    previous = unet.attn_processors  # name → processor, a fresh dict
+    unknown = sorted(set(processors) - set(previous))
+    if unknown:
+        raise KeyError(f"not attention layers of this UNet: {unknown[:3]}")
+    try:
+        unet.set_attn_processor({**previous, **processors})  # a fresh dict: it is consumed
+        yield dict(previous)
+    finally:
+        unet.set_attn_processor(dict(previous))

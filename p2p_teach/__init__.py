@@ -27,6 +27,18 @@ _EXPORTS: dict[str, str] = {
     "WordCountMismatchError": "mapper",
     "refinement_alignment": "alignment",
     "format_alignment": "alignment",
+    "edit": "engine",
+    "EditResult": "engine",
+    "StepInfo": "engine",
+    "UnsupportedSchedulerError": "engine",
+    "Replace": "edits",
+    "Refine": "edits",
+    "Reweight": "edits",
+    "LocalBlend": "edits",
+    "NoEdit": "edits",
+    "AttentionHistory": "history",
+    "attention_processors": "processors",
+    "ScheduleError": "schedules",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,179 @@
+"""The injection sweep: the same edit with the source's attention injected for more and more steps.
+
+The recitation's "Injection Step" slide runs bicycle → motorcycle and bicycle → train from "w/o
+attention injection" (fraction 0: the target is generated from the same noise but freely) to
+"full attention injection" (fraction 1: the target keeps the source's attention at every step).
+:func:`injection_sweep` runs that grid for cross-attention (self-attention held fixed) or for
+self-attention (cross-attention held fixed). Results go into a :class:`SweepCache` keyed by
+every setting that changes the picture, so asking again (a slider moved back, a widget redrawn)
+never recomputes. :func:`layout_survival` measures how much of the source's layout each edited
+image keeps (:func:`p2p_teach.measures.layout_similarity`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .engine import EditResult, edit
+from .measures import layout_similarity
+
+Varied = Literal["cross", "self"]
+DEFAULT_FRACTIONS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass(frozen=True)
+class SweepKey:
+    """Every setting that changes an edited image: the cache key of one sweep cell."""
+
+    model: str
+    source_prompt: str
+    target_prompt: str
+    seed: int
+    steps: int
+    guidance: float
+    cross: float
+    self_: float
+
+
+@dataclass
+class SweepCache:
+    """Finished edits by their settings. ``hits`` and ``misses`` count lookups (for tests)."""
+
+    results: dict[SweepKey, EditResult] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+
+    def get(self, key: SweepKey) -> EditResult | None:
+        result = self.results.get(key)
+        if result is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return result
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.results
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """One row of the sweep: the varied setting, the fixed one, and an edit per fraction."""
+
+    varied: Varied
+    fixed: float  # the other setting's fraction
+    source_image: Any  # PIL; the source is the same in every cell (same seed and prompt)
+    cells: dict[float, EditResult]
+
+    @property
+    def fractions(self) -> list[float]:
+        return sorted(self.cells)
+
+    def images(self) -> dict[float, Any]:
+        """fraction → edited image (PIL)."""
+        return {fraction: self.cells[fraction].edited_image for fraction in self.fractions}
+
+
+def _model_name(pipe: Any) -> str:
+    """The model's name and the pipeline object's identity (two built-in pipelines built with
+    different weight seeds share a name)."""
+    return f"{getattr(pipe, 'name_or_path', '') or 'pipeline'} (object {id(pipe)})"
+
+
+def sweep_key(
+    pipe: Any,
+    source_prompt: str,
+    target_prompt: str,
+    *,
+    seed: int,
+    steps: int,
+    guidance: float,
+    cross: float,
+    self_: float,
+) -> SweepKey:
+    """The cache key of one cell (fractions rounded to 4 decimals, so 0.6 == 0.6000000001)."""
+    return SweepKey(
+        _model_name(pipe),
+        source_prompt,
+        target_prompt,
+        int(seed),
+        int(steps),
+        float(guidance),
+        round(float(cross), 4),
+        round(float(self_), 4),
+    )
+
+
+def injection_sweep(
+    pipe: Any,
+    source_prompt: str,
+    target_prompt: str,
+    *,
+    vary: Varied = "cross",
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    fixed: float | None = None,
+    seed: int = 0,
+    steps: int = 10,
+    guidance: float = 7.5,
+    cache: SweepCache | None = None,
+    on_cell: Callable[[int, int, float], None] | None = None,
+    **edit_kwargs: Any,
+) -> SweepResult:
+    """Run the edit once per fraction of the varied injection, reusing cached cells.
+
+    Args:
+        pipe: a ``StableDiffusionPipeline``.
+        source_prompt, target_prompt: a word swap, e.g. bicycle → motorcycle.
+        vary: ``"cross"`` (cross-attention steps vary; self-attention fixed) or ``"self"``.
+        fractions: the injection fractions, from 0 (none) to 1 (every step).
+        fixed: the other injection's fraction; default 0 for self-attention when cross varies
+            (the slide's sweep is cross-attention alone) and 0.8 for cross-attention when self
+            varies.
+        seed, steps, guidance: as in :func:`p2p_teach.engine.edit`.
+        cache: a :class:`SweepCache` to read from and fill; cells already there are not
+            recomputed.
+        on_cell: called as ``on_cell(index, count, fraction)`` before each cell (for a
+            progress bar), cached or not.
+        edit_kwargs: more :func:`~p2p_teach.engine.edit` arguments (``edit=Replace()`` is the
+            default); they are not part of the cache key, so use one cache per such setting.
+    """
+    if vary not in ("cross", "self"):
+        raise ValueError(f"vary={vary!r}: use 'cross' or 'self'")
+    if not fractions:
+        raise ValueError("a sweep needs at least one fraction, e.g. (0.0, 0.5, 1.0)")
+    if fixed is None:
+        fixed = 0.0 if vary == "cross" else 0.8
+    cache = cache if cache is not None else SweepCache()
+    edit_kwargs.setdefault("progress", False)
+    cells: dict[float, EditResult] = {}
+    ordered = sorted({round(float(f), 4) for f in fractions})
+    for index, fraction in enumerate(ordered):
+        if on_cell is not None:
+            on_cell(index, len(ordered), fraction)
+        cross, self_ = (fraction, fixed) if vary == "cross" else (fixed, fraction)
+        key = sweep_key(
+            pipe, source_prompt, target_prompt, seed=seed, steps=steps, guidance=guidance,
+            cross=cross, self_=self_,
+        )  # fmt: skip
+        result = cache.get(key)
+        if result is None:
+            result = edit(
+                pipe, source_prompt, target_prompt, seed=seed, steps=steps, guidance=guidance,
+                cross_steps=key.cross, self_steps=key.self_, **edit_kwargs,
+            )  # fmt: skip
+            cache.results[key] = result
+        cells[fraction] = result
+    first = cells[ordered[0]]
+    return SweepResult(vary, float(fixed), first.source_image, cells)
+
+
+def layout_survival(sweep: SweepResult, grid: int = 8) -> dict[float, float]:
+    """fraction → layout similarity of the edited image to the source image (−1 … 1)."""
+    return {
+        fraction: layout_similarity(sweep.source_image, image, grid=grid)
+        for fraction, image in sweep.images().items()
+    }

@@ -1,0 +1,226 @@
+"""What the attention timeline can show, as plain data over an :class:`AttentionHistory`.
+
+The timeline puts a source map and a target map side by side. What is a "slot" on both sides?
+
+* a **word pair**: word k of the source and word k of the target when the prompts have as many
+  words (``"bicycle → motorcycle"`` for a swap, ``"cat"`` where they agree); with different
+  word counts (refinement), every target word, paired with the same word in the source if it
+  is there;
+* **BOS**, **EOS** (each prompt's own EOS slot) and **padding** (the history sums padding into
+  one column unless recorded with ``record_slots="all"``).
+
+:func:`slot_choices` lists them, :func:`choice_maps` returns their maps over the steps,
+:func:`layer_choices` lists the resolution/place groups a history holds, and
+:func:`concentration_by_word` measures how each word's map gathers over the steps
+(:func:`p2p_teach.measures.concentration`). Pure functions: no model, no widgets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from .history import AttentionHistory, Place
+from .measures import concentration, top_k_mass
+from .tokens import TokenView, WordNotFoundError
+
+# a word index, a slot index, "padding", or None (not in this prompt)
+SlotKey = (
+    tuple[Literal["word"], int] | tuple[Literal["slot"], int] | Literal["padding"] | None
+)
+
+
+@dataclass(frozen=True)
+class SlotChoice:
+    """One entry of the timeline's word/slot selector: what to show for source and target."""
+
+    label: str  # e.g. "bicycle → motorcycle", "cat", "BOS", "EOS", "padding"
+    source: SlotKey
+    target: SlotKey
+    kind: Literal["word", "bos", "eos", "padding"]
+    changed: bool = False  # True for swapped, added or removed words
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """One entry of the resolution/place selector: which recorded layers to average."""
+
+    label: str  # e.g. "16×16 (down + up)", "8×8 up", "all kept layers"
+    resolution: int | None  # a side, or None for all
+    place: Place | None  # or None for all places
+
+
+def _word_key(view: TokenView, text: str) -> SlotKey:
+    try:
+        return ("word", view.find_word(text).index)
+    except WordNotFoundError:
+        return None
+
+
+def slot_choices(source: TokenView, target: TokenView) -> list[SlotChoice]:
+    """The selector's entries: word pairs first (changed words marked), then BOS, EOS, padding."""
+    choices: list[SlotChoice] = []
+    if len(source.words) == len(target.words):
+        for source_word, target_word in zip(source.words, target.words):
+            changed = source_word.text != target_word.text
+            label = f"{source_word.text} → {target_word.text}" if changed else target_word.text
+            choices.append(
+                SlotChoice(
+                    label,
+                    ("word", source_word.index),
+                    ("word", target_word.index),
+                    "word",
+                    changed,
+                )
+            )
+    else:
+        target_texts = {word.text for word in target.words}
+        for target_word in target.words:
+            source_key = _word_key(source, target_word.text)
+            label = target_word.text if source_key else f"(new) {target_word.text}"
+            choices.append(
+                SlotChoice(
+                    label, source_key, ("word", target_word.index), "word", source_key is None
+                )
+            )
+        for source_word in source.words:
+            if source_word.text not in target_texts:
+                choices.append(
+                    SlotChoice(
+                        f"(removed) {source_word.text}",
+                        ("word", source_word.index),
+                        None,
+                        "word",
+                        True,
+                    )
+                )
+    choices.append(SlotChoice("BOS", ("slot", 0), ("slot", 0), "bos"))
+    choices.append(
+        SlotChoice("EOS", ("slot", source.eos_index), ("slot", target.eos_index), "eos")
+    )
+    choices.append(SlotChoice("padding", "padding", "padding", "padding"))
+    return choices
+
+
+def changed_choices(source: TokenView, target: TokenView) -> list[SlotChoice]:
+    """The word entries that changed (swapped, added, removed); all words if none changed."""
+    words = [choice for choice in slot_choices(source, target) if choice.kind == "word"]
+    changed = [choice for choice in words if choice.changed]
+    return changed or words
+
+
+def layer_choices(history: AttentionHistory) -> list[LayerChoice]:
+    """The resolution/place groups of a history, largest resolution first, then "all"."""
+    choices: list[LayerChoice] = []
+    for height, width in history.resolutions:
+        side = max(height, width)
+        places = sorted(
+            {layer.place for layer in history.layers if layer.side == side},
+            key=("down", "mid", "up").index,
+        )
+        choices.append(LayerChoice(f"{height}×{width} ({' + '.join(places)})", side, None))
+        if len(places) > 1:
+            choices.extend(
+                LayerChoice(f"{height}×{width} {place}", side, place) for place in places
+            )
+    choices.append(LayerChoice("all kept layers (resized, averaged)", None, None))
+    return choices
+
+
+def key_maps(
+    history: AttentionHistory,
+    key: SlotKey,
+    prompt: Literal["source", "target"],
+    layers: LayerChoice,
+    size: tuple[int, int] | None = None,
+) -> torch.Tensor | None:
+    """The (steps, H, W) maps of one key of one prompt, or None when the key is None.
+
+    ``size`` defaults to the largest selected layer's size; pass a common size to compare
+    choices made at different resolutions.
+    """
+    if key is None:
+        return None
+    selection = {"resolution": layers.resolution, "place": layers.place, "size": size}
+    if key == "padding":
+        return history.slot_maps("padding", prompt, **selection)
+    kind, index = key
+    if kind == "word":
+        return history.word_maps(index, prompt, **selection)
+    return history.slot_maps(index, prompt, **selection)
+
+
+def choice_maps(
+    history: AttentionHistory,
+    choice: SlotChoice,
+    layers: LayerChoice,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(source, target) maps of a selector entry over all recorded steps: (steps, H, W) each.
+
+    Both come at the same size (the largest selected layer's), so they share one colour scale
+    and one picture. A side is None where the entry has no slot in that prompt.
+    """
+    size = max((layer.size for layer in history.select(layers.resolution, layers.place)),
+               key=lambda hw: hw[0] * hw[1])  # fmt: skip
+    return (
+        key_maps(history, choice.source, "source", layers, size),
+        key_maps(history, choice.target, "target", layers, size),
+    )
+
+
+def concentration_by_word(
+    history: AttentionHistory,
+    prompt: Literal["source", "target"] = "source",
+    *,
+    resolution: int | None = None,
+    place: Place | None = None,
+    measure: Literal["entropy", "top10"] = "entropy",
+) -> dict[str, torch.Tensor]:
+    """Each word's concentration at every recorded step: word → (steps,) float64.
+
+    ``measure="entropy"`` is 1 − normalised entropy (0 spread, 1 one pixel); ``"top10"`` the
+    share of the mass in the brightest 10 % of the pixels. A word that occurs twice is listed
+    once per occurrence (``"a"``, ``"a (2)"``).
+    """
+    view = history.source if prompt == "source" else history.target
+    measure_fn = concentration if measure == "entropy" else lambda m: top_k_mass(m, 0.1)
+    if measure not in ("entropy", "top10"):
+        raise ValueError(f"measure={measure!r}: use 'entropy' or 'top10'")
+    values: dict[str, torch.Tensor] = {}
+    for word in view.words:
+        if word.n_slots == 0:
+            continue
+        label, repeat = word.text, 2
+        while label in values:
+            label, repeat = f"{word.text} ({repeat})", repeat + 1
+        maps = history.word_maps(word.index, prompt, resolution=resolution, place=place)
+        values[label] = measure_fn(maps)  # (steps, H, W) -> (steps,)
+    return values
+
+
+def step_word_maps(
+    history: AttentionHistory,
+    step: int,
+    choices: list[SlotChoice] | None = None,
+    layers: LayerChoice | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Source and target maps of some selector entries at one step: label → ((H, W), (H, W)).
+
+    Defaults: the changed words (:func:`changed_choices`, at most three) at the finest kept
+    resolution. A side with no slot for the entry (an added or removed word) is all zeros.
+    """
+    layers = layers if layers is not None else layer_choices(history)[0]
+    if choices is None:
+        choices = changed_choices(history.source, history.target)[:3]
+    pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for choice in choices:
+        source_maps, target_maps = choice_maps(history, choice, layers)  # (steps, H, W) each
+        present = source_maps if source_maps is not None else target_maps
+        blank = torch.zeros_like(present[step])  # (H, W)
+        pairs[choice.label] = (
+            blank if source_maps is None else source_maps[step],
+            blank if target_maps is None else target_maps[step],
+        )
+    return pairs

@@ -1,0 +1,327 @@
+"""The edit runner: set up a Prompt-to-Prompt edit, run it, and watch every step as it happens.
+
+A view over :func:`p2p_teach.engine.edit` and the figure functions; it holds no model logic.
+While the edit runs, the engine's per-step callback updates the progress bar, the x0 previews
+of source and target (what each would look like if denoising stopped now) and the current
+step's cross-attention maps of the changed words. At the end the two images are shown side by
+side and **Save** writes the result (images, settings, attention history) to a folder.
+
+Pressing **Run** starts the edit in a background thread, so the notebook stays responsive and
+the view updates live; a second press while an edit runs is refused politely (the status says
+so and nothing else happens). :meth:`EditRunner.run` runs synchronously (for notebook cells
+and tests) and refuses the same way.
+
+Stable attributes (for tests and notebooks): controls ``source_text``, ``target_text``,
+``edit_dropdown``, ``seed_input``, ``steps_slider``, ``guidance_slider``, ``cross_slider``,
+``self_slider``; ``run_button``, ``progress``, ``status``, ``source_image``, ``target_image``,
+``maps_image``, ``result_image``, ``save_folder``, ``save_button``; state ``running``,
+``result`` (the last :class:`~p2p_teach.engine.EditResult`), ``steps_seen`` (step indices the
+callback saw, in order), ``last_step`` (the last :class:`~p2p_teach.engine.StepInfo`),
+``maps_picture`` (this step's maps, PIL), ``result_figure``, ``error``, ``refusals`` (how
+many runs were refused).
+
+CSS classes (for browser tests): ``p2p-edit-runner`` (the whole widget), ``p2p-source-prompt``,
+``p2p-target-prompt``, ``p2p-run-button``, ``p2p-progress``, ``p2p-status``,
+``p2p-source-image``, ``p2p-target-image``, ``p2p-maps-image``, ``p2p-result-image``,
+``p2p-save-button``, ``p2p-save-folder``. While an edit runs the widget also has the class
+``p2p-running``.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+from matplotlib.figure import Figure
+from PIL import Image
+
+from ..engine import EditResult, StepInfo, edit
+from ..figures.images import figure_png, image_png, side_by_side
+from ..figures.timeline import maps_mosaic
+from ..timeline import layer_choices, step_word_maps
+
+PREVIEW_MIN_SIZE = 192  # pixels: small model images are upscaled (nearest) to be visible
+EDIT_KINDS = (
+    ("replace (word swap)", "replace"),
+    ("refine (added words)", "refine"),
+    ("none (same noise, no injection)", "none"),
+)
+
+
+def _window(setting: Any) -> str:
+    """A schedule window from the settings JSON as text: ``[0, 0.8]`` → ``'0–0.8'``."""
+    if isinstance(setting, dict):  # per-word cross windows: show the default
+        setting = setting.get("default", [0.0, 1.0])
+    start, end = setting
+    return f"{start:g}–{end:g}"
+
+
+def _styled(widget: widgets.Widget, css_class: str) -> widgets.Widget:
+    widget.add_class(css_class)
+    return widget
+
+
+class EditRunner(widgets.VBox):
+    """Controls, Run with a progress bar, live x0 previews and maps, the result, and Save."""
+
+    def __init__(
+        self,
+        pipe: Any,
+        source: str = "photo of a cat riding on a bicycle",
+        target: str = "photo of a cat riding on a motorcycle",
+        *,
+        seed: int = 1,
+        steps: int = 10,
+        guidance: float = 7.5,
+        cross: float = 0.8,
+        self_steps: float = 0.4,
+        edit_kind: str = "replace",
+        save_folder: str = "p2p_edit_result",
+        live_maps: bool = True,
+        threaded: bool = True,
+    ) -> None:
+        self.pipe = pipe
+        self.live_maps = live_maps
+        self.threaded = threaded
+        self.running = False
+        self.result: EditResult | None = None
+        self.steps_seen: list[int] = []
+        self.last_step: StepInfo | None = None
+        self.maps_picture: Image.Image | None = None
+        self.result_figure: Figure | None = None
+        self.error: str | None = None
+        self.refusals = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+        wide = widgets.Layout(width="95%")
+        self.source_text = _styled(
+            widgets.Text(value=source, description="source", layout=wide), "p2p-source-prompt"
+        )
+        self.target_text = _styled(
+            widgets.Text(value=target, description="target", layout=wide), "p2p-target-prompt"
+        )
+        self.edit_dropdown = widgets.Dropdown(
+            options=EDIT_KINDS, value=edit_kind, description="edit"
+        )
+        self.seed_input = widgets.BoundedIntText(
+            value=seed, min=0, max=2**31 - 1, description="seed"
+        )
+        self.steps_slider = widgets.IntSlider(value=steps, min=1, max=100, description="steps")
+        self.guidance_slider = widgets.FloatSlider(
+            value=guidance, min=0.0, max=15.0, step=0.5, description="guidance"
+        )
+        self.cross_slider = widgets.FloatSlider(
+            value=cross, min=0.0, max=1.0, step=0.05, description="cross inj."
+        )
+        self.self_slider = widgets.FloatSlider(
+            value=self_steps, min=0.0, max=1.0, step=0.05, description="self inj."
+        )
+        self.run_button = _styled(
+            widgets.Button(description="Run", button_style="primary", icon="play"),
+            "p2p-run-button",
+        )
+        self.progress = _styled(
+            widgets.IntProgress(value=0, min=0, max=steps, description="step 0/" + str(steps)),
+            "p2p-progress",
+        )
+        self.status = _styled(widgets.Label(value="Ready: press Run."), "p2p-status")
+
+        self.source_image = _styled(widgets.Image(format="png"), "p2p-source-image")
+        self.target_image = _styled(widgets.Image(format="png"), "p2p-target-image")
+        self.source_caption = widgets.HTML("<b>source</b> (x0 preview while running)")
+        self.target_caption = widgets.HTML("<b>target</b> (x0 preview while running)")
+        self.maps_image = _styled(widgets.Image(format="png"), "p2p-maps-image")
+        self.result_image = _styled(widgets.Image(format="png"), "p2p-result-image")
+        self.save_folder = _styled(
+            widgets.Text(value=save_folder, description="folder"), "p2p-save-folder"
+        )
+        self.save_button = _styled(
+            widgets.Button(description="Save", icon="save", disabled=True), "p2p-save-button"
+        )
+
+        self.run_button.on_click(lambda _button: self.request_run())
+        self.save_button.on_click(lambda _button: self.save())
+
+        controls = widgets.VBox(
+            [
+                self.source_text,
+                self.target_text,
+                widgets.HBox([self.edit_dropdown, self.seed_input]),
+                widgets.HBox([self.steps_slider, self.guidance_slider]),
+                widgets.HBox([self.cross_slider, self.self_slider]),
+                widgets.HBox([self.run_button, self.progress]),
+                self.status,
+            ]
+        )
+        live = widgets.HBox(
+            [
+                widgets.VBox([self.source_caption, self.source_image]),
+                widgets.VBox([self.target_caption, self.target_image]),
+                widgets.VBox([widgets.HTML("<b>cross-attention, this step</b>"), self.maps_image]),
+            ]
+        )
+        super().__init__(
+            [
+                controls,
+                live,
+                self.result_image,
+                widgets.HBox([self.save_folder, self.save_button]),
+            ]
+        )
+        self.add_class("p2p-edit-runner")
+
+    # ------------------------------------------------------------------ settings and runs
+
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~p2p_teach.engine.edit` the controls describe."""
+        return {
+            "source_prompt": self.source_text.value,
+            "target_prompt": self.target_text.value,
+            "edit": self.edit_dropdown.value,
+            "seed": int(self.seed_input.value),
+            "steps": int(self.steps_slider.value),
+            "guidance": float(self.guidance_slider.value),
+            "cross_steps": round(float(self.cross_slider.value), 4),
+            "self_steps": round(float(self.self_slider.value), 4),
+        }
+
+    def _claim(self) -> bool:
+        """Mark an edit as running, or refuse politely when one already is."""
+        with self._lock:
+            if self.running:
+                self.refusals += 1
+                done, total = self.progress.value, self.progress.max
+                self.status.value = (
+                    f"An edit is already running (step {done} of {total}); this press was "
+                    "ignored. Wait for it to finish, then press Run again."
+                )
+                return False
+            self.running = True
+        self.run_button.disabled = True
+        self.save_button.disabled = True
+        self.add_class("p2p-running")
+        return True
+
+    def _release(self) -> None:
+        with self._lock:
+            self.running = False
+        self.run_button.disabled = False
+        self.save_button.disabled = self.result is None
+        self.remove_class("p2p-running")
+
+    def request_run(self) -> bool:
+        """What Run does: start an edit (in a thread if ``threaded``); False if refused."""
+        if not self._claim():
+            return False
+        if self.threaded:
+            self._thread = threading.Thread(target=self._run_claimed, daemon=True)
+            self._thread.start()
+        else:
+            self._run_claimed()
+        return True
+
+    def run(self) -> EditResult | None:
+        """Run the edit now, in this thread. Returns None if refused or if the edit failed."""
+        if not self._claim():
+            return None
+        return self._run_claimed()
+
+    def wait(self, timeout: float | None = None) -> EditResult | None:
+        """Wait for a threaded run to finish; return its result."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.result
+
+    def _run_claimed(self) -> EditResult | None:
+        try:
+            kwargs = self.settings()
+            self.error = None
+            self.steps_seen = []
+            self.last_step = None
+            self.progress.max = kwargs["steps"]
+            self.progress.value = 0
+            self.progress.bar_style = "info"
+            self.progress.description = f"step 0/{kwargs['steps']}"
+            self.status.value = (
+                f"Running {kwargs['edit']}: {kwargs['source_prompt']!r} → "
+                f"{kwargs['target_prompt']!r}, {kwargs['steps']} steps, seed {kwargs['seed']}…"
+            )
+            try:
+                result = edit(self.pipe, **kwargs, callback=self._on_step, progress=False)
+            except Exception as error:  # show bad input in the widget, not as a traceback
+                self.error = f"{type(error).__name__}: {error}"
+                self.progress.bar_style = "danger"
+                self.status.value = f"Could not run the edit. {self.error}"
+                return None
+            self.result = result
+            self._show_result(result)
+            self.progress.bar_style = "success"
+            self.status.value = (
+                f"Done: {len(self.steps_seen)} steps. Source and edited image side by side "
+                "below; Save writes them with the settings and the attention history."
+            )
+            return result
+        finally:
+            self._release()
+
+    # ------------------------------------------------------------------ per-step view
+
+    def _on_step(self, info: StepInfo) -> None:
+        """The engine's per-step callback: progress, x0 previews, this step's maps."""
+        self.steps_seen.append(info.step)
+        self.last_step = info
+        self.progress.value = info.step + 1
+        self.progress.description = f"step {info.step + 1}/{info.num_steps}"
+        preview = info.preview()
+        if preview is not None:
+            self.source_image.value = image_png(preview[0], min_size=PREVIEW_MIN_SIZE)
+            self.target_image.value = image_png(preview[1], min_size=PREVIEW_MIN_SIZE)
+        if self.live_maps and info.history is not None:
+            layers = layer_choices(info.history)[0]  # the finest kept resolution
+            self.maps_picture = maps_mosaic(
+                step_word_maps(info.history, info.step, layers=layers),
+                title=f"step {info.step + 1}/{info.num_steps}, t = {info.timestep:g}, "
+                f"{layers.label}",
+            )
+            self.maps_image.value = image_png(self.maps_picture)
+
+    def _show_result(self, result: EditResult) -> None:
+        self.source_image.value = image_png(result.source_image, min_size=PREVIEW_MIN_SIZE)
+        self.target_image.value = image_png(result.edited_image, min_size=PREVIEW_MIN_SIZE)
+        self.source_caption.value = "<b>source</b> (final)"
+        self.target_caption.value = "<b>target</b> (edited, final)"
+        settings = result.settings
+        self.result_figure = side_by_side(
+            [result.source_image, result.edited_image],
+            [settings["source_prompt"], settings["target_prompt"]],
+            suptitle=(
+                f"{settings['edit']['kind']}, seed {settings['seed']}, {settings['steps']} "
+                f"steps\ninjected: cross-attention {_window(settings['cross_steps'])}, "
+                f"self-attention {_window(settings['self_steps'])} of the steps"
+            ),
+            size=3.2,
+        )
+        self.result_image.value = figure_png(self.result_figure, tight=False)
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self, folder: str | Path | None = None) -> Path | None:
+        """Write the last result to ``folder`` (default: the folder box); None if not saved."""
+        if self.result is None:
+            self.status.value = "Nothing to save yet: run an edit first."
+            return None
+        if self.running:
+            self.status.value = "An edit is running; save when it has finished."
+            return None
+        target = Path(folder if folder is not None else self.save_folder.value).expanduser()
+        try:
+            written = self.result.save(target)
+        except OSError as error:
+            self.status.value = f"Could not save to {str(target)!r}: {error}"
+            return None
+        files = ", ".join(sorted(path.name for path in written.iterdir()))
+        self.status.value = f"Saved to {written}: {files}"
+        return written

@@ -63,6 +63,140 @@ def _add_mapper(subparsers) -> None:
 SUBCOMMANDS: list[Callable] = [_add_tokens, _add_mapper]
 
 
+# ---- p2p-teach edit ---------------------------------------------------------------------------
+
+
+def _fraction_or_pair(text: str) -> float | tuple[float, float]:
+    """``0.8`` → 0.8; ``0.2:0.8`` → (0.2, 0.8). Range checks happen in the engine."""
+    try:
+        if ":" in text:
+            start, end = text.split(":", 1)
+            return (float(start), float(end))
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a fraction: give e.g. 0.8, or START:END such as 0.2:0.8"
+        ) from None
+
+
+def _word_scale(text: str) -> tuple[str, float]:
+    word, _, scale = text.partition("=")
+    try:
+        return word, float(scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give WORD=SCALE, e.g. smiling=3") from None
+
+
+def _cmd_edit(args: argparse.Namespace) -> None:
+    from .edits import LocalBlend, Refine, Replace, Reweight, as_edit
+    from .engine import edit
+    from .figures.attention import word_steps_figure
+    from .models import load_pipeline
+    from .tokens import WordNotFoundError, tokenize
+
+    base = {"replace": Replace(), "refine": Refine(), "none": None}[args.edit]
+    chosen = as_edit(base)
+    if args.reweight:
+        if args.edit == "none":
+            raise UsageError("--reweight needs --edit replace or refine (or the same prompts)")
+        same = tokenize(args.source).ids == tokenize(args.target).ids
+        chosen = Reweight(dict(args.reweight), base=None if same else base)
+    blend = None
+    if args.blend:
+        source, target = tokenize(args.source), tokenize(args.target)
+        in_source, in_target = [], []
+        for word in args.blend:
+            found = False
+            for view, bucket in ((source, in_source), (target, in_target)):
+                try:
+                    view.find_word(word)
+                except WordNotFoundError:
+                    continue
+                bucket.append(word)
+                found = True
+            if not found:
+                raise UsageError(
+                    f"--blend {word!r} is in neither prompt; source words "
+                    f"{[w.text for w in source.words]}, target words "
+                    f"{[w.text for w in target.words]}"
+                )
+        blend = LocalBlend(in_source or in_target, in_target or in_source)
+
+    # Check the prompts and the edit before loading a model (errors come fast).
+    chosen.resolve(tokenize(args.source), tokenize(args.target))
+    pipe = load_pipeline(args.model)  # prints which model runs
+    if args.scheduler:
+        from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
+
+        kind = {"pndm": PNDMScheduler, "ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}
+        pipe.scheduler = kind[args.scheduler].from_config(pipe.scheduler.config)
+    result = edit(
+        pipe, args.source, args.target, edit=chosen, blend=blend, seed=args.seed,
+        steps=args.steps, guidance=args.guidance, cross_steps=args.cross, self_steps=args.self_,
+        progress=not args.quiet,
+    )  # fmt: skip
+    folder = result.save(args.out)
+    written = ["source.png", "edited.png", "settings.json"]
+    if result.history is not None:
+        figure = word_steps_figure(result.history)
+        figure.savefig(folder / "attention.png", dpi=100, bbox_inches="tight")
+        written += ["attention.png", "history.safetensors"]
+    print(f"edit: {args.source!r} → {args.target!r} ({result.settings['edit']['kind']}, "
+          f"{args.steps} steps, seed {args.seed}, {result.settings['scheduler']})")  # fmt: skip
+    for name in written:
+        print(f"wrote {folder / name}")
+
+
+def _add_edit(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "edit",
+        help="run a Prompt-to-Prompt edit: two images, per-step attention, settings",
+        description="Generate the source prompt's image and edit it into the target prompt's "
+        "(Prompt-to-Prompt). Writes source.png, edited.png, attention.png (per-step "
+        "attention of the swapped words), settings.json and the attention history.",
+    )
+    parser.add_argument("source", help="the source prompt, quoted")
+    parser.add_argument("target", help="the target prompt, quoted")
+    parser.add_argument(
+        "--edit", choices=("replace", "refine", "none"), default="replace",
+        help="replace: word swap (same word count); refine: words added or removed; "
+        "none: both prompts plainly (default: replace)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cross", type=_fraction_or_pair, default=0.8, metavar="F|START:END",
+        help="cross-attention injection: share of the steps, or START:END (default 0.8)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--self", dest="self_", type=_fraction_or_pair, default=0.4, metavar="F|START:END",
+        help="self-attention injection: share of the steps, or START:END (default 0.4)",
+    )  # fmt: skip
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of z_T (default 0)")
+    parser.add_argument("--guidance", type=float, default=7.5, help="CFG scale (default 7.5)")
+    parser.add_argument(
+        "--reweight", type=_word_scale, action="append", metavar="WORD=SCALE",
+        help="scale a target word's attention (repeatable; negative allowed)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--blend", nargs="+", metavar="WORD",
+        help="local blend: change only near these words (looked up in both prompts)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scheduler", choices=("pndm", "ddim", "euler"),
+        help="replace the model's scheduler (default: keep it; SD ships PNDM)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--model", default="builtin",
+        help="'builtin' (offline, random weights), a hub id or a saved pipeline folder",
+    )  # fmt: skip
+    parser.add_argument("--out", default="p2p_edit", help="output folder (default ./p2p_edit)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_cmd_edit)
+
+
+SUBCOMMANDS.append(_add_edit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="p2p-teach",

@@ -104,9 +104,14 @@ class Replace(Edit):
     kind: ClassVar[str] = "replace"
 
     def resolve(self, source: TokenView, target: TokenView) -> TokenEdit:
-        from .mapper import word_swap_mapper
+        from .mapper import WordCountMismatchError, word_swap_mapper
 
-        mapper = word_swap_mapper(source, target, rule=self.rule)  # WordCountMismatchError
+        try:
+            mapper = word_swap_mapper(source, target, rule=self.rule)
+        except WordCountMismatchError as error:
+            raise WordCountMismatchError(
+                f"{error} In edit(): edit=Refine() (command line: --edit refine)."
+            ) from None
         return TokenEdit(mapper.matrix.float(), torch.ones(MAX_SLOTS), torch.ones(MAX_SLOTS))
 
     def describe(self) -> dict:

@@ -1,11 +1,14 @@
 """Pure figure functions: data in, matplotlib Figure (or HTML text) out; no widgets, no model."""
 
+from .attention import changed_word_rows, word_steps_figure
 from .images import figure_png, image_png, side_by_side
 from .mapper import alignment_figure, mapper_comparison_figure, mapper_figure
 from .tokens import changed_words, token_table_figure, token_table_html
 from .tour import pipeline_diagram
 
 __all__ = [
+    "changed_word_rows",
+    "word_steps_figure",
     "alignment_figure",
     "changed_words",
     "figure_png",

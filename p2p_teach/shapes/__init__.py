@@ -1,0 +1,14 @@
+"""A small Stable Diffusion trained on procedural shapes, shipped with the package.
+
+``WEIGHTS_DIR`` is a ``StableDiffusionPipeline`` folder (fp16 safetensors, the real CLIP
+tokenizer files, SD v1's PNDM scheduler): load it offline with
+``StableDiffusionPipeline.from_pretrained(WEIGHTS_DIR, torch_dtype=torch.float32)``.
+The modules: :mod:`~p2p_teach.shapes.data` (the data generator), :mod:`~p2p_teach.shapes.model`
+(the components), :mod:`~p2p_teach.shapes.train` and :mod:`~p2p_teach.shapes.evaluate`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

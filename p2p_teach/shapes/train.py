@@ -454,6 +454,8 @@ def main(argv: list[str] | None = None) -> None:
     data_path = out / "data.pt"
     if data_path.exists():
         dataset = torch.load(data_path)
+        # a resumed run may use fewer images than were generated (the first n_images)
+        dataset = {key: value[: args.n_images] for key, value in dataset.items()}
     else:
         t0 = time.time()
         dataset = build_dataset(args.n_images, args.seed)

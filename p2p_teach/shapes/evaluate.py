@@ -1,0 +1,546 @@
+"""Measure the shapes model: ``python -m p2p_teach.shapes.evaluate [--quick] [--weights DIR]``.
+
+Every measure reads generated images against what the prompt asked for, using the data
+generator's own definitions (palette, anchor positions, shapes):
+
+- **colour**: the median colour of the object's pixels (pixels far from the background, which
+  is read off the image border) is nearest, in the palette, to the colour named;
+- **shape**: a small CNN, trained here in seconds on silhouettes of generated ground-truth
+  images, recognises the shape named (its accuracy on held-out ground truth is reported too);
+- **position**: the object's centroid is nearest to the anchor of the position named (5-way);
+- **two objects**: each half of the image (left/right or top/bottom) holds an object of the
+  colour named for it;
+- **attention**: share of the colour and shape words' cross-attention mass inside the object's
+  mask, divided by the mask's share of the image, averaged over steps and layers (1.0 means
+  no better than chance);
+- **Prompt-to-Prompt colour swap** (through :func:`p2p_teach.engine.edit`): median IoU of the
+  object masks of source and edit, with cross-attention injection over 0.8 of the steps and
+  without any injection (same seed), the share of edits whose object takes the new colour,
+  and the time of a 2-prompt edit at 25 steps.
+
+``--quick`` runs a handful of samples (a CI test, under a minute on two CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning threads stall on a shared CPU
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from p2p_teach.shapes import data as shapes_data  # noqa: E402
+from p2p_teach.shapes import model as shapes_model  # noqa: E402
+
+BACKGROUND_DISTANCE = 60.0  # RGB distance from the background that counts as object
+MIN_OBJECT_PIXELS = 15
+CROP_SIDE = 32
+
+# --------------------------------------------------------------------------------------------
+# Reading images
+# --------------------------------------------------------------------------------------------
+
+
+def background_colour(image: np.ndarray) -> np.ndarray:
+    """Median RGB of the 2-pixel border of a (64, 64, 3) uint8 image."""
+    border = np.concatenate(
+        [image[:2].reshape(-1, 3), image[-2:].reshape(-1, 3),
+         image[:, :2].reshape(-1, 3), image[:, -2:].reshape(-1, 3)]
+    )  # (border pixels, 3)  # fmt: skip
+    return np.median(border.astype(np.float32), axis=0)
+
+
+def foreground(image: np.ndarray) -> np.ndarray:
+    """(64, 64) bool: pixels whose colour is far from the background's."""
+    distance = np.linalg.norm(image.astype(np.float32) - background_colour(image), axis=-1)
+    return distance > BACKGROUND_DISTANCE
+
+
+def object_colour(image: np.ndarray, mask: np.ndarray) -> str | None:
+    """Palette name of the median colour under ``mask``; None when the mask is (nearly) empty."""
+    if mask.sum() < MIN_OBJECT_PIXELS:
+        return None
+    return shapes_data.nearest_colour(np.median(image[mask].astype(np.float32), axis=0))
+
+
+def object_position(mask: np.ndarray) -> str | None:
+    """Nearest anchor position to the mask's centroid; None for an empty mask."""
+    if mask.sum() < MIN_OBJECT_PIXELS:
+        return None
+    ys, xs = np.nonzero(mask)
+    return shapes_data.nearest_position(float(xs.mean()) + 0.5, float(ys.mean()) + 0.5)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (1.0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def silhouette_crop(mask: np.ndarray) -> torch.Tensor:
+    """The mask cropped to a square around its bounding box, resized to (1, 32, 32)."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return torch.zeros(1, CROP_SIDE, CROP_SIDE)
+    cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
+    half = max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min()) / 2 + 1
+    padded = np.pad(mask.astype(np.float32), 64)  # (192, 192): crops never leave the array
+    top, left = int(round(cy - half)) + 64, int(round(cx - half)) + 64
+    side = int(round(2 * half))
+    crop = torch.from_numpy(padded[top : top + side, left : left + side].copy())
+    resized = F.interpolate(crop[None, None], size=(CROP_SIDE, CROP_SIDE), mode="area")
+    return resized[0]  # (1, 32, 32)
+
+
+# --------------------------------------------------------------------------------------------
+# Shape classifier
+# --------------------------------------------------------------------------------------------
+
+
+def build_classifier() -> torch.nn.Module:
+    """A small CNN over (1, 32, 32) silhouettes, one output per shape."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(64 * 4 * 4, len(shapes_data.SHAPES)),
+    )  # fmt: skip
+
+
+def _single_object_silhouettes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    crops, labels = [], []
+    for _ in range(n):
+        position = list(shapes_data.POSITIONS)[rng.integers(5)]
+        obj = shapes_data.make_object(rng, position)
+        background = list(shapes_data.BACKGROUNDS)[rng.integers(3)]
+        item = shapes_data.build_sample([obj], background)
+        crops.append(silhouette_crop(foreground(item.image)))
+        labels.append(shapes_data.SHAPES.index(obj.shape))
+    return torch.stack(crops), torch.tensor(labels)  # (n, 1, 32, 32), (n,)
+
+
+def train_shape_classifier(
+    n_train: int = 2400, steps: int = 300, seed: int = 7
+) -> tuple[torch.nn.Module, float]:
+    """Train the classifier on generated silhouettes; returns it and its held-out accuracy."""
+    torch.manual_seed(seed)
+    crops, labels = _single_object_silhouettes(n_train, seed)
+    test_crops, test_labels = _single_object_silhouettes(max(200, n_train // 4), seed + 1)
+    classifier = build_classifier()
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=3e-3)
+    for _ in range(steps):
+        index = torch.randint(0, n_train, (64,))
+        batch = crops[index]
+        # augment: random dilation or erosion by one pixel, like a slightly fat or thin object
+        choice = torch.rand(64)[:, None, None, None]
+        dilated = F.max_pool2d(batch, 3, 1, 1)
+        eroded = -F.max_pool2d(-batch, 3, 1, 1)
+        batch = torch.where(choice < 0.2, dilated, torch.where(choice < 0.4, eroded, batch))
+        loss = F.cross_entropy(classifier(batch), labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    classifier.eval()
+    with torch.no_grad():
+        accuracy = (classifier(test_crops).argmax(1) == test_labels).float().mean().item()
+    return classifier, accuracy
+
+
+@torch.no_grad()
+def classify_shape(classifier: torch.nn.Module, mask: np.ndarray) -> str | None:
+    """Shape name for an object mask; None when the mask is (nearly) empty."""
+    if mask.sum() < MIN_OBJECT_PIXELS:
+        return None
+    logits = classifier(silhouette_crop(mask)[None])  # (1, shapes)
+    return shapes_data.SHAPES[int(logits.argmax())]
+
+
+# --------------------------------------------------------------------------------------------
+# Prompts
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """What a prompt asks for one object."""
+
+    shape: str
+    colour: str
+    size: str
+    position: str
+
+    def words(self) -> list[str]:
+        return ["a", self.size, self.colour, self.shape]
+
+    def phrase(self) -> str:
+        return " ".join(self.words()) + " " + shapes_data.POSITION_PHRASES[self.position]
+
+
+def single_object_specs(n: int, seed: int = 2024) -> list[ObjectSpec]:
+    """``n`` prompts cycling evenly through shapes, colours, positions and sizes (shuffled)."""
+    rng = np.random.default_rng(seed)
+
+    def cycled(values: list[str]) -> list[str]:
+        picked = [values[k % len(values)] for k in range(n)]
+        return [picked[k] for k in rng.permutation(n)]
+
+    shapes = cycled(list(shapes_data.SHAPES))
+    colours = cycled(list(shapes_data.COLOURS))
+    positions = cycled(list(shapes_data.POSITIONS))
+    sizes = cycled(["big", "small"])
+    return [ObjectSpec(*attrs) for attrs in zip(shapes, colours, sizes, positions, strict=True)]
+
+
+def two_object_specs(n: int, seed: int = 2025) -> list[tuple[ObjectSpec, ObjectSpec]]:
+    """``n`` two-object prompts: half left/right, half top/bottom, two different colours."""
+    rng = np.random.default_rng(seed)
+    colours = list(shapes_data.COLOURS)
+    specs = []
+    for k in range(n):
+        pair = shapes_data.OPPOSITE_PAIRS[k % 2]
+        first_colour, second_colour = rng.choice(colours, size=2, replace=False)
+        specs.append(tuple(
+            ObjectSpec(
+                str(shapes_data.SHAPES[rng.integers(len(shapes_data.SHAPES))]),
+                str(colour), ("big", "small")[rng.integers(2)], position,
+            )
+            for colour, position in zip((first_colour, second_colour), pair, strict=True)
+        ))  # fmt: skip
+    return specs
+
+
+def swap_specs(n: int, seed: int = 2026) -> list[tuple[ObjectSpec, str]]:
+    """``n`` colour swaps: a single-object prompt and a new colour for its object."""
+    specs = single_object_specs(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    swaps = []
+    for spec in specs:
+        others = [c for c in shapes_data.COLOURS if c != spec.colour]
+        swaps.append((spec, str(others[rng.integers(len(others))])))
+    return swaps
+
+
+def half_masks(position: str) -> np.ndarray:
+    """(64, 64) bool: the half of the image on the side of ``position``."""
+    half = np.zeros((64, 64), bool)
+    if position == "left":
+        half[:, :32] = True
+    elif position == "right":
+        half[:, 32:] = True
+    elif position == "top":
+        half[:32] = True
+    elif position == "bottom":
+        half[32:] = True
+    else:
+        raise ValueError(f"no half for position {position!r}")
+    return half
+
+
+# --------------------------------------------------------------------------------------------
+# Generation with attention recording
+# --------------------------------------------------------------------------------------------
+
+
+def load_pipeline(folder: str | Path | None = None):  # -> StableDiffusionPipeline
+    """The shapes pipeline in float32 on the CPU (the shipped weights by default)."""
+    from diffusers import StableDiffusionPipeline
+
+    from p2p_teach.shapes import WEIGHTS_DIR
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(folder or WEIGHTS_DIR), torch_dtype=torch.float32
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(
+    pipe, prompt: str, n: int, seed: int, steps: int, guidance: float, record: bool
+) -> tuple[np.ndarray, list[tuple[str, torch.Tensor]]]:
+    """``n`` images of ``prompt`` (uint8, (n, 64, 64, 3)) and, if asked, the conditional
+    cross-attention maps of every UNet call: (layer, (n, pixels, 77))."""
+    attention = shapes_model.AttentionRecord(
+        active=record, keep_batch=slice(n, None) if guidance > 1 else None, detach=True
+    )
+    previous = shapes_model.install_recording(pipe.unet, attention)
+    try:
+        with torch.no_grad():
+            result = pipe(
+                [prompt] * n,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=torch.Generator().manual_seed(seed),
+                output_type="np",
+            )
+    finally:
+        pipe.unet.set_attn_processor(previous)
+    images = (np.clip(result.images, 0, 1) * 255 + 0.5).astype(np.uint8)  # (n, 64, 64, 3)
+    return images, list(attention.maps)
+
+
+@functools.lru_cache(maxsize=1)
+def _caption_ids():  # -> CaptionIds (loading the tokenizer takes a moment)
+    from p2p_teach.shapes.train import CaptionIds
+
+    return CaptionIds()
+
+
+def token_slots(words: list[str], wanted: set[str]) -> list[int]:
+    """Slots (0..76, BOS at 0) of the pieces of the caption words in ``wanted``."""
+    _, owners = _caption_ids().encode(words, [0 if w in wanted else -1 for w in words])
+    return [slot for slot, owner in enumerate(owners) if owner == 0]
+
+
+def attention_ratio(
+    maps: list[tuple[str, torch.Tensor]], sample: int, slots: list[int], mask: np.ndarray
+) -> float:
+    """Mean over calls, layers and slots of (mass inside mask / total) / (mask's share)."""
+    mask_t = torch.from_numpy(mask.astype(np.float32))[None, None]  # (1, 1, 64, 64)
+    pooled: dict[int, torch.Tensor] = {}
+    ratios = []
+    for _name, probs in maps:
+        pixels = probs.shape[1]
+        side = int(round(pixels**0.5))
+        if side not in pooled:
+            pooled[side] = F.adaptive_avg_pool2d(mask_t, side).flatten()  # (pixels,)
+        share = pooled[side].mean().clamp_min(1e-6)
+        token_maps = probs[sample][:, slots].T  # (slots, pixels)
+        inside = (token_maps * pooled[side]).sum(-1) / token_maps.sum(-1).clamp_min(1e-12)
+        ratios.append((inside / share).mean())
+    return float(torch.stack(ratios).mean())
+
+
+# --------------------------------------------------------------------------------------------
+# The evaluation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalSettings:
+    """How much to evaluate."""
+
+    single_prompts: int = 40
+    two_object_prompts: int = 16
+    samples: int = 8
+    swaps: int = 24
+    steps: int = 25
+    guidance: float = 7.5
+    classifier_train: int = 2400
+    classifier_steps: int = 300
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> EvalSettings:
+        return cls(
+            single_prompts=5, two_object_prompts=2, samples=2, swaps=2, steps=20,
+            classifier_train=1200, classifier_steps=150,
+        )  # fmt: skip
+
+
+def evaluate(pipe, settings: EvalSettings, grid_path: Path | None = None) -> dict:
+    """Run every measure; returns a JSON-ready dict of results."""
+    results: dict = {"settings": settings.__dict__.copy()}
+    t0 = time.time()
+    classifier, classifier_accuracy = train_shape_classifier(
+        settings.classifier_train, settings.classifier_steps
+    )
+    results["shape_classifier_heldout_accuracy"] = classifier_accuracy
+    results["classifier_seconds"] = time.time() - t0
+
+    # ---- single-object prompts: colour, shape, position, attention -------------------------
+    t0 = time.time()
+    colour_hits, shape_hits, position_hits, empty = [], [], [], 0
+    colour_ratios, shape_ratios = [], []
+    grid_rows = []
+    for k, spec in enumerate(single_object_specs(settings.single_prompts)):
+        words = spec.words() + shapes_data.POSITION_PHRASES[spec.position].split()
+        images, maps = generate(
+            pipe, " ".join(words), settings.samples, settings.seed + 1000 * k,
+            settings.steps, settings.guidance, record=True,
+        )  # fmt: skip
+        colour_slots = token_slots(words, {spec.colour})
+        shape_slots = token_slots(words, {spec.shape})
+        grid_rows.append(images)
+        for index, image in enumerate(images):
+            mask = foreground(image)
+            if mask.sum() < MIN_OBJECT_PIXELS:
+                empty += 1
+            colour_hits.append(object_colour(image, mask) == spec.colour)
+            shape_hits.append(classify_shape(classifier, mask) == spec.shape)
+            position_hits.append(object_position(mask) == spec.position)
+            if mask.sum() >= MIN_OBJECT_PIXELS:
+                colour_ratios.append(attention_ratio(maps, index, colour_slots, mask))
+                shape_ratios.append(attention_ratio(maps, index, shape_slots, mask))
+    n_single = len(colour_hits)
+    results["single_object"] = {
+        "prompts": settings.single_prompts,
+        "images": n_single,
+        "colour_accuracy": float(np.mean(colour_hits)),
+        "shape_accuracy": float(np.mean(shape_hits)),
+        "position_accuracy": float(np.mean(position_hits)),
+        "no_object_share": empty / n_single,
+        "attention_ratio_colour_mean": float(np.mean(colour_ratios)) if colour_ratios else 0.0,
+        "attention_ratio_shape_mean": float(np.mean(shape_ratios)) if shape_ratios else 0.0,
+        "attention_ratio_mean": float(np.mean(colour_ratios + shape_ratios))
+        if colour_ratios
+        else 0.0,
+        "attention_ratio_median": float(np.median(colour_ratios + shape_ratios))
+        if colour_ratios
+        else 0.0,
+        "seconds": time.time() - t0,
+    }
+    if grid_path is not None:
+        rows = [np.concatenate(list(row), axis=1) for row in grid_rows[:12]]
+        from PIL import Image
+
+        Image.fromarray(np.concatenate(rows, axis=0)).save(grid_path)
+
+    # ---- two-object prompts ------------------------------------------------------------------
+    t0 = time.time()
+    both_hits = []
+    for k, (first, second) in enumerate(two_object_specs(settings.two_object_prompts)):
+        words = first.words() + shapes_data.POSITION_PHRASES[first.position].split()
+        words += ["and"] + second.words() + shapes_data.POSITION_PHRASES[second.position].split()
+        images, _ = generate(
+            pipe, " ".join(words), settings.samples, settings.seed + 500 + 1000 * k,
+            settings.steps, settings.guidance, record=False,
+        )  # fmt: skip
+        for image in images:
+            mask = foreground(image)
+            ok = all(
+                object_colour(image, mask & half_masks(spec.position)) == spec.colour
+                for spec in (first, second)
+            )
+            both_hits.append(ok)
+    results["two_objects"] = {
+        "prompts": settings.two_object_prompts,
+        "images": len(both_hits),
+        "both_right_share": float(np.mean(both_hits)),
+        "seconds": time.time() - t0,
+    }
+
+    # ---- Prompt-to-Prompt colour swaps -------------------------------------------------------
+    results["colour_swap"] = colour_swap_results(pipe, settings)
+    return results
+
+
+def colour_swap_results(pipe, settings: EvalSettings) -> dict:
+    """Colour-swap IoU with and without injection, edit success and edit time (engine API)."""
+    try:
+        from p2p_teach.engine import edit
+    except ImportError as error:  # the engine is optional for this script
+        return {"skipped": f"p2p_teach.engine.edit is not available: {error}"}
+    iou_injected, iou_plain, success, source_right, seconds = [], [], [], [], []
+    for k, (spec, new_colour) in enumerate(swap_specs(settings.swaps)):
+        words = spec.words() + shapes_data.POSITION_PHRASES[spec.position].split()
+        source = " ".join(words)
+        target = " ".join(new_colour if w == spec.colour else w for w in words)
+        seed = settings.seed + 77 + k
+        start = time.perf_counter()
+        injected = edit(
+            pipe, source, target, edit="replace", seed=seed, steps=settings.steps,
+            guidance=settings.guidance, cross_steps=0.8, record="none", progress=False,
+        )  # fmt: skip
+        seconds.append(time.perf_counter() - start)
+        plain = edit(
+            pipe, source, target, edit="none", seed=seed, steps=settings.steps,
+            guidance=settings.guidance, record="none", progress=False,
+        )  # fmt: skip
+        source_image = np.asarray(injected.source_image.convert("RGB"))
+        edited_image = np.asarray(injected.edited_image.convert("RGB"))
+        plain_image = np.asarray(plain.edited_image.convert("RGB"))
+        source_mask = foreground(source_image)
+        edited_mask = foreground(edited_image)
+        iou_injected.append(mask_iou(source_mask, edited_mask))
+        iou_plain.append(mask_iou(foreground(np.asarray(plain.source_image.convert("RGB"))),
+                                  foreground(plain_image)))  # fmt: skip
+        success.append(object_colour(edited_image, edited_mask) == new_colour)
+        source_right.append(object_colour(source_image, source_mask) == spec.colour)
+    # timing: one more 2-prompt edit at 25 steps, the pipeline already warm
+    words = swap_specs(1)[0][0]
+    start = time.perf_counter()
+    edit(
+        pipe, words.phrase(), words.phrase().replace(words.colour, "blue"), edit="replace",
+        seed=1, steps=25, guidance=settings.guidance, progress=False,
+    )  # fmt: skip
+    edit_25_seconds = time.perf_counter() - start
+    return {
+        "swaps": settings.swaps,
+        "cross_steps": 0.8,
+        "iou_median_injected": float(statistics.median(iou_injected)),
+        "iou_median_no_injection": float(statistics.median(iou_plain)),
+        "iou_mean_injected": float(np.mean(iou_injected)),
+        "iou_mean_no_injection": float(np.mean(iou_plain)),
+        "edit_success_share": float(np.mean(success)),
+        "source_colour_right_share": float(np.mean(source_right)),
+        "edit_seconds_median": float(statistics.median(seconds)),
+        "edit_25_steps_seconds_recording": edit_25_seconds,
+    }
+
+
+TARGETS = {  # (result path, target, direction)
+    "colour": (("single_object", "colour_accuracy"), 0.95),
+    "shape": (("single_object", "shape_accuracy"), 0.80),
+    "position": (("single_object", "position_accuracy"), 0.80),
+    "two objects": (("two_objects", "both_right_share"), 0.70),
+    "attention ratio": (("single_object", "attention_ratio_mean"), 2.0),
+    "swap IoU, injected": (("colour_swap", "iou_median_injected"), 0.80),
+    "edit success": (("colour_swap", "edit_success_share"), 0.80),
+}
+
+
+def summary(results: dict) -> str:
+    """A plain-text table of the results against the targets."""
+    lines = ["measure                 value    target"]
+    for name, (path, target) in TARGETS.items():
+        value = results.get(path[0], {}).get(path[1])
+        shown = "n/a" if value is None else f"{value:.3f}"
+        lines.append(f"{name:<22} {shown:>7}   ≥ {target}")
+    swap = results.get("colour_swap", {})
+    if "iou_median_no_injection" in swap:
+        lines.append(f"{'swap IoU, no injection':<22} {swap['iou_median_no_injection']:>7.3f}")
+        seconds = swap["edit_25_steps_seconds_recording"]
+        lines.append(f"{'2-prompt edit, 25 steps':<22} {seconds:>6.2f}s   < 2 s")
+    lines.append(
+        f"shape classifier held-out accuracy {results['shape_classifier_heldout_accuracy']:.3f}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Command line: evaluate and print (and optionally save) the results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--weights", type=Path, default=None, help="pipeline folder")
+    parser.add_argument("--quick", action="store_true", help="a handful of samples (CI)")
+    parser.add_argument("--guidance", type=float, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--grid", type=Path, default=None, help="save a grid of samples here")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    settings = EvalSettings.quick() if args.quick else EvalSettings()
+    if args.guidance is not None:
+        settings.guidance = args.guidance
+    start = time.time()
+    pipe = load_pipeline(args.weights)
+    results = evaluate(pipe, settings, args.grid)
+    results["total_seconds"] = time.time() - start
+    print(summary(results))
+    print(f"total {results['total_seconds']:.0f} s")
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Tests of the shapes model: data generator, caption tokens, grounding loss, recording
+processor, the image measures, the shipped weights and a quick evaluation of them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from p2p_teach.shapes import WEIGHTS_DIR
+from p2p_teach.shapes import data as shapes_data
+from p2p_teach.shapes import evaluate as shapes_eval
+from p2p_teach.shapes import model as shapes_model
+from p2p_teach.shapes.train import CaptionIds, grounding_loss
+
+
+@pytest.fixture(scope="module")
+def caption_ids() -> CaptionIds:
+    return CaptionIds()
+
+
+# ---- data generator ---------------------------------------------------------------------------
+
+
+def test_samples_are_deterministic_by_seed_and_index():
+    a, b = shapes_data.sample(17, seed=3), shapes_data.sample(17, seed=3)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.masks, b.masks)
+    assert a.caption == b.caption and a.objects == b.objects
+    others = [shapes_data.sample(17, seed=4), shapes_data.sample(18, seed=3)]
+    assert all(o.caption != a.caption or not np.array_equal(o.image, a.image) for o in others)
+
+
+def test_masks_match_the_attributes():
+    for index in range(120):
+        item = shapes_data.sample(index, seed=1)
+        assert item.image.shape == (64, 64, 3) and item.image.dtype == np.uint8
+        assert item.masks.shape == (len(item.objects), 64, 64)
+        background = np.array(shapes_data.BACKGROUNDS[item.background])
+        outside = ~item.masks.any(0)
+        assert np.abs(item.image[outside].astype(int) - background).max() <= 128  # edges blend
+        assert np.median(np.abs(item.image[outside].astype(int) - background)) == 0
+        for obj, mask in zip(item.objects, item.masks, strict=True):
+            assert mask.sum() > 60
+            colour = np.median(item.image[mask], axis=0)
+            assert np.abs(colour - np.array(shapes_data.COLOURS[obj.colour])).max() <= 1
+            ys, xs = np.nonzero(mask)
+            assert shapes_data.nearest_position(xs.mean() + 0.5, ys.mean() + 0.5) == obj.position
+        if len(item.objects) == 2:
+            assert not (item.masks[0] & item.masks[1]).any()
+            assert item.objects[0].colour != item.objects[1].colour
+            pair = {item.objects[0].position, item.objects[1].position}
+            assert pair in ({"left", "right"}, {"top", "bottom"})
+
+
+def test_big_objects_are_bigger_than_small_ones():
+    areas: dict[str, list[int]] = {"big": [], "small": []}
+    for index in range(200):
+        item = shapes_data.sample(index, seed=2)
+        for obj, mask in zip(item.objects, item.masks, strict=True):
+            areas[obj.size].append(int(mask.sum()))
+    assert min(areas["big"]) > 0 and np.mean(areas["big"]) > 1.8 * np.mean(areas["small"])
+
+
+def test_captions_name_every_object_and_its_position():
+    seen_shapes, seen_two = set(), 0
+    for index in range(200):
+        item = shapes_data.sample(index, seed=5)
+        assert item.caption == " ".join(item.words)
+        for k, obj in enumerate(item.objects):
+            assert obj.phrase() in item.caption
+            pairs = zip(item.words, item.word_objects, strict=True)
+            owned = [word for word, owner in pairs if owner == k]
+            assert obj.colour in owned and obj.shape in owned
+            assert (obj.size in owned) == obj.size_in_caption
+            seen_shapes.add(obj.shape)
+        seen_two += len(item.objects) == 2
+        if len(item.objects) == 2:
+            assert " and " in item.caption
+    assert seen_shapes == set(shapes_data.SHAPES)
+    assert 40 < seen_two < 120  # about 40% of samples have two objects
+
+
+def test_some_names_are_split_into_several_clip_pieces(caption_ids: CaptionIds):
+    assert len(caption_ids.word_ids("hexagon")) == 2
+    assert len(caption_ids.word_ids("cyan")) == 2
+    assert len(caption_ids.word_ids("chartreuse")) == 3
+    assert len(caption_ids.word_ids("red")) == 1
+
+
+def test_caption_ids_equal_the_tokenizer_on_whole_captions(caption_ids: CaptionIds):
+    tokenizer = caption_ids.tokenizer
+    for index in range(40):
+        item = shapes_data.sample(index, seed=9)
+        ids, owners = caption_ids.encode(item.words, item.word_objects)
+        expected = tokenizer(item.caption, padding="max_length", max_length=77)["input_ids"]
+        assert ids == expected
+        for k, obj in enumerate(item.objects):
+            slots = [slot for slot, owner in enumerate(owners) if owner == k]
+            pieces = [tokenizer.convert_ids_to_tokens(ids[s]) for s in slots]
+            joined = "".join(p.replace("</w>", " ") for p in pieces).split()
+            assert obj.colour in joined and obj.shape in joined
+
+
+# ---- training pieces ----------------------------------------------------------------------------
+
+
+def test_grounding_loss_is_zero_inside_and_one_minus_share_when_uniform():
+    masks = torch.zeros(1, 2, 64, 64)
+    masks[0, 0, :32, :32] = 1.0  # object 0: top-left quarter
+    owners = torch.full((1, 77), -1)
+    owners[0, 3] = 0
+    inside = torch.zeros(1, 16 * 16, 77)  # (batch, pixels, tokens)
+    grid = torch.zeros(16, 16)
+    grid[:8, :8] = 1.0
+    inside[0, :, 3] = grid.flatten() / grid.sum()
+    assert grounding_loss([("a", inside)], masks, owners).item() == pytest.approx(0.0, abs=1e-6)
+    uniform = torch.full((1, 64, 77), 1.0 / 64)  # an 8×8 layer
+    assert grounding_loss([("b", uniform)], masks, owners).item() == pytest.approx(0.75)
+    assert grounding_loss([("b", uniform)], masks, torch.full((1, 77), -1)).item() == 0.0
+
+
+def test_recording_processor_matches_default_attention_and_records_maps():
+    torch.manual_seed(0)
+    unet = shapes_model.build_unet().eval()
+    latents = torch.randn(2, 4, 16, 16)
+    context = torch.randn(2, 77, shapes_model.TEXT_HIDDEN)
+    with torch.no_grad():
+        expected = unet(latents, 10, context).sample
+        record = shapes_model.AttentionRecord(active=True)
+        previous = shapes_model.install_recording(unet, record)
+        got = unet(latents, 10, context).sample
+        unet.set_attn_processor(previous)
+    assert torch.allclose(got, expected, atol=1e-5)
+    sides = sorted({int(round(m.shape[1] ** 0.5)) for _, m in record.maps})
+    assert sides == [4, 8, 16]  # cross-attention at 16×16 and 8×8, and the 4×4 middle block
+    for _, probs in record.maps:
+        assert probs.shape[0] == 2 and probs.shape[2] == 77
+        assert torch.allclose(probs.sum(-1), torch.ones(()), atol=1e-5)
+
+
+# ---- the measures, on ground-truth images ---------------------------------------------------
+
+
+def test_measures_read_ground_truth_images_correctly():
+    rng = np.random.default_rng(0)
+    for k in range(60):
+        spec = shapes_eval.single_object_specs(60)[k]
+        obj = shapes_data.make_object(rng, spec.position, shape=spec.shape, colour=spec.colour)
+        item = shapes_data.build_sample([obj], list(shapes_data.BACKGROUNDS)[k % 3])
+        mask = shapes_eval.foreground(item.image)
+        assert shapes_eval.mask_iou(mask, item.masks[0]) > 0.8
+        assert shapes_eval.object_colour(item.image, mask) == spec.colour
+        assert shapes_eval.object_position(mask) == spec.position
+    blank = np.full((64, 64, 3), 245, np.uint8)
+    assert shapes_eval.object_colour(blank, shapes_eval.foreground(blank)) is None
+
+
+def test_prompt_sets_cover_every_attribute():
+    specs = shapes_eval.single_object_specs(40)
+    assert {s.shape for s in specs} == set(shapes_data.SHAPES)
+    assert {s.colour for s in specs} == set(shapes_data.COLOURS)
+    assert {s.position for s in specs} == set(shapes_data.POSITIONS)
+    for first, second in shapes_eval.two_object_specs(8):
+        assert first.colour != second.colour
+        assert {first.position, second.position} in ({"left", "right"}, {"top", "bottom"})
+
+
+# ---- the shipped weights ------------------------------------------------------------------------
+
+
+def test_shipped_weights_are_small_fp16_and_load_offline():
+    from diffusers import StableDiffusionPipeline
+    from safetensors import safe_open
+
+    from p2p_teach.tokens import load_clip_tokenizer
+
+    files = [p for p in WEIGHTS_DIR.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 40 * 2**20
+    index = json.loads((WEIGHTS_DIR / "model_index.json").read_text())
+    assert index["safety_checker"] == [None, None] and index["tokenizer"][1] == "CLIPTokenizer"
+    for part in ("unet", "vae", "text_encoder"):
+        (weights,) = (WEIGHTS_DIR / part).glob("*.safetensors")
+        with safe_open(str(weights), "pt") as handle:
+            name = next(iter(handle.keys()))
+            assert handle.get_tensor(name).dtype == torch.float16
+    pipe = StableDiffusionPipeline.from_pretrained(str(WEIGHTS_DIR), torch_dtype=torch.float32)
+    assert pipe.text_encoder.config.vocab_size == 49408
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64
+    assert type(pipe.scheduler).__name__ == "PNDMScheduler"
+    prompt = "a big cyan hexagon on the left"
+    assert pipe.tokenizer(prompt)["input_ids"] == load_clip_tokenizer()(prompt)["input_ids"]
+
+
+def test_quick_evaluation_of_the_shipped_model():
+    settings = shapes_eval.EvalSettings.quick()
+    results = shapes_eval.evaluate(shapes_eval.load_pipeline(), settings)
+    single = results["single_object"]
+    assert single["colour_accuracy"] >= 0.6
+    assert single["position_accuracy"] >= 0.4
+    assert single["attention_ratio_mean"] >= 1.3

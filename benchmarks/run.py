@@ -1,0 +1,699 @@
+"""Benchmark: a Prompt-to-Prompt edit costs what generating the same two images plainly costs.
+
+Three variants generate the same source/target pair from one z_T, with the same steps and
+guidance, on the same pipeline:
+
+* ``stock``: ``StableDiffusionPipeline.__call__`` with both prompts as one batch of two and the
+  pipeline's default (fused SDPA) attention: the floor;
+* ``edit``: :func:`p2p_teach.edit` with Replace, cross- and self-attention injection on and the
+  per-step history recorded at its default resolutions;
+* ``explicit``: the same edit with attention probabilities materialised in every layer, as the
+  original implementations do (:mod:`benchmarks.explicit`).
+
+Time: one process per configuration runs one untimed warm-up of each variant, then the variants
+in turn, stock, edit, explicit, stock, edit, explicit, …; each variant's ratio to stock is the
+median of the per-repetition ratios. Memory: each variant runs once in a fresh subprocess that
+builds the model, notes its resident memory, resets the kernel's peak-RSS mark and runs the
+variant; the peak is the kernel's high-water mark of resident memory (see
+:mod:`benchmarks.memory`).
+
+    python benchmarks/run.py --quick      # small model, SD v1.5 architecture at 256², scaling
+    python benchmarks/run.py              # the full run (more repetitions, 5 steps, 512²)
+    python benchmarks/run.py --smoke --out DIR   # 1 repetition, small model, 2 steps (tests)
+
+Results: a table on stdout and in ``benchmarks/results/latest.md``, and JSON in
+``benchmarks/results/<date>.json`` (or ``--out DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``p2p_teach`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from benchmarks import memory
+from benchmarks.explicit import explicit_edit
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VARIANTS = ("stock", "edit", "explicit")
+SOURCE_PROMPT = "photo of a cat riding on a bicycle"
+TARGET_PROMPT = "photo of a cat riding on a motorcycle"
+CROSS_STEPS = 0.8
+SELF_STEPS = 0.4
+GUIDANCE = 7.5
+SEED = 1
+HISTORY_STEPS_TARGET = 50  # the history target is stated for a 50-step edit
+TRAINING_JOB = "shapes.train"
+
+# Targets of the benchmark issue (ratios measured in the same run).
+TARGETS: dict[str, dict[str, float]] = {
+    "small": {"time": 1.15, "memory": 1.10},
+    "sd15": {"time": 1.05, "memory": 1.10, "history_mb_50_steps": 10.0},
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark configuration: which model, image size, steps and repetitions."""
+
+    name: str
+    model: str  # "builtin" or "sd15"
+    height: int
+    width: int
+    steps: int
+    repetitions: int
+    warmup_steps: int | None = None  # None: warm up with the full number of steps
+    record: Any = "auto"
+    variants: tuple[str, ...] = VARIANTS
+    memory: bool = True
+
+    @property
+    def target_key(self) -> str:
+        return "sd15" if self.model == "sd15" else "small"
+
+
+# --------------------------------------------------------------------------------------------
+# Models and variants
+# --------------------------------------------------------------------------------------------
+
+
+def build_pipeline(model: str):
+    """The pipeline of a case: the built-in small model or SD v1.5's architecture (random)."""
+    if model == "sd15":
+        from benchmarks.sd15 import build_sd15_random_pipeline
+
+        return build_sd15_random_pipeline()
+    from p2p_teach.models import load_pipeline
+
+    return load_pipeline("builtin", verbose=False)
+
+
+def initial_noise(pipe, height: int, width: int) -> torch.Tensor:
+    """z_T of shape (1, C, h, w), the same for every variant (CPU generator, ``SEED``)."""
+    factor = pipe.vae_scale_factor
+    shape = (1, pipe.unet.config.in_channels, height // factor, width // factor)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(SEED))
+
+
+@dataclass
+class Outcome:
+    """What one run of a variant returns (images, final latents, history)."""
+
+    images: list
+    latents: torch.Tensor | None = None
+    history: Any = None
+
+
+def run_variant(
+    variant: str,
+    pipe,
+    case: Case,
+    noise: torch.Tensor,
+    *,
+    steps: int | None = None,
+    record: Any = None,
+) -> Outcome:
+    """Generate the source/target pair once with ``variant``; returns images and history."""
+    steps = case.steps if steps is None else steps
+    record = case.record if record is None else record
+    if variant == "stock":
+        output = pipe(
+            prompt=[SOURCE_PROMPT, TARGET_PROMPT],
+            height=case.height,
+            width=case.width,
+            num_inference_steps=steps,
+            guidance_scale=GUIDANCE,
+            latents=noise.expand(2, *noise.shape[1:]),  # (2, C, h, w): one z_T for both
+            output_type="pil",
+        )
+        return Outcome(list(output.images))
+    from p2p_teach.edits import Replace
+    from p2p_teach.engine import edit
+
+    run = {"edit": edit, "explicit": explicit_edit}[variant]
+    result = run(
+        pipe,
+        SOURCE_PROMPT,
+        TARGET_PROMPT,
+        edit=Replace(),
+        seed=SEED,
+        steps=steps,
+        guidance=GUIDANCE,
+        cross_steps=CROSS_STEPS,
+        self_steps=SELF_STEPS,
+        height=case.height,
+        width=case.width,
+        latents=noise,
+        record=record,
+        progress=False,
+    )
+    return Outcome(list(result.images), result.latents, result.history)
+
+
+def timed(function: Callable[[], Outcome]) -> tuple[float, Outcome]:
+    start = time.perf_counter()
+    outcome = function()
+    return time.perf_counter() - start, outcome
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------------------------
+
+
+def history_report(history, steps: int) -> dict:
+    """The history's own size report, per step, and extrapolated to 50 steps."""
+    if history is None:
+        return {"mb": 0.0, "per_step_mb": 0.0, "mb_50_steps": 0.0, "layers": []}
+    per_step = history.memory_mb / history.num_steps
+    return {
+        "mb": history.memory_mb,
+        "per_step_mb": per_step,
+        "mb_50_steps": per_step * HISTORY_STEPS_TARGET,
+        "columns": history.n_columns,
+        "layers": [f"{layer.place} {layer.height}x{layer.width}" for layer in history.layers],
+    }
+
+
+def agreement(edit: Outcome, explicit: Outcome, stock: Outcome | None) -> dict:
+    """How far the explicit baseline's edit is from the engine's (it should be the same edit)."""
+    report = {
+        "latents_max_abs_diff": float((edit.latents - explicit.latents).abs().max()),
+        "latents_max_abs": float(edit.latents.abs().max()),
+        "images_max_abs_diff": max(_image_diff(a, b) for a, b in zip(edit.images, explicit.images)),
+        "history_max_abs_diff": _history_diff(edit.history, explicit.history),
+    }
+    if stock is not None:  # the edit leaves the source alone: its image is the stock one
+        report["source_image_vs_stock_max_abs_diff"] = _image_diff(edit.images[0], stock.images[0])
+    return report
+
+
+def _image_diff(first, second) -> int:
+    """Largest difference of two PIL images, in 8-bit levels."""
+    return int(np.abs(np.asarray(first, dtype=np.int16) - np.asarray(second, dtype=np.int16)).max())
+
+
+def _history_diff(first, second) -> float:
+    if first is None or second is None:
+        return 0.0 if first is second else math.inf
+    names = [layer.name for layer in first.layers]
+    if names != [layer.name for layer in second.layers]:
+        return math.inf
+    steps = range(first.steps_recorded)
+    return max(
+        float(
+            (first.layer_maps(name, prompt, steps) - second.layer_maps(name, prompt, steps))
+            .abs()
+            .max()
+        )
+        for name in names
+        for prompt in ("source", "target")
+    )
+
+
+def measure_time(pipe, case: Case, log: Callable[[str], None]) -> dict:
+    """Warm up, then time the variants in turn; per-repetition ratios to stock."""
+    noise = initial_noise(pipe, case.height, case.width)
+    for variant in case.variants:  # warm-up: allocator, kernels, caches
+        run_variant(variant, pipe, case, noise, steps=case.warmup_steps or case.steps)
+    times: dict[str, list[float]] = {variant: [] for variant in case.variants}
+    last: dict[str, Outcome] = {}
+    for repetition in range(case.repetitions):
+        for variant in case.variants:
+            seconds, last[variant] = timed(lambda v=variant: run_variant(v, pipe, case, noise))
+            times[variant].append(seconds)
+        log(
+            f"  {case.name} repetition {repetition + 1}/{case.repetitions}: "
+            + ", ".join(f"{v} {times[v][-1]:.2f} s" for v in case.variants)
+        )
+    report: dict[str, Any] = {
+        "times_s": times,
+        "median_s": {v: statistics.median(t) for v, t in times.items()},
+    }
+    if "stock" in times:
+        report["ratio_to_stock"] = {
+            v: statistics.median(a / b for a, b in zip(times[v], times["stock"]))
+            for v in case.variants
+            if v != "stock"
+        }
+    if "edit" in last:
+        report["history"] = history_report(last["edit"].history, case.steps)
+    if "edit" in last and "explicit" in last:
+        report["explicit_history_mb"] = history_report(last["explicit"].history, case.steps)["mb"]
+        report["agreement"] = agreement(last["edit"], last["explicit"], last.get("stock"))
+    return report
+
+
+def memory_child(spec: dict) -> dict:
+    """In a fresh process: build the model, warm up, reset the peak, run one variant, read it.
+
+    The warm-up runs every variant for one step, in the same order in every subprocess, so the
+    libraries' one-time allocations (modules imported on first use, kernel caches) are made
+    before the measurement and are the same whichever variant is then measured.
+    """
+    case = Case(**{**spec["case"], "variants": tuple(spec["case"]["variants"])})
+    start = time.perf_counter()
+    pipe = build_pipeline(case.model)
+    noise = initial_noise(pipe, case.height, case.width)
+    build_s = time.perf_counter() - start
+    for variant in case.variants:
+        run_variant(variant, pipe, case, noise, steps=1)
+    memory.release_free_memory()
+    base = memory.current_rss_mb()
+    peak_reset = memory.reset_peak()
+    seconds, outcome = timed(lambda: run_variant(spec["variant"], pipe, case, noise))
+    peak = memory.peak_rss_mb()
+    maxrss = memory.maxrss_mb()
+    return {
+        "variant": spec["variant"],
+        "build_s": build_s,
+        "run_s": seconds,
+        "base_mb": base,
+        "peak_mb": peak,
+        "delta_mb": peak - base,
+        "peak_reset": peak_reset,
+        "ru_maxrss_mb": maxrss,
+        "history_mb": outcome.history.memory_mb if outcome.history is not None else 0.0,
+    }
+
+
+def measure_memory(case: Case, log: Callable[[str], None]) -> dict:
+    """Each variant once in its own subprocess (one at a time); peaks and ratios to stock."""
+    results = {}
+    for variant in case.variants:
+        spec = {"case": dataclasses.asdict(case), "variant": variant}
+        command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+        if completed.returncode != 0 or not lines:
+            raise RuntimeError(
+                f"memory subprocess for {case.name}/{variant} failed "
+                f"(exit {completed.returncode}):\n{completed.stderr[-3000:]}"
+            )
+        results[variant] = json.loads(lines[-1].removeprefix("RESULT "))
+        log(
+            f"  {case.name} memory {variant}: peak {results[variant]['peak_mb']:.0f} MB, "
+            f"after build {results[variant]['base_mb']:.0f} MB"
+        )
+    report: dict[str, Any] = {"per_variant": results}
+    if "stock" in results:
+        stock = results["stock"]
+        report["ratio_to_stock"] = {
+            variant: {
+                "peak": results[variant]["peak_mb"] / stock["peak_mb"],
+                "delta": results[variant]["delta_mb"] / stock["delta_mb"],
+            }
+            for variant in case.variants
+            if variant != "stock"
+        }
+    return report
+
+
+def check_targets(case: Case, report: dict) -> dict:
+    """Which targets of the issue this configuration meets (only those that apply)."""
+    limits = TARGETS[case.target_key]
+    checks = {}
+    if "ratio_to_stock" in report.get("time", {}):
+        ratios = report["time"]["ratio_to_stock"]
+        checks["edit_time"] = {"value": ratios["edit"], "limit": limits["time"]}
+        if "explicit" in ratios:
+            checks["explicit_above_edit"] = {
+                "value": ratios["explicit"],
+                "limit": ratios["edit"],
+                "met": ratios["explicit"] > ratios["edit"],
+            }
+    if "ratio_to_stock" in report.get("memory", {}):
+        peak = report["memory"]["ratio_to_stock"]["edit"]["peak"]
+        checks["edit_peak_memory"] = {"value": peak, "limit": limits["memory"]}
+    if "history_mb_50_steps" in limits and "history" in report.get("time", {}):
+        value = report["time"]["history"]["mb_50_steps"]
+        checks["history_mb_50_steps"] = {"value": value, "limit": limits["history_mb_50_steps"]}
+    for check in checks.values():
+        check.setdefault("met", check["value"] <= check["limit"])
+    return checks
+
+
+# --------------------------------------------------------------------------------------------
+# Scaling on the small model: steps and recorded resolutions
+# --------------------------------------------------------------------------------------------
+
+
+def measure_scaling(
+    pipe, steps_list: list[int], record_sets: list, repetitions: int, log: Callable[[str], None]
+) -> dict:
+    """Edit time against steps (with stock alongside) and history size against record sets."""
+    from p2p_teach.history import estimate_nbytes, keep_layer
+    from p2p_teach.processors import plan_layers
+
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    by_steps = []
+    for steps in steps_list:
+        case = Case(
+            f"steps {steps}",
+            "builtin",
+            side,
+            side,
+            steps,
+            repetitions,
+            variants=("stock", "edit"),
+            memory=False,
+        )
+        report = measure_time(pipe, case, log)
+        by_steps.append(
+            {
+                "steps": steps,
+                "median_s": report["median_s"],
+                "ratio_to_stock": report["ratio_to_stock"]["edit"],
+                "edit_s_per_step": report["median_s"]["edit"] / steps,
+                "history_mb": report["history"]["mb"],
+            }
+        )
+    fit_steps = [row["steps"] for row in by_steps]
+    slope, intercept, r_squared = _linear_fit(
+        fit_steps, [row["median_s"]["edit"] for row in by_steps]
+    )
+
+    by_record = []
+    steps = steps_list[len(steps_list) // 2]
+    latent = side // pipe.vae_scale_factor
+    layers = plan_layers(pipe.unet, latent, latent)
+    for record in record_sets:
+        case = Case(
+            f"record {record}",
+            "builtin",
+            side,
+            side,
+            steps,
+            repetitions,
+            record=record,
+            variants=("edit",),
+            memory=False,
+        )
+        report = measure_time(pipe, case, log)
+        history = report["history"]
+        kept = [layer for layer in layers if keep_layer(layer, record, latent)]
+        columns = history.get("columns", 0)
+        by_record.append(
+            {
+                "record": record if not isinstance(record, (set, frozenset)) else sorted(record),
+                "layers": history["layers"],
+                "pixels": sum(layer.pixels for layer in kept),
+                "history_mb": history["mb"],
+                "formula_mb": estimate_nbytes(kept, steps, columns) / 1e6 if kept else 0.0,
+                "edit_median_s": report["median_s"]["edit"],
+            }
+        )
+    return {
+        "image_side": side,
+        "by_steps": by_steps,
+        "edit_time_fit": {
+            "seconds_per_step": slope,
+            "intercept_s": intercept,
+            "r_squared": r_squared,
+        },
+        "record_steps": steps,
+        "by_record": by_record,
+    }
+
+
+def _linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
+    """Least-squares ``y = slope·x + intercept`` and its R²."""
+    if len(xs) < 2:
+        return math.nan, math.nan, math.nan
+    slope, intercept = np.polyfit(xs, ys, 1)
+    predicted = slope * np.asarray(xs) + intercept
+    residual = float(((np.asarray(ys) - predicted) ** 2).sum())
+    total = float(((np.asarray(ys) - np.mean(ys)) ** 2).sum())
+    return float(slope), float(intercept), 1.0 - residual / total if total else 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# The run, the table, the files
+# --------------------------------------------------------------------------------------------
+
+
+def plan(mode: str) -> tuple[list[Case], dict | None]:
+    """The configurations of a mode (smoke, quick or full) and the scaling settings."""
+    if mode == "smoke":
+        return [Case("small 64² · 2 steps", "builtin", 64, 64, 2, 1)], None
+    if mode == "quick":
+        cases = [
+            Case("small 64² · 25 steps", "builtin", 64, 64, 25, 5),
+            Case("SD v1.5 arch 256² · 3 steps", "sd15", 256, 256, 3, 3, warmup_steps=1),
+        ]
+        scaling = {"steps": [10, 25, 50], "record": ["none", [4], 8, "all"], "repetitions": 3}
+        return cases, scaling
+    cases = [
+        Case("small 64² · 25 steps", "builtin", 64, 64, 25, 10),
+        Case("SD v1.5 arch 256² · 5 steps", "sd15", 256, 256, 5, 5, warmup_steps=1),
+        Case("SD v1.5 arch 512² · 3 steps", "sd15", 512, 512, 3, 3, warmup_steps=1),
+    ]
+    scaling = {"steps": [10, 25, 50], "record": ["none", [4], 8, "all"], "repetitions": 5}
+    return cases, scaling
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    import diffusers
+    import transformers
+
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        pages = 0
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "ram_gb": round(pages / 1e9, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def training_job_running() -> bool:
+    """Whether the shapes model's training job shares the CPU right now."""
+    found = subprocess.run(["pgrep", "-f", TRAINING_JOB], capture_output=True, check=False)
+    return found.returncode == 0
+
+
+def run(mode: str, out: Path | None, log: Callable[[str], None] = print) -> dict:
+    """Run every configuration of ``mode``; write the JSON and the Markdown table."""
+    from p2p_teach.models import describe_pipeline
+
+    cases, scaling = plan(mode)
+    started = dt.datetime.now(dt.timezone.utc)
+    results: dict[str, Any] = {
+        "format": 1,
+        "mode": mode,
+        "started": started.isoformat(timespec="seconds"),
+        "command": "python benchmarks/run.py" + ("" if mode == "full" else f" --{mode}"),
+        "machine": machine(),
+        "training_job_running_at_start": training_job_running(),
+        "settings": {
+            "source_prompt": SOURCE_PROMPT,
+            "target_prompt": TARGET_PROMPT,
+            "edit": "Replace",
+            "cross_steps": CROSS_STEPS,
+            "self_steps": SELF_STEPS,
+            "guidance": GUIDANCE,
+            "seed": SEED,
+            "scheduler": "PNDM (skip_prk_steps, SD v1's)",
+            "dtype": "float32",
+        },
+        "configs": [],
+    }
+    for case in cases:
+        log(f"{case.name}: building {case.model} …")
+        start = time.perf_counter()
+        pipe = build_pipeline(case.model)
+        build_s = time.perf_counter() - start
+        log(f"  model: {describe_pipeline(pipe)} (built in {build_s:.1f} s)")
+        report: dict[str, Any] = {
+            "name": case.name,
+            "case": dataclasses.asdict(case),
+            "model": describe_pipeline(pipe),
+            "build_s": build_s,
+            "time": measure_time(pipe, case, log),
+        }
+        del pipe  # free the weights before the memory subprocesses build their own
+        memory.release_free_memory()
+        if case.memory:
+            report["memory"] = measure_memory(case, log)
+        report["targets"] = check_targets(case, report)
+        results["configs"].append(report)
+    if scaling is not None:
+        log("scaling on the small model …")
+        pipe = build_pipeline("builtin")
+        results["scaling"] = measure_scaling(
+            pipe, scaling["steps"], scaling["record"], scaling["repetitions"], log
+        )
+        del pipe
+    results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    results["training_job_running_at_end"] = training_job_running()
+
+    table = markdown(results)
+    log("\n" + table)
+    folder = out or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y-%m-%dT%H%M")
+    json_path = folder / (f"{mode}-{stamp}.json" if out is None else "results.json")
+    json_path.write_text(json.dumps(results, indent=1, default=_json_default) + "\n", "utf-8")
+    (folder / ("latest.md" if out is None else "results.md")).write_text(table + "\n", "utf-8")
+    log(f"wrote {json_path}")
+    return results
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset, tuple)):
+        return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def markdown(results: dict) -> str:
+    """The results as Markdown tables (what the README's Performance section shows)."""
+    info = results["machine"]
+    lines = [
+        f"Measured {results['started'][:16].replace('T', ' ')} UTC on {info['cpu']}, "
+        f"{info['cores']} cores ({info['torch_threads']} torch threads), "
+        f"{info['ram_gb']} GB RAM; torch {info['torch']}, diffusers {info['diffusers']}, "
+        f"transformers {info['transformers']}; fp32, PNDM, guidance {GUIDANCE}. "
+        f"Command: `{results['command']}`."
+        + (
+            " The training job shared the CPU during this run."
+            if results["training_job_running_at_start"] or results["training_job_running_at_end"]
+            else ""
+        ),
+        "",
+        "| configuration | variant | median time | time / stock | peak RSS | peak / stock "
+        "| run's own peak (above model) | history |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for config in results["configs"]:
+        timing = config["time"]
+        mem = config.get("memory", {})
+        for variant in config["case"]["variants"]:
+            ratio = timing.get("ratio_to_stock", {}).get(variant)
+            per = mem.get("per_variant", {}).get(variant)
+            mem_ratio = mem.get("ratio_to_stock", {}).get(variant)
+            history = "—"
+            if variant == "edit" and "history" in timing:
+                h = timing["history"]
+                history = f"{h['mb']:.3f} MB ({h['mb_50_steps']:.2f} MB at 50 steps)"
+            elif variant == "explicit" and "explicit_history_mb" in timing:
+                history = f"{timing['explicit_history_mb']:.3f} MB"
+            stock_row = variant == "stock"
+            time_ratio = "1" if stock_row else f"{ratio:.3f}" if ratio else "—"
+            peak = f"{per['peak_mb']:.0f} MB" if per else "—"
+            peak_ratio = (
+                "1" if stock_row and per else (f"{mem_ratio['peak']:.3f}" if mem_ratio else "—")
+            )
+            own_peak = f"{per['delta_mb']:.0f} MB" if per else "—"
+            if mem_ratio:
+                own_peak += f" ({mem_ratio['delta']:.2f}×)"
+            lines.append(
+                f"| {config['name']} | {variant} | {timing['median_s'][variant]:.2f} s | "
+                f"{time_ratio} | {peak} | {peak_ratio} | {own_peak} | {history} |"
+            )
+    checks = [
+        f"{config['name']}: {name} {check['value']:.3f} "
+        f"({'≤' if name != 'explicit_above_edit' else '>'} {check['limit']:.3f}) "
+        f"{'met' if check['met'] else 'MISSED'}"
+        for config in results["configs"]
+        for name, check in config["targets"].items()
+    ]
+    if checks:
+        lines += ["", "Targets: " + "; ".join(checks) + "."]
+    for config in results["configs"]:
+        agree = config["time"].get("agreement")
+        if agree:
+            lines.append(
+                f"\n{config['name']}: explicit baseline vs engine: latents differ by at most "
+                f"{agree['latents_max_abs_diff']:.2e} (of {agree['latents_max_abs']:.1f}), "
+                f"history by {agree['history_max_abs_diff']:.2e}, images by "
+                f"{agree['images_max_abs_diff']} of 255 levels; edit's source image vs stock: "
+                f"{agree.get('source_image_vs_stock_max_abs_diff', '—')} levels."
+            )
+    scaling = results.get("scaling")
+    if scaling:
+        fit = scaling["edit_time_fit"]
+        lines += [
+            "",
+            f"Scaling on the small model ({scaling['image_side']}²): edit time ≈ "
+            f"{fit['intercept_s']:.2f} s + {fit['seconds_per_step'] * 1000:.1f} ms × steps "
+            f"(R² {fit['r_squared']:.4f}).",
+            "",
+            "| steps | stock | edit | edit / stock | edit per step | history |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in scaling["by_steps"]:
+            lines.append(
+                f"| {row['steps']} | {row['median_s']['stock']:.2f} s | "
+                f"{row['median_s']['edit']:.2f} s | {row['ratio_to_stock']:.3f} | "
+                f"{row['edit_s_per_step'] * 1000:.1f} ms | {row['history_mb']:.3f} MB |"
+            )
+        lines += [
+            "",
+            f"| record ({scaling['record_steps']} steps) | layers kept | map pixels | "
+            "history | formula | edit time |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in scaling["by_record"]:
+            lines.append(
+                f"| {row['record']} | {', '.join(row['layers']) or 'none'} | {row['pixels']} | "
+                f"{row['history_mb']:.4f} MB | {row['formula_mb']:.4f} MB | "
+                f"{row['edit_median_s']:.2f} s |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--quick", action="store_true", help="under 10 minutes on 2 cores")
+    modes.add_argument("--smoke", action="store_true", help="1 repetition, small model, 2 steps")
+    modes.add_argument("--child", help=argparse.SUPPRESS)  # a memory subprocess's spec (JSON)
+    parser.add_argument("--out", type=Path, help="folder for results.json and results.md")
+    args = parser.parse_args(argv)
+    if args.child:
+        print("RESULT " + json.dumps(memory_child(json.loads(args.child))), flush=True)
+        return 0
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    log = lambda message: print(message, flush=True)  # noqa: E731
+    log(f"p2p_teach benchmark ({mode}): {shlex.join(sys.argv)}")
+    run(mode, args.out, log)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

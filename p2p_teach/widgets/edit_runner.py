@@ -29,7 +29,6 @@ CSS classes (for browser tests): ``p2p-edit-runner`` (the whole widget), ``p2p-s
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from ..engine import EditResult, StepInfo, edit
 from ..figures.images import figure_png, image_png, side_by_side
 from ..figures.timeline import maps_mosaic
 from ..timeline import layer_choices, step_word_maps
+from .run_guard import RunGuard
 
 PREVIEW_MIN_SIZE = 192  # pixels: small model images are upscaled (nearest) to be visible
 EDIT_KINDS = (
@@ -85,16 +85,12 @@ class EditRunner(widgets.VBox):
         self.pipe = pipe
         self.live_maps = live_maps
         self.threaded = threaded
-        self.running = False
         self.result: EditResult | None = None
         self.steps_seen: list[int] = []
         self.last_step: StepInfo | None = None
         self.maps_picture: Image.Image | None = None
         self.result_figure: Figure | None = None
         self.error: str | None = None
-        self.refusals = 0
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
 
         wide = widgets.Layout(width="95%")
         self.source_text = _styled(
@@ -172,6 +168,9 @@ class EditRunner(widgets.VBox):
             ]
         )
         self.add_class("p2p-edit-runner")
+        self.guard = RunGuard(
+            self.status, self._busy_message, disable=[self.run_button], owner=self
+        )
 
     # ------------------------------------------------------------------ settings and runs
 
@@ -188,84 +187,68 @@ class EditRunner(widgets.VBox):
             "self_steps": round(float(self.self_slider.value), 4),
         }
 
-    def _claim(self) -> bool:
-        """Mark an edit as running, or refuse politely when one already is."""
-        with self._lock:
-            if self.running:
-                self.refusals += 1
-                done, total = self.progress.value, self.progress.max
-                self.status.value = (
-                    f"An edit is already running (step {done} of {total}); this press was "
-                    "ignored. Wait for it to finish, then press Run again."
-                )
-                return False
-            self.running = True
-        self.run_button.disabled = True
-        self.save_button.disabled = True
-        self.add_class("p2p-running")
-        return True
+    @property
+    def running(self) -> bool:
+        """True while an edit runs."""
+        return self.guard.running
 
-    def _release(self) -> None:
-        with self._lock:
-            self.running = False
-        self.run_button.disabled = False
-        self.save_button.disabled = self.result is None
-        self.remove_class("p2p-running")
+    @property
+    def refusals(self) -> int:
+        """How many Run presses were refused because an edit was running."""
+        return self.guard.refusals
+
+    def _busy_message(self) -> str:
+        return (
+            f"An edit is already running (step {self.progress.value} of {self.progress.max}); "
+            "this press was ignored. Wait for it to finish, then press Run again."
+        )
 
     def request_run(self) -> bool:
         """What Run does: start an edit (in a thread if ``threaded``); False if refused."""
-        if not self._claim():
-            return False
-        if self.threaded:
-            self._thread = threading.Thread(target=self._run_claimed, daemon=True)
-            self._thread.start()
-        else:
-            self._run_claimed()
-        return True
+        return self.guard.start(self._run_claimed, threaded=self.threaded)
 
     def run(self) -> EditResult | None:
         """Run the edit now, in this thread. Returns None if refused or if the edit failed."""
-        if not self._claim():
+        if not self.guard.start(self._run_claimed, threaded=False):
             return None
-        return self._run_claimed()
+        return self.result if self.error is None else None
 
     def wait(self, timeout: float | None = None) -> EditResult | None:
-        """Wait for a threaded run to finish; return its result."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        """Wait for a background run to finish; return the last result."""
+        self.guard.wait(timeout)
         return self.result
 
-    def _run_claimed(self) -> EditResult | None:
+    def _run_claimed(self) -> None:
+        """The run itself (the guard holds the claim): settings → edit → views."""
+        kwargs = self.settings()
+        self.error = None
+        self.steps_seen = []
+        self.last_step = None
+        self.save_button.disabled = True
+        self.progress.max = kwargs["steps"]
+        self.progress.value = 0
+        self.progress.bar_style = "info"
+        self.progress.description = f"step 0/{kwargs['steps']}"
+        self.status.value = (
+            f"Running {kwargs['edit']}: {kwargs['source_prompt']!r} → "
+            f"{kwargs['target_prompt']!r}, {kwargs['steps']} steps, seed {kwargs['seed']}…"
+        )
         try:
-            kwargs = self.settings()
-            self.error = None
-            self.steps_seen = []
-            self.last_step = None
-            self.progress.max = kwargs["steps"]
-            self.progress.value = 0
-            self.progress.bar_style = "info"
-            self.progress.description = f"step 0/{kwargs['steps']}"
-            self.status.value = (
-                f"Running {kwargs['edit']}: {kwargs['source_prompt']!r} → "
-                f"{kwargs['target_prompt']!r}, {kwargs['steps']} steps, seed {kwargs['seed']}…"
-            )
-            try:
-                result = edit(self.pipe, **kwargs, callback=self._on_step, progress=False)
-            except Exception as error:  # show bad input in the widget, not as a traceback
-                self.error = f"{type(error).__name__}: {error}"
-                self.progress.bar_style = "danger"
-                self.status.value = f"Could not run the edit. {self.error}"
-                return None
-            self.result = result
-            self._show_result(result)
-            self.progress.bar_style = "success"
-            self.status.value = (
-                f"Done: {len(self.steps_seen)} steps. Source and edited image side by side "
-                "below; Save writes them with the settings and the attention history."
-            )
-            return result
-        finally:
-            self._release()
+            result = edit(self.pipe, **kwargs, callback=self._on_step, progress=False)
+        except Exception as error:  # show bad input in the widget, not as a traceback
+            self.error = f"{type(error).__name__}: {error}"
+            self.progress.bar_style = "danger"
+            self.status.value = f"Could not run the edit. {self.error}"
+            self.save_button.disabled = self.result is None
+            return
+        self.result = result
+        self._show_result(result)
+        self.progress.bar_style = "success"
+        self.save_button.disabled = False
+        self.status.value = (
+            f"Done: {len(self.steps_seen)} steps. Source and edited image side by side "
+            "below; Save writes them with the settings and the attention history."
+        )
 
     # ------------------------------------------------------------------ per-step view
 

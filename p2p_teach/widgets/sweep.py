@@ -1,0 +1,266 @@
+"""The injection sweep widget: one edit at many injection fractions, from none to full.
+
+A view over :func:`p2p_teach.sweep.injection_sweep` (which runs and caches the edits) and
+:mod:`p2p_teach.figures.sweep`; it holds no model logic. **Compute** runs the missing cells
+of the current row (target prompt × varied injection); everything else reads the cache:
+
+* the fraction slider picks one cell and shows it large beside the source: no edit runs;
+* switching target or cross/self shows that row from the cache if it was computed;
+* pressing Compute again for a computed row runs nothing.
+
+Stable attributes (for tests and notebooks): ``target_dropdown``, ``vary_buttons``,
+``fraction_slider``, ``compute_button``, ``progress``, ``status``, ``grid_image``,
+``cell_image``, ``survival_image``; state ``cache`` (a :class:`~p2p_teach.sweep.SweepCache`),
+``sweeps`` ((target, vary) → :class:`~p2p_teach.sweep.SweepResult`), ``grid_figure``,
+``survival_figure``, ``survival`` ((target, vary) → {fraction: similarity}), ``running``,
+``refusals``.
+
+CSS classes (for browser tests): ``p2p-sweep`` (the whole widget), ``p2p-sweep-target``,
+``p2p-sweep-vary``, ``p2p-sweep-slider``, ``p2p-sweep-run``, ``p2p-sweep-progress``,
+``p2p-status``, ``p2p-sweep-grid``, ``p2p-sweep-cell``, ``p2p-sweep-survival``; the widget
+has ``p2p-running`` while a sweep computes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as widgets
+from matplotlib.figure import Figure
+
+from ..figures.images import figure_png, side_by_side
+from ..figures.sweep import fraction_label, layout_survival_figure, sweep_grid_figure
+from ..sweep import (
+    DEFAULT_FRACTIONS,
+    SweepCache,
+    SweepResult,
+    Varied,
+    injection_sweep,
+    layout_survival,
+)
+from .run_guard import RunGuard
+
+ROW_LABELS: dict[str, str] = {"cross": "cross-attention", "self": "self-attention"}
+
+
+class InjectionSweep(widgets.VBox):
+    """Grid of edits over injection fractions, a cell viewer, and the layout-survival plot."""
+
+    def __init__(
+        self,
+        pipe: Any,
+        source: str = "photo of a cat riding on a bicycle",
+        targets: Sequence[str] = (
+            "photo of a cat riding on a motorcycle",
+            "photo of a cat riding on a train",
+        ),
+        *,
+        fractions: Sequence[float] = DEFAULT_FRACTIONS,
+        seed: int = 1,
+        steps: int = 10,
+        guidance: float = 7.5,
+        fixed_self: float = 0.0,
+        fixed_cross: float = 0.8,
+        cache: SweepCache | None = None,
+        threaded: bool = True,
+    ) -> None:
+        if not targets:
+            raise ValueError("InjectionSweep needs at least one target prompt")
+        self.pipe = pipe
+        self.source = source
+        self.fractions = sorted({round(float(f), 4) for f in fractions})
+        self.seed, self.steps, self.guidance = seed, steps, guidance
+        self.fixed = {"cross": fixed_self, "self": fixed_cross}  # vary → the other's fraction
+        self.cache = cache if cache is not None else SweepCache()
+        self.threaded = threaded
+        self.sweeps: dict[tuple[str, str], SweepResult] = {}
+        self.survival: dict[tuple[str, str], dict[float, float]] = {}
+        self.grid_figure: Figure | None = None
+        self.survival_figure: Figure | None = None
+        self.error: str | None = None
+
+        self.target_dropdown = widgets.Dropdown(
+            options=list(targets), value=targets[0], description="target",
+            layout=widgets.Layout(width="70%"),
+        )  # fmt: skip
+        self.target_dropdown.add_class("p2p-sweep-target")
+        self.vary_buttons = widgets.ToggleButtons(
+            options=[("cross-attention", "cross"), ("self-attention", "self")],
+            value="cross",
+            description="vary",
+        )
+        self.vary_buttons.add_class("p2p-sweep-vary")
+        self.fraction_slider = widgets.SelectionSlider(
+            options=[(f"{f:g}", f) for f in self.fractions],
+            value=self.fractions[-1],
+            description="fraction",
+            continuous_update=True,
+        )
+        self.fraction_slider.add_class("p2p-sweep-slider")
+        self.compute_button = widgets.Button(
+            description="Compute", button_style="primary", icon="th"
+        )
+        self.compute_button.add_class("p2p-sweep-run")
+        self.progress = widgets.IntProgress(
+            value=0, min=0, max=len(self.fractions), description=f"cell 0/{len(self.fractions)}"
+        )
+        self.progress.add_class("p2p-sweep-progress")
+        self.status = widgets.Label()
+        self.status.add_class("p2p-status")
+        self.grid_image = widgets.Image(format="png")
+        self.grid_image.add_class("p2p-sweep-grid")
+        self.cell_image = widgets.Image(format="png")
+        self.cell_image.add_class("p2p-sweep-cell")
+        self.survival_image = widgets.Image(format="png")
+        self.survival_image.add_class("p2p-sweep-survival")
+
+        self.compute_button.on_click(lambda _button: self.request_compute())
+        self.fraction_slider.observe(lambda _change: self.show_cell(), names="value")
+        self.target_dropdown.observe(lambda _change: self.show_row(), names="value")
+        self.vary_buttons.observe(lambda _change: self.show_row(), names="value")
+
+        super().__init__(
+            [
+                widgets.HTML(f"<b>source:</b> {source}"),
+                self.target_dropdown,
+                widgets.HBox([self.vary_buttons]),
+                widgets.HBox([self.compute_button, self.progress]),
+                self.status,
+                self.grid_image,
+                widgets.HBox([self.fraction_slider]),
+                widgets.HBox([self.cell_image, self.survival_image]),
+            ]
+        )
+        self.add_class("p2p-sweep")
+        self.guard = RunGuard(
+            self.status,
+            lambda: "A sweep is already computing; this press was ignored. Wait for it to "
+            "finish.",
+            disable=[self.compute_button],
+            owner=self,
+        )
+        self.show_row()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def row_key(self) -> tuple[str, str]:
+        """(target prompt, varied injection) of the row on show."""
+        return (self.target_dropdown.value, self.vary_buttons.value)
+
+    @property
+    def running(self) -> bool:
+        return self.guard.running
+
+    @property
+    def refusals(self) -> int:
+        return self.guard.refusals
+
+    # ------------------------------------------------------------------ computing
+
+    def request_compute(self) -> bool:
+        """What Compute does: compute the current row (in a thread if ``threaded``)."""
+        return self.guard.start(self._compute_claimed, threaded=self.threaded)
+
+    def compute(self, target: str | None = None, vary: Varied | None = None) -> SweepResult | None:
+        """Compute a row now, in this thread (default: the row on show); None if refused."""
+        if target is not None:
+            self.target_dropdown.value = target
+        if vary is not None:
+            self.vary_buttons.value = vary
+        if not self.guard.start(self._compute_claimed, threaded=False):
+            return None
+        return self.sweeps.get(self.row_key)
+
+    def wait(self, timeout: float | None = None) -> None:
+        self.guard.wait(timeout)
+
+    def _on_cell(self, index: int, count: int, fraction: float) -> None:
+        self.progress.max = count
+        self.progress.value = index
+        self.progress.description = f"cell {index + 1}/{count}"
+        self.status.value = f"{ROW_LABELS[self.vary_buttons.value]} {fraction_label(fraction)}…"
+
+    def _compute_claimed(self) -> None:
+        target, vary = self.row_key
+        misses_before = self.cache.misses
+        self.error = None
+        self.progress.bar_style = "info"
+        try:
+            sweep = injection_sweep(
+                self.pipe, self.source, target, vary=vary, fractions=self.fractions,
+                fixed=self.fixed[vary], seed=self.seed, steps=self.steps,
+                guidance=self.guidance, cache=self.cache, on_cell=self._on_cell,
+            )  # fmt: skip
+        except Exception as error:  # bad prompts: say so in the widget
+            self.error = f"{type(error).__name__}: {error}"
+            self.progress.bar_style = "danger"
+            self.status.value = f"Could not compute the sweep. {self.error}"
+            return
+        self.sweeps[(target, vary)] = sweep
+        self.survival[(target, vary)] = layout_survival(sweep)
+        self.progress.value = self.progress.max
+        self.progress.description = f"cell {self.progress.max}/{self.progress.max}"
+        self.progress.bar_style = "success"
+        computed = self.cache.misses - misses_before
+        self.show_row(
+            f"Done: {computed} edits computed, {len(self.fractions) - computed} from the cache."
+        )
+
+    # ------------------------------------------------------------------ showing
+
+    def show_row(self, message: str | None = None) -> None:
+        """Show the row on show from the cache, or say that it needs Compute."""
+        sweep = self.sweeps.get(self.row_key)
+        if sweep is None:
+            self.grid_image.value = b""
+            self.cell_image.value = b""
+            self.status.value = message or (
+                f"Not computed yet: press Compute for {len(self.fractions)} edits "
+                f"({ROW_LABELS[self.vary_buttons.value]} from 0 to 1)."
+            )
+            self._show_survival()
+            return
+        target, vary = self.row_key
+        fixed_name = "self" if vary == "cross" else "cross"
+        self.grid_figure = sweep_grid_figure(
+            {f"{ROW_LABELS[vary]}\n({fixed_name} fixed at {sweep.fixed:g})": sweep.images()},
+            source_image=sweep.source_image,
+            title=f"{self.source!r} → {target!r}",
+        )
+        self.grid_image.value = figure_png(self.grid_figure, tight=False)
+        self._show_survival()
+        self.show_cell()
+        if message:
+            self.status.value = message
+
+    def show_cell(self) -> None:
+        """Show the slider's fraction large beside the source (from the cache, never an edit)."""
+        sweep = self.sweeps.get(self.row_key)
+        if sweep is None:
+            return
+        fraction = self.fraction_slider.value
+        target, vary = self.row_key
+        figure = side_by_side(
+            [sweep.source_image, sweep.cells[fraction].edited_image],
+            ["source", f"{ROW_LABELS[vary]} {fraction_label(fraction)}"],
+            size=2.6,
+        )
+        self.cell_image.value = figure_png(figure, tight=False)
+        score = self.survival[self.row_key][fraction]
+        self.status.value = (
+            f"{ROW_LABELS[vary]} {fraction_label(fraction)}: layout similarity to the source "
+            f"{score:.2f} (from the cache)"
+        )
+
+    def _show_survival(self) -> None:
+        curves = {
+            f"{ROW_LABELS[vary]}, …{target[-24:]}": points
+            for (target, vary), points in self.survival.items()
+        }
+        if not curves:
+            self.survival_image.value = b""
+            return
+        self.survival_figure = layout_survival_figure(curves)
+        self.survival_image.value = figure_png(self.survival_figure, tight=False)

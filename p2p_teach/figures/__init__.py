@@ -3,6 +3,8 @@
 from .attention import changed_word_rows, word_steps_figure
 from .images import figure_png, image_png, side_by_side
 from .mapper import alignment_figure, mapper_comparison_figure, mapper_figure
+from .sweep import layout_survival_figure, sweep_grid_figure
+from .timeline import concentration_figure, maps_over_steps_figure, timeline_figure
 from .tokens import changed_words, token_table_figure, token_table_html
 from .tour import pipeline_diagram
 
@@ -11,6 +13,11 @@ __all__ = [
     "word_steps_figure",
     "alignment_figure",
     "changed_words",
+    "concentration_figure",
+    "layout_survival_figure",
+    "maps_over_steps_figure",
+    "sweep_grid_figure",
+    "timeline_figure",
     "figure_png",
     "image_png",
     "mapper_comparison_figure",

@@ -1,7 +1,21 @@
 """Thin ipywidgets views over the figure functions; each is a VBox with inspectable state."""
 
+from .edit_runner import EditRunner
 from .mapper import MapperExplorer
+from .panels import LocalBlendPanel, RefinePanel, ReweightPanel
+from .sweep import InjectionSweep
+from .timeline import AttentionTimeline
 from .tokens import TokenExplorer
 from .tour import PipelineTour
 
-__all__ = ["MapperExplorer", "PipelineTour", "TokenExplorer"]
+__all__ = [
+    "AttentionTimeline",
+    "EditRunner",
+    "InjectionSweep",
+    "LocalBlendPanel",
+    "MapperExplorer",
+    "PipelineTour",
+    "RefinePanel",
+    "ReweightPanel",
+    "TokenExplorer",
+]

@@ -4,7 +4,7 @@ from .attention import changed_word_rows, word_steps_figure
 from .images import figure_png, image_png, side_by_side
 from .mapper import alignment_figure, mapper_comparison_figure, mapper_figure
 from .sweep import layout_survival_figure, sweep_grid_figure
-from .timeline import concentration_figure, maps_over_steps_figure, timeline_figure
+from .timeline import concentration_figure, timeline_figure
 from .tokens import changed_words, token_table_figure, token_table_html
 from .tour import pipeline_diagram
 
@@ -15,7 +15,6 @@ __all__ = [
     "changed_words",
     "concentration_figure",
     "layout_survival_figure",
-    "maps_over_steps_figure",
     "sweep_grid_figure",
     "timeline_figure",
     "figure_png",

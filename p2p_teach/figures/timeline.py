@@ -147,43 +147,6 @@ def step_maps_figure(
     return figure
 
 
-def maps_over_steps_figure(
-    maps: Mapping[str, torch.Tensor | np.ndarray],
-    steps: Sequence[int],
-    *,
-    step_labels: Sequence[str] | None = None,
-    title: str = "",
-) -> Figure:
-    """A grid: a row per word, a column per chosen step; one colour scale per row.
-
-    Args:
-        maps: row label → (steps, h, w) maps of that word over all steps.
-        steps: which step indices to show as columns.
-        step_labels: column titles (default ``"step k"``).
-    """
-    if not maps or not steps:
-        raise ValueError("maps_over_steps_figure needs at least one word and one step")
-    labels = list(step_labels) if step_labels is not None else [f"step {k}" for k in steps]
-    figure = Figure(figsize=(1.6 * len(steps) + 1.0, 1.7 * len(maps) + 0.5), layout="constrained")
-    axes = figure.subplots(len(maps), len(steps), squeeze=False)
-    for row, (label, stack) in enumerate(maps.items()):
-        array = _numpy(stack)  # (T, h, w)
-        chosen = array[list(steps)]  # (len(steps), h, w)
-        norm = Normalize(0.0, shared_vmax(chosen))
-        for column in range(len(steps)):
-            axis = axes[row, column]
-            image = axis.imshow(chosen[column], cmap=MAP_CMAP, norm=norm)
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if row == 0:
-                axis.set_title(labels[column], fontsize=9)
-        axes[row, 0].set_ylabel(label, fontsize=9)
-        figure.colorbar(image, ax=axes[row, :], shrink=0.8)
-    if title:
-        figure.suptitle(title, fontsize=10)
-    return figure
-
-
 def concentration_figure(
     values: Mapping[str, Sequence[float] | np.ndarray | torch.Tensor],
     *,

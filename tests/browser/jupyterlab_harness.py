@@ -285,6 +285,19 @@ _CELL_ERRORS_JS = """() => {
   });
   return errors;
 }"""
+_CELL_AT_JS = """index => {
+  const cells = window.jupyterapp.shell.currentWidget.content.widgets;
+  return index < 0 ? cells.length + index : index;
+}"""
+_EXECUTION_COUNT_JS = f"""index => {{
+  const cells = window.jupyterapp.shell.currentWidget.content.widgets;
+  return cells[({_CELL_AT_JS})(index)].model.executionCount;
+}}"""
+_RUN_CELL_JS = f"""async index => {{
+  const app = window.jupyterapp;
+  app.shell.currentWidget.content.activeCellIndex = ({_CELL_AT_JS})(index);
+  await app.commands.execute('notebook:run-cell');
+}}"""
 _WIDGET_RENDER_FAILURES = ("Error displaying widget", "Error rendering output item")
 
 
@@ -342,3 +355,19 @@ class NotebookPage:
             return locator.screenshot(animations="disabled")
         finally:
             self.page.set_viewport_size(viewport)
+
+    def run_cell(self, index: int, timeout_s: float = 120.0) -> None:
+        """Run one cell (negative: from the end) as a person does, and wait until it is done."""
+        count_before = self.page.evaluate(_EXECUTION_COUNT_JS, index)
+        self.page.evaluate(_RUN_CELL_JS, index)
+        self.page.wait_for_function(
+            "([index, before]) => {"
+            f" const count = ({_EXECUTION_COUNT_JS})(index);"
+            f" return count !== null && count !== before && ({_ALL_EXECUTED_JS})(); }}",
+            arg=[index, count_before],
+            timeout=timeout_s * 1000,
+            polling=250,
+        )
+        errors = self.page.evaluate(_CELL_ERRORS_JS)
+        if errors:
+            raise AssertionError("notebook cells raised:\n" + "\n".join(errors))

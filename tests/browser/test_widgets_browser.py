@@ -154,13 +154,65 @@ def test_edit_runner_runs_to_the_last_step_and_shows_both_images(
 
     status = page.locator(".p2p-edit-runner .p2p-status").inner_text()
     assert status.startswith("Done"), f"the edit did not finish: {status!r}"
-    done, total = progress_label(notebook_page).removeprefix("step ").split("/")
-    assert int(total) > 0 and done == total, f"progress stopped at {progress_label(notebook_page)}"
+    steps_slider = runner.locator(".widget-slider").filter(
+        has=page.locator(".widget-label", has_text="steps")
+    )
+    steps = int(steps_slider.locator(".widget-readout").inner_text())
+    assert progress_label(notebook_page) == f"step {steps}/{steps}"
     assert progress_bar_width(notebook_page) == "100%"
     source_png = assert_image_shown(notebook_page, "p2p-source-image")
     target_png = assert_image_shown(notebook_page, "p2p-target-image")
     assert source_png != target_png, "source and edited images are the same picture"
     assert_image_shown(notebook_page, "p2p-result-image")
     screenshots.save(notebook_page.screenshot_of(runner), "05_edit_runner_done", "edit_runner")
+    assert notebook_page.widget_render_failures() == []
+    assert_only_local_requests(notebook_page)
+
+
+def changed_pixel_fraction(png_a: bytes, png_b: bytes) -> float:
+    """Share of pixels that differ between two same-sized PNGs (1.0 if the sizes differ)."""
+    with Image.open(io.BytesIO(png_a)) as image_a, Image.open(io.BytesIO(png_b)) as image_b:
+        a = np.asarray(image_a.convert("RGB"), dtype=np.int16)
+        b = np.asarray(image_b.convert("RGB"), dtype=np.int16)
+    if a.shape != b.shape:
+        return 1.0
+    return float((np.abs(a - b).max(axis=-1) > 8).mean())
+
+
+def test_attention_timeline_slider_changes_the_picture(
+    notebook_page: NotebookPage, screenshots: ScreenshotSaver
+) -> None:
+    page = notebook_page.page
+    notebook_page.run_cell(-1)  # the timeline cell, run after Run as the notebook says
+    timeline = page.locator(".p2p-timeline")
+    timeline.wait_for(state="visible", timeout=WIDGET_TIMEOUT_MS)
+    image = page.locator("img.p2p-timeline-image")
+    handle = page.locator(".p2p-timeline-slider .noUi-handle")
+    step_label = page.locator(".p2p-timeline-step")
+    first_png = assert_image_shown(notebook_page, "p2p-timeline-image")
+    first_src = image.get_attribute("src")
+    first_label = step_label.inner_text()
+    assert handle.get_attribute("aria-valuenow") in ("0", "0.0")
+    screenshots.save(notebook_page.screenshot_of(timeline), "06_attention_timeline_first_step")
+
+    handle.focus()
+    handle.press("End")  # the keyboard moves noUiSlider's handle as a drag would
+    page.wait_for_function(
+        "before => { const img = document.querySelector('img.p2p-timeline-image');"
+        " return img && img.complete && img.naturalWidth > 0 && img.src !== before; }",
+        arg=first_src,
+        timeout=WIDGET_TIMEOUT_MS,
+    )
+    assert handle.get_attribute("aria-valuenow") == handle.get_attribute("aria-valuemax")
+    last_png = assert_image_shown(notebook_page, "p2p-timeline-image")
+    fraction = changed_pixel_fraction(first_png, last_png)
+    print(f"timeline: {fraction:.3f} of the pixels changed")
+    assert fraction > 0.01, f"the timeline picture barely changed ({fraction:.4f} of pixels)"
+    assert step_label.inner_text() != first_label
+    screenshots.save(
+        notebook_page.screenshot_of(timeline),
+        "07_attention_timeline_last_step",
+        "attention_timeline",
+    )
     assert notebook_page.widget_render_failures() == []
     assert_only_local_requests(notebook_page)

@@ -68,6 +68,40 @@ def type_into(notebook: NotebookPage, css: str, text: str) -> None:
     box.press("Enter")
 
 
+def wait_until(
+    notebook: NotebookPage,
+    js: str,
+    arg: object,
+    failure: str,
+    timeout_ms: float = WIDGET_TIMEOUT_MS,
+) -> None:
+    """Wait for the page function ``js(arg)`` to be true; fail with ``failure`` if it never is.
+
+    The failure message also quotes every ``p2p-status`` line on the page.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    try:
+        notebook.page.wait_for_function(js, arg=arg, timeout=timeout_ms)
+    except PlaywrightTimeoutError:
+        statuses = notebook.page.locator(".p2p-status").all_inner_texts()
+        pytest.fail(
+            f"{failure} (waited {timeout_ms / 1000:.0f} s); status lines: {statuses}",
+            pytrace=False,
+        )
+
+
+def wait_for_new_image(notebook: NotebookPage, css: str, old_src: str | None, failure: str) -> None:
+    """Wait until ``img.css`` shows a different, loaded picture than ``old_src``."""
+    wait_until(
+        notebook,
+        "([css, before]) => { const img = document.querySelector('img.' + css);"
+        " return !!img && img.complete && img.naturalWidth > 0 && img.src !== before; }",
+        [css, old_src],
+        failure,
+    )
+
+
 def test_widgets_render_without_errors(notebook_page: NotebookPage) -> None:
     assert notebook_page.widget_render_failures() == []
     assert notebook_page.page_errors == []
@@ -98,11 +132,8 @@ def test_tokenization_explorer_shows_the_real_pieces(
     assert source.evaluate(_CHANGED_PIECES_JS) == ["hippo", "potam", "us"]
     assert target.evaluate(_CHANGED_PIECES_JS) == ["lion"]
 
-    page.wait_for_function(  # the figure is redrawn too, not just the HTML table
-        "before => { const img = document.querySelector('img.p2p-token-figure');"
-        " return img && img.complete && img.src !== before; }",
-        arg=figure_src_before,
-        timeout=WIDGET_TIMEOUT_MS,
+    wait_for_new_image(  # the figure is redrawn too, not just the HTML table
+        notebook_page, "p2p-token-figure", figure_src_before, "the token-table figure never changed"
     )
     figure_after = assert_image_shown(notebook_page, "p2p-token-figure")
     assert figure_after != figure_before, "the token-table figure did not change"
@@ -134,7 +165,6 @@ def test_edit_runner_runs_to_the_last_step_and_shows_both_images(
     screenshots.save(notebook_page.screenshot_of(runner), "03_edit_runner_ready")
 
     page.locator(".p2p-run-button").click()
-    running = page.locator(".p2p-edit-runner.p2p-running")
     try:  # a mid-run view for the README; the tiny model may finish before it can be caught
         page.wait_for_function(
             "() => { const label = document.querySelector("
@@ -150,8 +180,13 @@ def test_edit_runner_runs_to_the_last_step_and_shows_both_images(
         )
     except PlaywrightTimeoutError:  # only the optional screenshot is lost
         pass
-    running.wait_for(state="detached", timeout=WIDGET_TIMEOUT_MS * 2)
-
+    finished = (
+        "() => { const runner = document.querySelector('.p2p-edit-runner');"
+        " const status = runner.querySelector('.p2p-status');"
+        " return !runner.classList.contains('p2p-running')"
+        " && status.textContent.trim().startsWith('Done'); }"
+    )
+    wait_until(notebook_page, finished, None, "the edit never finished", timeout_ms=180_000)
     status = page.locator(".p2p-edit-runner .p2p-status").inner_text()
     assert status.startswith("Done"), f"the edit did not finish: {status!r}"
     steps_slider = runner.locator(".widget-slider").filter(
@@ -197,11 +232,11 @@ def test_attention_timeline_slider_changes_the_picture(
 
     handle.focus()
     handle.press("End")  # the keyboard moves noUiSlider's handle as a drag would
-    page.wait_for_function(
-        "before => { const img = document.querySelector('img.p2p-timeline-image');"
-        " return img && img.complete && img.naturalWidth > 0 && img.src !== before; }",
-        arg=first_src,
-        timeout=WIDGET_TIMEOUT_MS,
+    wait_for_new_image(
+        notebook_page,
+        "p2p-timeline-image",
+        first_src,
+        "the timeline picture did not change after the slider moved to the last step",
     )
     assert handle.get_attribute("aria-valuenow") == handle.get_attribute("aria-valuemax")
     last_png = assert_image_shown(notebook_page, "p2p-timeline-image")

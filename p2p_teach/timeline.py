@@ -224,3 +224,40 @@ def step_word_maps(
             blank if target_maps is None else target_maps[step],
         )
     return pairs
+
+
+def algorithm_trace(settings: dict, timesteps: list[float] | tuple[float, ...]) -> list[str]:
+    """Algorithm 1's loop for a finished edit, one line per step (lines 5–9 of the slide).
+
+    Args:
+        settings: an :class:`~p2p_teach.engine.EditResult`'s ``settings``.
+        timesteps: the timestep of every step (``result.history.timesteps``).
+
+    Each line says which timestep the step denoises, and whether the source's cross-attention
+    maps (line 8, ``Edit(M_t, M*_t, t)``) and self-attention maps replace the target's there.
+    Per-word cross windows are listed when the settings have them.
+    """
+    steps = int(settings["steps"])
+    if len(timesteps) != steps:
+        raise ValueError(f"{len(timesteps)} timesteps for {steps} steps")
+    cross_ranges = {word: range(*bounds) for word, bounds in settings["cross_step_ranges"].items()}
+    self_range = range(*settings["self_step_range"])
+    injects = settings["edit"]["kind"] != "none"
+    lines = []
+    width = len(str(steps))
+    for step, timestep in enumerate(timesteps):
+        if not injects:
+            cross_text, self_text = "free (no edit)", "free"
+        else:
+            inside = [word for word, steps_in in cross_ranges.items() if step in steps_in]
+            if len(cross_ranges) == 1:
+                cross_text = "source's maps" if inside else "target's own"
+            else:
+                named = ", ".join("other words" if word == "default" else word for word in inside)
+                cross_text = f"source's maps for {named}" if inside else "target's own"
+            self_text = "source's maps" if step in self_range else "target's own"
+        lines.append(
+            f"step {step + 1:>{width}}/{steps}  t = {timestep:>4g}  "
+            f"cross-attention: {cross_text:<14}  self-attention: {self_text}"
+        )
+    return lines

@@ -29,6 +29,7 @@ from p2p_teach.figures.timeline import (
 )
 from p2p_teach.sweep import SweepCache, injection_sweep, layout_survival
 from p2p_teach.timeline import (
+    algorithm_trace,
     changed_choices,
     choice_maps,
     concentration_by_word,
@@ -264,3 +265,24 @@ def test_image_helpers():
     assert enlarged.size == (256, 128)  # zoomed ×4: the shorter side reaches 100
     figure = side_by_side([tiny, np.zeros((4, 4, 3))], ["a", "b"], suptitle="s")
     assert [axis.get_title() for axis in figure.axes] == ["a", "b"]
+
+
+def test_algorithm_trace_follows_the_schedules():
+    settings = {
+        "steps": 4,
+        "edit": {"kind": "replace"},
+        "cross_step_ranges": {"default": [0, 3]},
+        "self_step_range": [0, 1],
+    }
+    lines = algorithm_trace(settings, [751.0, 501.0, 251.0, 1.0])
+    assert lines[0] == (
+        "step 1/4  t =  751  cross-attention: source's maps   self-attention: source's maps"
+    )
+    assert "cross-attention: source's maps   self-attention: target's own" in lines[2]
+    assert lines[3].endswith("cross-attention: target's own    self-attention: target's own")
+    per_word = dict(settings, cross_step_ranges={"default": [0, 3], "train": [0, 1]})
+    assert "source's maps for other words, train" in algorithm_trace(per_word, [4, 3, 2, 1])[0]
+    plain = dict(settings, edit={"kind": "none"})
+    assert all("free" in line for line in algorithm_trace(plain, [4, 3, 2, 1]))
+    with pytest.raises(ValueError):
+        algorithm_trace(settings, [1.0])

@@ -19,8 +19,9 @@ small built-in model (16×16 latent) keeps all of its layers. ``keep`` may also 
 
 Memory. ``nbytes = steps × Σ_layers (H·W) × columns × 2 prompts × 2 bytes``. SD v1.5 at 512²
 keeping ≤ 16×16 has five 16×16 layers and one 8×8 layer (1,344 pixels): 50 steps cost
-50 × 1344 × C × 4 bytes = 268,800·C bytes, that is 2.7 MB for a 10-slot prompt pair and under
-10 MB for up to 37 columns (all 77 columns would take 20.7 MB).
+50 × 1344 × C × 4 bytes = 268,800·C bytes: 3.0 MB for the recitation's "photo of a cat riding
+on a bicycle" pair (10 used slots + 1 padding column), and under 10 MB for up to 37 columns
+(all 77 columns would take 20.7 MB).
 """
 
 from __future__ import annotations

@@ -261,3 +261,38 @@ def algorithm_trace(settings: dict, timesteps: list[float] | tuple[float, ...]) 
             f"cross-attention: {cross_text:<14}  self-attention: {self_text}"
         )
     return lines
+
+
+class PreviewRecorder:
+    """A per-step callback for :func:`~p2p_teach.engine.edit` that keeps every x0 preview.
+
+    ``edit(..., callback=recorder)``; afterwards ``recorder.steps``, ``recorder.timesteps``,
+    ``recorder.source`` and ``recorder.target`` (PIL images, one per step) show how the
+    picture forms: the x0 prediction at step k is what the image would be if denoising stopped
+    there.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.timesteps: list[float] = []
+        self.source: list = []
+        self.target: list = []
+
+    def __call__(self, info) -> None:  # info: p2p_teach.engine.StepInfo
+        preview = info.preview()
+        if preview is None:
+            return
+        self.steps.append(info.step)
+        self.timesteps.append(info.timestep)
+        self.source.append(preview[0])
+        self.target.append(preview[1])
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+def similarity_to_final(images: list, final, grid: int = 8) -> list[float]:
+    """:func:`p2p_teach.measures.layout_similarity` of each image to ``final`` (in order)."""
+    from .measures import layout_similarity
+
+    return [layout_similarity(image, final, grid=grid) for image in images]

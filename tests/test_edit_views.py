@@ -29,11 +29,13 @@ from p2p_teach.figures.timeline import (
 )
 from p2p_teach.sweep import SweepCache, injection_sweep, layout_survival
 from p2p_teach.timeline import (
+    PreviewRecorder,
     algorithm_trace,
     changed_choices,
     choice_maps,
     concentration_by_word,
     layer_choices,
+    similarity_to_final,
     slot_choices,
     step_word_maps,
 )
@@ -286,3 +288,14 @@ def test_algorithm_trace_follows_the_schedules():
     assert all("free" in line for line in algorithm_trace(plain, [4, 3, 2, 1]))
     with pytest.raises(ValueError):
         algorithm_trace(settings, [1.0])
+
+
+def test_preview_recorder_keeps_one_preview_per_step(pipe):
+    recorder = PreviewRecorder()
+    result = edit(pipe, SOURCE, TARGET, steps=3, seed=1, callback=recorder, progress=False)
+    assert len(recorder) == 3 and recorder.steps == [0, 1, 2]
+    assert recorder.timesteps == list(result.history.timesteps)
+    assert recorder.source[0].size == result.source_image.size
+    # the last x0 prediction is the final image, up to rounding
+    scores = similarity_to_final(recorder.source, result.source_image)
+    assert len(scores) == 3 and scores[-1] > 0.99

@@ -16,6 +16,7 @@ from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from .images import to_array
@@ -170,6 +171,7 @@ def concentration_figure(
         xs = list(steps) if steps is not None else list(range(len(ys)))
         axis.plot(xs, ys, marker="o", markersize=3, label=label, color=colour)
     axis.set_xlabel("denoising step (early → late)")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel(ylabel)
     axis.set_ylim(bottom=0)
     axis.grid(alpha=0.3)

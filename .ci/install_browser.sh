@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install Debian's Chromium, ChromeDriver and a font (legible screenshots) for the browser tests (tests/browser).
-# Idempotent: returns at once when both are already installed.
+# Idempotent: returns at once when all three are already installed.
 set -euo pipefail
 
 if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] \

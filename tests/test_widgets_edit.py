@@ -217,7 +217,9 @@ def test_sweep_widget_computes_once_and_sliders_read_the_cache(pipe):
                            fractions=(0.0, 0.5, 1.0), steps=1, threaded=False)  # fmt: skip
     assert sweep.status.value.startswith("Not computed yet")
     assert png(sweep.grid_image) == b""
+    assert sweep.grid_image.layout.display == "none"  # hidden: no broken-image icon
     sweep.compute_button.click()
+    assert sweep.grid_image.layout.display is None
     assert sweep.cache.misses == 3 and len(sweep.cache) == 3
     assert sweep.status.value.startswith("Done: 3 edits computed, 0 from the cache")
     titles = [axis.get_title() for axis in sweep.grid_figure.axes]

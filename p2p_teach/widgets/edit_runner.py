@@ -40,6 +40,7 @@ from ..engine import EditResult, StepInfo, edit
 from ..figures.images import figure_png, image_png, side_by_side
 from ..figures.timeline import maps_mosaic
 from ..timeline import layer_choices, step_word_maps
+from .common import png_image, set_png
 from .run_guard import RunGuard
 
 PREVIEW_MIN_SIZE = 192  # pixels: small model images are upscaled (nearest) to be visible
@@ -125,12 +126,12 @@ class EditRunner(widgets.VBox):
         )
         self.status = _styled(widgets.Label(value="Ready: press Run."), "p2p-status")
 
-        self.source_image = _styled(widgets.Image(format="png"), "p2p-source-image")
-        self.target_image = _styled(widgets.Image(format="png"), "p2p-target-image")
-        self.source_caption = widgets.HTML("<b>source</b> (x0 preview while running)")
-        self.target_caption = widgets.HTML("<b>target</b> (x0 preview while running)")
-        self.maps_image = _styled(widgets.Image(format="png"), "p2p-maps-image")
-        self.result_image = _styled(widgets.Image(format="png"), "p2p-result-image")
+        self.source_image = png_image("p2p-source-image")
+        self.target_image = png_image("p2p-target-image")
+        self.source_caption = widgets.HTML("<b>source</b><br><small>x0 preview, live</small>")
+        self.target_caption = widgets.HTML("<b>target</b><br><small>x0 preview, live</small>")
+        self.maps_image = png_image("p2p-maps-image")
+        self.result_image = png_image("p2p-result-image")
         self.save_folder = _styled(
             widgets.Text(value=save_folder, description="folder"), "p2p-save-folder"
         )
@@ -156,7 +157,10 @@ class EditRunner(widgets.VBox):
             [
                 widgets.VBox([self.source_caption, self.source_image]),
                 widgets.VBox([self.target_caption, self.target_image]),
-                widgets.VBox([widgets.HTML("<b>cross-attention, this step</b>"), self.maps_image]),
+                widgets.VBox(
+                    [widgets.HTML("<b>cross-attention</b><br><small>this step</small>"),
+                     self.maps_image]
+                ),  # fmt: skip
             ]
         )
         super().__init__(
@@ -260,8 +264,8 @@ class EditRunner(widgets.VBox):
         self.progress.description = f"step {info.step + 1}/{info.num_steps}"
         preview = info.preview()
         if preview is not None:
-            self.source_image.value = image_png(preview[0], min_size=PREVIEW_MIN_SIZE)
-            self.target_image.value = image_png(preview[1], min_size=PREVIEW_MIN_SIZE)
+            set_png(self.source_image, image_png(preview[0], min_size=PREVIEW_MIN_SIZE))
+            set_png(self.target_image, image_png(preview[1], min_size=PREVIEW_MIN_SIZE))
         if self.live_maps and info.history is not None:
             layers = layer_choices(info.history)[0]  # the finest kept resolution
             self.maps_picture = maps_mosaic(
@@ -269,13 +273,13 @@ class EditRunner(widgets.VBox):
                 title=f"step {info.step + 1}/{info.num_steps}, t = {info.timestep:g}, "
                 f"{layers.label}",
             )
-            self.maps_image.value = image_png(self.maps_picture)
+            set_png(self.maps_image, image_png(self.maps_picture))
 
     def _show_result(self, result: EditResult) -> None:
-        self.source_image.value = image_png(result.source_image, min_size=PREVIEW_MIN_SIZE)
-        self.target_image.value = image_png(result.edited_image, min_size=PREVIEW_MIN_SIZE)
-        self.source_caption.value = "<b>source</b> (final)"
-        self.target_caption.value = "<b>target</b> (edited, final)"
+        set_png(self.source_image, image_png(result.source_image, min_size=PREVIEW_MIN_SIZE))
+        set_png(self.target_image, image_png(result.edited_image, min_size=PREVIEW_MIN_SIZE))
+        self.source_caption.value = "<b>source</b><br><small>final</small>"
+        self.target_caption.value = "<b>target</b><br><small>edited, final</small>"
         settings = result.settings
         self.result_figure = side_by_side(
             [result.source_image, result.edited_image],
@@ -287,7 +291,7 @@ class EditRunner(widgets.VBox):
             ),
             size=3.2,
         )
-        self.result_image.value = figure_png(self.result_figure, tight=False)
+        set_png(self.result_image, figure_png(self.result_figure, tight=False))
 
     # ------------------------------------------------------------------ saving
 

@@ -21,7 +21,7 @@ when ``threaded``). A press while a run is going is refused politely.
 CSS classes (for browser tests): ``p2p-panel`` on every panel, plus ``p2p-reweight-panel``,
 ``p2p-refine-panel`` or ``p2p-blend-panel``; ``p2p-panel-run``, ``p2p-panel-progress``,
 ``p2p-status``, ``p2p-panel-result``; ``p2p-reweight-word``, ``p2p-reweight-weight``,
-``p2p-refine-alignment``, ``p2p-blend-threshold``, ``p2p-blend-mask``.
+``p2p-reweight-maps``, ``p2p-refine-alignment``, ``p2p-blend-threshold``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from ..engine import EditResult, StepInfo, edit
 from ..figures.images import figure_png, side_by_side
 from ..figures.timeline import step_maps_figure
 from ..tokens import tokenize
+from .common import png_image, set_png
 from .run_guard import RunGuard
 
 
@@ -77,8 +78,7 @@ class _EditPanel(widgets.VBox):
         self.progress.add_class("p2p-panel-progress")
         self.status = widgets.Label(value="Ready: press Run.")
         self.status.add_class("p2p-status")
-        self.result_image = widgets.Image(format="png")
-        self.result_image.add_class("p2p-panel-result")
+        self.result_image = png_image("p2p-panel-result")
         self.run_button.on_click(lambda _button: self.request_run())
 
         super().__init__(
@@ -155,7 +155,7 @@ class _EditPanel(widgets.VBox):
             return
         self.result = result
         self.show(result)
-        self.result_image.value = figure_png(self.result_figure, tight=False)
+        set_png(self.result_image, figure_png(self.result_figure, tight=False))
         self.progress.bar_style = "success"
         if not self.status.value.startswith("Done"):
             self.status.value = "Done."
@@ -208,7 +208,7 @@ class ReweightPanel(_EditPanel):
             value=weight, min=-2.0, max=6.0, step=0.25, description="weight"
         )
         self.weight_slider.add_class("p2p-reweight-weight")
-        self.maps_image = widgets.Image(format="png")
+        self.maps_image = png_image("p2p-reweight-maps")
         self.prompt_text.observe(lambda _change: self._prompt_changed(), names="value")
         super().__init__(
             pipe,
@@ -252,7 +252,7 @@ class ReweightPanel(_EditPanel):
                 _mean_word_map(result.history, word, "target"),
             )
             self.maps_figure = step_maps_figure({label: pair}, title="the word's attention")
-            self.maps_image.value = figure_png(self.maps_figure, tight=False)
+            set_png(self.maps_image, figure_png(self.maps_figure, tight=False))
         self.status.value = (
             f"Done: {word!r} reweighted by {weight:g} during the first {self.cross:g} of the "
             "steps; its map on the right (one colour scale)."
@@ -347,8 +347,6 @@ class LocalBlendPanel(_EditPanel):
             value=threshold, min=0.0, max=1.0, step=0.05, description="threshold"
         )
         self.threshold_slider.add_class("p2p-blend-threshold")
-        self.mask_image = widgets.Image(format="png")
-        self.mask_image.add_class("p2p-blend-mask")
         super().__init__(
             pipe,
             [

@@ -39,6 +39,7 @@ from ..sweep import (
     injection_sweep,
     layout_survival,
 )
+from .common import png_image, set_png
 from .run_guard import RunGuard
 
 ROW_LABELS: dict[str, str] = {"cross": "cross-attention", "self": "self-attention"}
@@ -108,12 +109,9 @@ class InjectionSweep(widgets.VBox):
         self.progress.add_class("p2p-sweep-progress")
         self.status = widgets.Label()
         self.status.add_class("p2p-status")
-        self.grid_image = widgets.Image(format="png")
-        self.grid_image.add_class("p2p-sweep-grid")
-        self.cell_image = widgets.Image(format="png")
-        self.cell_image.add_class("p2p-sweep-cell")
-        self.survival_image = widgets.Image(format="png")
-        self.survival_image.add_class("p2p-sweep-survival")
+        self.grid_image = png_image("p2p-sweep-grid")
+        self.cell_image = png_image("p2p-sweep-cell")
+        self.survival_image = png_image("p2p-sweep-survival")
 
         self.compute_button.on_click(lambda _button: self.request_compute())
         self.fraction_slider.observe(lambda _change: self.show_cell(), names="value")
@@ -214,8 +212,8 @@ class InjectionSweep(widgets.VBox):
         """Show the row on show from the cache, or say that it needs Compute."""
         sweep = self.sweeps.get(self.row_key)
         if sweep is None:
-            self.grid_image.value = b""
-            self.cell_image.value = b""
+            set_png(self.grid_image, b"")
+            set_png(self.cell_image, b"")
             self.status.value = message or (
                 f"Not computed yet: press Compute for {len(self.fractions)} edits "
                 f"({ROW_LABELS[self.vary_buttons.value]} from 0 to 1)."
@@ -229,7 +227,7 @@ class InjectionSweep(widgets.VBox):
             source_image=sweep.source_image,
             title=f"{self.source!r} → {target!r}",
         )
-        self.grid_image.value = figure_png(self.grid_figure, tight=False)
+        set_png(self.grid_image, figure_png(self.grid_figure, tight=False))
         self._show_survival()
         self.show_cell()
         if message:
@@ -247,7 +245,7 @@ class InjectionSweep(widgets.VBox):
             ["source", f"{ROW_LABELS[vary]} {fraction_label(fraction)}"],
             size=2.6,
         )
-        self.cell_image.value = figure_png(figure, tight=False)
+        set_png(self.cell_image, figure_png(figure, tight=False))
         score = self.survival[self.row_key][fraction]
         self.status.value = (
             f"{ROW_LABELS[vary]} {fraction_label(fraction)}: layout similarity to the source "
@@ -260,7 +258,7 @@ class InjectionSweep(widgets.VBox):
             for (target, vary), points in self.survival.items()
         }
         if not curves:
-            self.survival_image.value = b""
+            set_png(self.survival_image, b"")
             return
         self.survival_figure = layout_survival_figure(curves)
-        self.survival_image.value = figure_png(self.survival_figure, tight=False)
+        set_png(self.survival_image, figure_png(self.survival_figure, tight=False))

@@ -35,6 +35,7 @@ from ..engine import EditResult
 from ..figures.images import figure_png
 from ..figures.timeline import shared_vmax, timeline_figure
 from ..timeline import LayerChoice, SlotChoice, choice_maps, layer_choices, slot_choices
+from .common import png_image, set_png
 
 
 class AttentionTimeline(widgets.VBox):
@@ -100,8 +101,7 @@ class AttentionTimeline(widgets.VBox):
         self.layer_dropdown.add_class("p2p-timeline-layers")
         self.step_label = widgets.HTML()
         self.step_label.add_class("p2p-timeline-step")
-        self.timeline_image = widgets.Image(format="png")
-        self.timeline_image.add_class("p2p-timeline-image")
+        self.timeline_image = png_image("p2p-timeline-image")
         self.status = widgets.Label()
         self.status.add_class("p2p-status")
 
@@ -170,9 +170,9 @@ class AttentionTimeline(widgets.VBox):
                 step_text=f"step {step + 1}/{self.history.steps_recorded}, t = {timestep:g}",
                 show_maps_alone=self.show_maps_alone,
             )
-            self._png_cache[key] = figure_png(self.figure, dpi=80, tight=False)
+            self._png_cache[key] = figure_png(self.figure, dpi=100, tight=False)
             self.renders += 1
-        self.timeline_image.value = self._png_cache[key]
+        set_png(self.timeline_image, self._png_cache[key])
         missing = [
             name
             for name, key_ in (("source", self.choice.source), ("target", self.choice.target))

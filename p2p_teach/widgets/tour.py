@@ -30,6 +30,7 @@ from ..tour import (
     flow_shapes,
     pipeline_components,
 )
+from .common import png_image, set_png
 
 
 class PipelineTour(widgets.VBox):
@@ -42,9 +43,8 @@ class PipelineTour(widgets.VBox):
 
         self.model_label = widgets.HTML(f"<b>Model:</b> {html.escape(describe_pipeline(pipe))}")
         diagram = pipeline_diagram(self.components, flow_shapes(pipe))
-        self.diagram_image = widgets.Image(value=figure_png(diagram), format="png")
-        self.diagram_image.layout.max_width = "100%"
-        self.diagram_image.add_class("p2p-tour-diagram")
+        self.diagram_image = png_image("p2p-tour-diagram")
+        set_png(self.diagram_image, figure_png(diagram))
         self.components_view = widgets.HTML(components_html(self.components))
         self.components_view.add_class("p2p-tour-components")
 

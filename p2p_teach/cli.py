@@ -92,6 +92,7 @@ def _cmd_edit(args: argparse.Namespace) -> None:
     from .engine import edit
     from .figures.attention import word_steps_figure
     from .models import load_pipeline
+    from .schedules import resolve_schedule
     from .tokens import WordNotFoundError, tokenize
 
     base = {"replace": Replace(), "refine": Refine(), "none": None}[args.edit]
@@ -122,8 +123,9 @@ def _cmd_edit(args: argparse.Namespace) -> None:
                 )
         blend = LocalBlend(in_source or in_target, in_target or in_source)
 
-    # Check the prompts and the edit before loading a model (errors come fast).
+    # Check the prompts, the edit and the schedules before loading a model (errors come fast).
     chosen.resolve(tokenize(args.source), tokenize(args.target))
+    resolve_schedule(args.cross, args.self_, args.steps, tokenize(args.target))
     pipe = load_pipeline(args.model)  # prints which model runs
     if args.scheduler:
         from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler

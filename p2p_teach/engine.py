@@ -24,6 +24,7 @@ Prompt-to-Prompt assumes.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -194,7 +195,7 @@ class SchedulerPlan:
 
 
 def plan_scheduler(pipe_scheduler: Any, num_steps: int, device: torch.device) -> SchedulerPlan:
-    """Copy the pipeline's scheduler (fresh state) and map its UNet calls to steps.
+    """Copy the pipeline's scheduler and map its UNet calls to denoising steps.
 
     Raises:
         UnsupportedSchedulerError: the scheduler evaluates the UNet more than once per step.
@@ -206,7 +207,10 @@ def plan_scheduler(pipe_scheduler: Any, num_steps: int, device: torch.device) ->
     )
     if not hasattr(pipe_scheduler, "set_timesteps") or not hasattr(pipe_scheduler, "step"):
         raise UnsupportedSchedulerError(f"{name} is not a diffusers scheduler. {fix}")
-    scheduler = type(pipe_scheduler).from_config(pipe_scheduler.config)
+    # A deep copy, not from_config: from_config resets settings a pipeline adjusted after
+    # construction (StableDiffusionPipeline turns DDIM's clip_sample off) to their defaults.
+    # set_timesteps then resets the copy's per-run state, as the pipeline's own call does.
+    scheduler = copy.deepcopy(pipe_scheduler)
     is_pndm = name == "PNDMScheduler"
     if is_pndm and not scheduler.config.get("skip_prk_steps", False):
         raise UnsupportedSchedulerError(
@@ -336,7 +340,8 @@ def make_preview_decoder(pipe: Any, mode: PreviewMode) -> Callable[[torch.Tensor
 
         def decode(latents: torch.Tensor) -> list:
             scaled = latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor
-            images = pipe.vae.decode(scaled, return_dict=False)[0]  # (2, 3, H, W) in [-1, 1]
+            with torch.no_grad():
+                images = pipe.vae.decode(scaled, return_dict=False)[0]  # (2, 3, H, W), [-1, 1]
             return pipe.image_processor.postprocess(images, output_type="pil")
 
         return decode
@@ -345,7 +350,7 @@ def make_preview_decoder(pipe: Any, mode: PreviewMode) -> Callable[[torch.Tensor
         if latents.shape[1] != len(SD_LATENT_RGB):
             raise ValueError("the linear preview needs 4 latent channels; use preview='vae'")
         factors = torch.tensor(SD_LATENT_RGB, device=latents.device)  # (4 channels, 3 RGB)
-        rgb = torch.einsum("bchw,cr->bhwr", latents.float(), factors)  # (2, h, w, 3)
+        rgb = torch.einsum("bchw,cr->bhwr", latents.detach().float(), factors)  # (2, h, w, 3)
         pixels = ((rgb + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
         return [Image.fromarray(image) for image in pixels]
 

@@ -192,6 +192,69 @@ def vae_psnr(vae, images: torch.Tensor) -> float:
     return float((10 * torch.log10(4.0 / mse.clamp_min(1e-10))).mean())
 
 
+def finetune_decoder(out: Path, minutes: float, seed: int, ckpt_minutes: float) -> dict:
+    """Fine-tune the VAE decoder on the cached latents, encoder frozen (as SD's ft-MSE VAE).
+
+    The latent space the UNet learns is unchanged: only the decoder (and ``post_quant_conv``)
+    moves. Runs beside the UNet phase; resumes ``vae_decoder_ckpt.pt``. Returns the VAE
+    state dict, also saved as ``vae_decoder_final.pt``.
+    """
+    torch.manual_seed(seed + 2)
+    dataset = torch.load(out / "data.pt")
+    latents = torch.load(out / "latents.pt")["latents"]  # (n, 4, 16, 16), unscaled means
+    images = dataset["images"][: latents.shape[0]]
+    vae = shapes_model.build_vae()
+    vae.load_state_dict(torch.load(out / "vae_final.pt"))
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    optimizer = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0)
+    ckpt_path = out / "vae_decoder_ckpt.pt"
+    step, elapsed = 0, 0.0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=False)
+        vae.load_state_dict(state["vae"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed = state["step"], state["elapsed"]
+        log(f"decoder: resumed at step {step}, {elapsed / 60:.1f} min")
+    budget = minutes * 60.0
+    start, last_ckpt = time.time() - elapsed, time.time()
+    held_out = slice(latents.shape[0] - 256, latents.shape[0])
+
+    def save(path: Path) -> None:
+        state = {"vae": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                 "elapsed": time.time() - start}  # fmt: skip
+        save_atomic(state, path)
+
+    while time.time() - start < budget:
+        frac = (time.time() - start) / budget
+        for group in optimizer.param_groups:
+            group["lr"] = (
+                5e-4 * min(1.0, (step + 1) / 50) * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
+            )
+        index = torch.randint(0, latents.shape[0] - 256, (16,))
+        pixels = images_to_tensor(images[index])  # (16, 3, 64, 64)
+        noisy_latents = latents[index] + 0.02 * torch.randn_like(latents[index])
+        recon = vae.decode(noisy_latents).sample
+        loss = F.mse_loss(recon, pixels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step += 1
+        if step % 100 == 0:
+            with torch.no_grad():
+                recon = vae.decode(latents[held_out][:64]).sample.clamp(-1, 1)
+                mse = F.mse_loss(recon, images_to_tensor(images[held_out][:64])).item()
+            log(f"decoder step {step} loss {loss.item():.5f} held-out PSNR "
+                f"{10 * math.log10(4.0 / mse):.2f} dB")  # fmt: skip
+        if time.time() - last_ckpt > ckpt_minutes * 60:
+            save(ckpt_path)
+            last_ckpt = time.time()
+    save(ckpt_path)
+    save_atomic(vae.state_dict(), out / "vae_decoder_final.pt")
+    log(f"decoder: done, {step} steps")
+    return vae.state_dict()
+
+
 # --------------------------------------------------------------------------------------------
 # Phase 4: UNet and text encoder
 # --------------------------------------------------------------------------------------------
@@ -400,10 +463,24 @@ def export_pipeline(
 
 
 def export_from_run(out: Path, folder: Path, dtype: torch.dtype) -> Path:
-    """Export the finished run in ``out`` (``final.pt``) to ``folder``."""
-    final = torch.load(out / "final.pt", weights_only=False)
+    """Export the run in ``out`` to ``folder``: ``final.pt``, or the latest checkpoint."""
+    if (out / "final.pt").exists():
+        final = torch.load(out / "final.pt", weights_only=False)
+    else:  # a run still training: the EMA weights of its latest checkpoint
+        state = torch.load(out / "unet_ckpt.pt", weights_only=False)
+        unet, text_encoder = shapes_model.build_unet(), shapes_model.build_text_encoder()
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        final = ema_state_dicts(unet, text_encoder, state["ema"])
+        final["vae"] = torch.load(out / "vae_final.pt")
+        final["scaling_factor"] = torch.load(out / "latents.pt")["scaling_factor"]
+        log(f"export: checkpoint at step {state['step']}")
+    vae_state = final["vae"]
+    if (out / "vae_decoder_final.pt").exists():
+        vae_state = torch.load(out / "vae_decoder_final.pt")
+        log("export: with the fine-tuned decoder")
     return export_pipeline(
-        final["unet"], final["text_encoder"], final["vae"], final["scaling_factor"], folder, dtype
+        final["unet"], final["text_encoder"], vae_state, final["scaling_factor"], folder, dtype
     )
 
 
@@ -431,6 +508,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue from checkpoints")
     parser.add_argument("--export", type=Path, default=None, help="also export fp16 here")
     parser.add_argument("--export-only", action="store_true")
+    parser.add_argument(
+        "--decoder-minutes", type=float, default=0.0,
+        help="only fine-tune the VAE decoder for this long (run beside the UNet phase)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -440,6 +521,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.decoder_minutes > 0:
+        finetune_decoder(out, args.decoder_minutes, args.seed, args.checkpoint_minutes)
+        return
     if args.export_only:
         export_from_run(out, args.export, torch.float16)
         log(f"exported to {args.export}")

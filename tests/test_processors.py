@@ -28,8 +28,18 @@ REFINE = ("a cat riding a bicycle", "a fluffy cat riding a red bicycle")
 REWEIGHT = {"hippopotamus": -2.0, "eating": 3.0}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The built-in model's ops are tiny: one thread is faster, and avoids OpenMP threads
+    spin-waiting for each other on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def pipe():
+def pipe(one_thread):
     return load_pipeline("builtin", verbose=False)
 
 

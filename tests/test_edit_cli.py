@@ -1,0 +1,93 @@
+"""``p2p-teach edit`` and the per-step attention figure."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from p2p_teach.cli import main
+from p2p_teach.figures.attention import changed_word_rows, pick_steps, word_steps_figure
+from p2p_teach.history import AttentionHistory, LayerInfo
+from p2p_teach.tokens import tokenize
+
+SOURCE = "photo of a cat riding on a bicycle"
+TARGET = "photo of a cat riding on a motorcycle"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_edit_command_writes_images_figure_and_settings(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["edit", SOURCE, TARGET, "--cross", "0.8", "--self", "0.4", "--steps", "3",
+                 "--seed", "1", "--out", str(out), "--quiet"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "built-in offline model 'tiny-random'" in printed  # says which model runs
+    assert f"wrote {out / 'attention.png'}" in printed
+    for name in ("source.png", "edited.png", "attention.png"):
+        with Image.open(out / name) as image:
+            assert image.size[0] > 0
+    settings = json.loads((out / "settings.json").read_text())
+    assert (settings["steps"], settings["seed"], settings["edit"]["kind"]) == (3, 1, "replace")
+    assert settings["cross_steps"] == {"default": [0.0, 0.8]}
+    assert settings["self_steps"] == [0.0, 0.4]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["a cat", "a big cat"], "--edit refine"),
+        ([SOURCE, TARGET, "--cross", "1.5"], "fractions must lie in [0, 1]"),
+        ([SOURCE, TARGET, "--self", "0.6:0.2"], "comes after the end"),
+        ([SOURCE, TARGET, "--blend", "dog"], "is in neither prompt"),
+        ([SOURCE, TARGET, "--reweight", "dog=2"], "'motorcycle'"),
+    ],
+)
+def test_edit_command_refuses_bad_input_in_one_line_before_loading_a_model(
+    arguments, message, tmp_path, capsys
+):
+    code = main(["edit", *arguments, "--steps", "2", "--out", str(tmp_path / "x")])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert message in captured.err and captured.err.count("\n") == 1
+    assert "p2p_teach:" not in captured.out  # failed before any model was loaded
+    assert not (tmp_path / "x").exists()
+
+
+def _history(steps: int = 5) -> AttentionHistory:
+    layers = [LayerInfo("down_blocks.0.attentions.0.transformer_blocks.0.attn2.processor",
+                        "down", 4, 4)]  # fmt: skip
+    history = AttentionHistory(layers, tokenize(SOURCE), tokenize(TARGET), range(steps, 0, -1))
+    generator = torch.Generator().manual_seed(0)
+    for step in range(steps):
+        history.record(layers[0].name, step, torch.rand(2, 16, 77, generator=generator))
+        history.end_step(step)
+    return history
+
+
+def test_attention_figure_has_a_row_per_swapped_word_and_a_column_per_step():
+    history = _history()
+    assert changed_word_rows(history) == [("bicycle", "source"), ("motorcycle", "target")]
+    figure = word_steps_figure(history, max_columns=3)
+    assert isinstance(figure, Figure)
+    assert pick_steps(5, 3) == [0, 2, 4]
+    panels = [axis for axis in figure.axes if axis.images]
+    assert len(panels) == 2 * 3
+    titles = [axis.get_title() for axis in panels[:3]]
+    assert titles == ["step 0\nt=5", "step 2\nt=3", "step 4\nt=1"]
+    # the first panel shows the source word's map at step 0
+    shown = panels[0].images[0].get_array()
+    expected = history.word_maps("bicycle", "source", steps=0)
+    assert torch.allclose(torch.as_tensor(shown.data), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="no words"):
+        word_steps_figure(history, rows=[])

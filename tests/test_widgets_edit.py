@@ -29,8 +29,18 @@ def png(image_widget) -> bytes:
     return bytes(image_widget.value)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The built-in model's ops are tiny: one thread is faster, and avoids OpenMP threads
+    spin-waiting for each other on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def pipe():
+def pipe(one_thread):
     return load_pipeline("builtin", verbose=False)
 
 

@@ -45,7 +45,7 @@ from .edits import (
     blend_mask,
     step_coefficients,
 )
-from .history import AttentionHistory, KeepSetting, LayerInfo, keep_layer
+from .history import AttentionHistory, KeepSetting, LayerInfo, check_keep, keep_layer
 from .processors import EditRun, PromptToPromptProcessor, attention_processors, plan_layers
 from .schedules import (
     DEFAULT_SELF_RATIO,
@@ -140,6 +140,15 @@ class EditResult:
     @property
     def images(self) -> tuple:
         return (self.source_image, self.edited_image)
+
+    def __repr__(self) -> str:
+        settings = self.settings
+        return (
+            f"EditResult({settings.get('source_prompt')!r} → {settings.get('target_prompt')!r}, "
+            f"edit={settings.get('edit', {}).get('kind')}, seed={settings.get('seed')}, "
+            f"steps={settings.get('steps')}, {settings.get('scheduler')}; history: "
+            f"{'none' if self.history is None else f'{self.history.memory_mb:.2f} MB'})"
+        )
 
     def save(self, folder: str | Path) -> Path:
         """Write source.png, edited.png, settings.json, history.safetensors, latents.safetensors."""
@@ -433,6 +442,9 @@ def edit(
     seed = _check_seed(seed)
     if preview not in ("auto", "vae", "linear"):
         raise ValueError(f"preview={preview!r}: use 'auto', 'vae' or 'linear'")
+    check_keep(record)
+    if record_slots not in ("used", "all"):
+        raise ValueError(f"record_slots={record_slots!r}: use 'used' or 'all'")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, not {type(callback).__name__}")
     source_view = tokenize(source_prompt, pipe.tokenizer)  # PromptTooLongError over 77 slots
@@ -568,7 +580,7 @@ def _denoise(
     num_steps = run.coefficients.target_keep.shape[0]
     generator = torch.Generator("cpu").manual_seed(seed)
     bar = tqdm(total=num_steps, desc="Prompt-to-Prompt", disable=not progress, leave=False)
-    with torch.no_grad(), attention_processors(unet, processors):
+    with bar, torch.no_grad(), attention_processors(unet, processors):
         # (1–2) Input: the source prompt P and the target prompt P*, encoded by CLIP.
         # Batch [uncond source, uncond target, cond source, cond target] (each (77, d)).
         cond, uncond = pipe.encode_prompt(
@@ -636,7 +648,6 @@ def _denoise(
                     _decode=decode_preview,
                 ))  # fmt: skip
             bar.update()
-        bar.close()
 
         # (11) Return (z_0, z*_0), decoded by the VAE.
         scaled = latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor

@@ -95,6 +95,26 @@ def layer_place(name: str) -> Place:
     raise ValueError(f"cannot tell the place (down/mid/up) of attention layer {name!r}")
 
 
+def check_keep(keep: object) -> KeepSetting:
+    """Validate a ``record`` setting: 'auto', 'all', 'none', a largest side, or sides."""
+    fix = "use 'auto', 'all', 'none', a largest side such as 16, or a set of sides such as {16, 8}"
+    if isinstance(keep, str):
+        if keep not in ("auto", "all", "none"):
+            raise ValueError(f"record={keep!r}: {fix}.")
+        return keep
+    if isinstance(keep, bool) or (isinstance(keep, int) and keep < 1):
+        raise ValueError(f"record={keep!r}: {fix}.")
+    if isinstance(keep, int):
+        return keep
+    try:
+        sides = list(keep)  # type: ignore[call-overload]
+    except TypeError:
+        raise ValueError(f"record={keep!r}: {fix}.") from None
+    if not all(isinstance(side, int) and not isinstance(side, bool) for side in sides):
+        raise ValueError(f"record={keep!r}: {fix}.")
+    return sides
+
+
 def keep_layer(layer: LayerInfo, keep: KeepSetting, latent_side: int) -> bool:
     """Whether the history keeps a cross-attention layer under the ``keep`` setting."""
     if not layer.cross:

@@ -115,7 +115,7 @@ def test_empty_edit_equals_the_stock_pipeline_with_other_schedulers(pipe, schedu
 
 def test_without_guidance_the_batch_is_just_the_two_prompts(pipe):
     z_T = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(6))
-    result = run(pipe, edit=None, latents=z_T, guidance=1.0, steps=3)
+    result = run(pipe, edit=None, latents=z_T, guidance=1.0, steps=3, progress=True)
     stock = pipe(SOURCE, latents=z_T, num_inference_steps=3, guidance_scale=1.0,
                  output_type="np").images  # fmt: skip
     assert np.abs(decode_np(pipe, result.latents[:1]) - stock).max() <= 1e-5
@@ -362,6 +362,10 @@ BAD_INPUTS = [
     (dict(edit="swap"), ValueError, "Replace()"),
     (dict(edit=Reweight({"cat": 2.0})), ValueError, "base=Replace()"),
     (dict(latents=torch.zeros(1, 4, 8, 8)), ValueError, "(1, 4, 16, 16)"),
+    (dict(record=16.0), ValueError, "record=16.0"),
+    (dict(record_slots="some"), ValueError, "record_slots='some'"),
+    (dict(self_max_ratio=2.0), ScheduleError, "self_max_ratio=2.0"),
+    (dict(seed=-1), ValueError, "seed=-1"),
 ]
 
 

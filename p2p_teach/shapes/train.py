@@ -9,7 +9,11 @@ Phases (each one resumes or is skipped when its output already exists in ``--out
    min-SNR weighting, EMA, 10% empty captions (for classifier-free guidance) and a grounding
    loss on cross-attention: each colour, shape and size word's attention mass is pushed inside
    its object's mask (TokenCompose-style token loss);
-5. export: the EMA weights as a ``StableDiffusionPipeline`` folder.
+   beside it, in a second process with one thread, for ``--decoder-minutes``: the VAE decoder
+   is fine-tuned on the cached latents with the encoder frozen (as SD's ft-MSE VAE), which
+   leaves the latent space the UNet learns unchanged;
+5. export: the EMA weights (and the fine-tuned decoder) as a ``StableDiffusionPipeline``
+   folder: ``--export DIR`` writes fp16 safetensors, ``--export-only`` does only that.
 
 Checkpoints are written every ``--checkpoint-minutes``; ``--resume`` continues from them.
 The learning rate follows the wall clock (warm-up, then cosine), so a resumed run follows
@@ -22,6 +26,8 @@ import argparse
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -494,9 +500,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/shapes"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-images", type=int, default=40000)
+    parser.add_argument("--n-images", type=int, default=24000)
     parser.add_argument("--vae-minutes", type=float, default=7.0)
-    parser.add_argument("--minutes", type=float, default=82.0, help="UNet + text encoder time")
+    parser.add_argument("--minutes", type=float, default=88.0, help="UNet + text encoder time")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=8e-4)
     parser.add_argument("--warmup", type=int, default=200)
@@ -509,9 +515,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--export", type=Path, default=None, help="also export fp16 here")
     parser.add_argument("--export-only", action="store_true")
     parser.add_argument(
-        "--decoder-minutes", type=float, default=0.0,
-        help="only fine-tune the VAE decoder for this long (run beside the UNet phase)",
+        "--decoder-minutes", type=float, default=85.0,
+        help="VAE decoder fine-tune time, in a second process (1 thread) beside the UNet phase",
     )  # fmt: skip
+    parser.add_argument(
+        "--decoder-only", action="store_true", help="only the decoder fine-tune (that process)"
+    )
     return parser.parse_args(argv)
 
 
@@ -521,7 +530,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    if args.decoder_minutes > 0:
+    if args.decoder_only:
         finetune_decoder(out, args.decoder_minutes, args.seed, args.checkpoint_minutes)
         return
     if args.export_only:
@@ -573,6 +582,17 @@ def main(argv: list[str] | None = None) -> None:
         )
     args.scaling_factor = scaling_factor
 
+    decoder_process = None
+    if args.decoder_minutes > 0 and not (out / "vae_decoder_final.pt").exists():
+        command = [
+            sys.executable, "-m", "p2p_teach.shapes.train", "--out", str(out), "--resume",
+            "--seed", str(args.seed), "--decoder-only", "--decoder-minutes",
+            str(args.decoder_minutes), "--threads", "1",
+        ]  # fmt: skip
+        decoder_log = open(out / "decoder.log", "a")  # noqa: SIM115 (lives as long as the child)
+        decoder_process = subprocess.Popen(command, stdout=decoder_log, stderr=subprocess.STDOUT)
+        log(f"decoder fine-tune started beside the UNet phase (pid {decoder_process.pid})")
+
     ema = train_unet(dataset, latents, out, args)
     final = {**ema, "vae": vae_state, "scaling_factor": scaling_factor}
     save_atomic(final, out / "final.pt")
@@ -580,6 +600,8 @@ def main(argv: list[str] | None = None) -> None:
         final["unet"], final["text_encoder"], vae_state, scaling_factor, out / "pipeline"
     )
     log(f"exported fp32 pipeline to {out / 'pipeline'}")
+    if decoder_process is not None:
+        decoder_process.wait()
     if args.export is not None:
         export_from_run(out, args.export, torch.float16)
         log(f"exported fp16 pipeline to {args.export}")

@@ -12,3 +12,19 @@ from __future__ import annotations
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def load_shapes_pipeline(folder: str | Path | None = None, dtype=None):  # -> SD pipeline
+    """The shapes model as a ``StableDiffusionPipeline``, offline (the shipped weights by default).
+
+    The weights are stored in fp16 and loaded in ``dtype`` (float32 unless told otherwise, as
+    the CPU wants). The progress bar is off.
+    """
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(folder or WEIGHTS_DIR), torch_dtype=dtype or torch.float32, local_files_only=True
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

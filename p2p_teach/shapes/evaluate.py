@@ -253,15 +253,9 @@ def half_masks(position: str) -> np.ndarray:
 
 def load_pipeline(folder: str | Path | None = None):  # -> StableDiffusionPipeline
     """The shapes pipeline in float32 on the CPU (the shipped weights by default)."""
-    from diffusers import StableDiffusionPipeline
+    from p2p_teach.shapes import load_shapes_pipeline
 
-    from p2p_teach.shapes import WEIGHTS_DIR
-
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(folder or WEIGHTS_DIR), torch_dtype=torch.float32
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return load_shapes_pipeline(folder)
 
 
 def generate(

@@ -652,8 +652,11 @@ def _denoise(
         # (11) Return (z_0, z*_0), decoded by the VAE.
         scaled = latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor
         images = pipe.vae.decode(scaled, return_dict=False)[0]  # (2, 3, H, W) in [-1, 1]
-        images, _ = pipe.run_safety_checker(images, device, embeddings.dtype)
-        pil_images = pipe.image_processor.postprocess(images, output_type="pil")
+        images, flagged = pipe.run_safety_checker(images, device, embeddings.dtype)
+        denormalize = [True] * 2 if flagged is None else [not flag for flag in flagged]
+        pil_images = pipe.image_processor.postprocess(
+            images, output_type="pil", do_denormalize=denormalize
+        )
     if run.history is not None:
         run.history._sync()
     return pil_images[0], pil_images[1], latents.float().cpu()

@@ -29,6 +29,7 @@ from p2p_teach.edits import (
 from p2p_teach.engine import EditResult, StepInfo, UnsupportedSchedulerError, edit, plan_scheduler
 from p2p_teach.mapper import WordCountMismatchError
 from p2p_teach.models import load_pipeline
+from p2p_teach.processors import PromptToPromptProcessor
 from p2p_teach.schedules import ScheduleError
 from p2p_teach.tokens import PromptTooLongError, WordNotFoundError
 
@@ -130,6 +131,22 @@ def test_pndm_makes_n_plus_one_unet_calls_for_n_steps_and_both_first_calls_are_s
     plan = plan_scheduler(pipe.scheduler, 6, torch.device("cpu"))
     assert len(plan.timesteps) == 7
     assert plan.call_steps == (0, 0, 1, 2, 3, 4, 5)
+    # what the processors see at every UNet call: (step, record this call?)
+    seen = []
+
+    def before_unet_call(module, args):
+        processor = next(
+            p for p in module.attn_processors.values() if isinstance(p, PromptToPromptProcessor)
+        )
+        seen.append((processor.run.step, processor.run.record_call))
+
+    handle = pipe.unet.register_forward_pre_hook(before_unet_call)
+    try:
+        result = run(pipe, steps=6, seed=1)
+    finally:
+        handle.remove()
+    assert seen == [(0, True), (0, False), (1, True), (2, True), (3, True), (4, True), (5, True)]
+    assert result.history.steps_recorded == 6
     ddim = plan_scheduler(DDIMScheduler.from_config(pipe.scheduler.config), 6, "cpu")
     assert ddim.call_steps == tuple(range(6)) and len(ddim.timesteps) == 6
 

@@ -320,8 +320,9 @@ class AttentionHistory:
         indices, squeeze = self._steps(steps)
         self._sync()
         stored = self._maps[name][indices, self._prompt_index(prompt)]  # (n, pixels, columns)
+        # (n, pixels, columns) → (n, H, W, columns)
         maps = stored.float().view(len(indices), layer.height, layer.width, self.n_columns)
-        return maps[0] if squeeze else maps  # (n, H, W, columns)
+        return maps[0] if squeeze else maps
 
     def maps(
         self,
@@ -423,7 +424,7 @@ class AttentionHistory:
         if not 0 <= step < self.steps_recorded:
             raise IndexError(f"step {step} is not recorded (0–{self.steps_recorded - 1} are)")
         self._sync()
-        return {
+        return {  # (2, pixels, columns) → (2, H, W, columns)
             layer.name: self._maps[layer.name][step].view(
                 len(PROMPTS), layer.height, layer.width, self.n_columns
             )

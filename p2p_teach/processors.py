@@ -79,7 +79,7 @@ def plan_layers(unet: torch.nn.Module, latent_height: int, latent_width: int) ->
 def attention_probabilities(
     query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``softmax(Q·Kᵀ/√d)`` averaged over heads, in float32.
+    """``softmax(Q·Kᵀ/√d)`` per head, in float32 (SDPA's default scale, as AttnProcessor2_0).
 
     Args:
         query: (batch, heads, pixels, head_dim).
@@ -87,13 +87,14 @@ def attention_probabilities(
         attention_mask: optional additive mask broadcastable to (batch, heads, pixels, tokens).
 
     Returns:
-        (batch, pixels, tokens) float32.
+        (batch, heads, pixels, tokens) float32; average over dim 1 for the head-averaged maps.
     """
-    scale = query.shape[-1] ** -0.5  # SDPA's default scale, as AttnProcessor2_0 uses
+    scale = query.shape[-1] ** -0.5
+    # (batch, heads, pixels, head_dim) @ (batch, heads, head_dim, tokens)
     scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scale
     if attention_mask is not None:  # (batch, heads, pixels, tokens) scores
         scores = scores + attention_mask.float()
-    return scores.softmax(dim=-1).mean(dim=1)  # (batch, pixels, tokens)
+    return scores.softmax(dim=-1)
 
 
 @dataclass
@@ -206,6 +207,7 @@ class PromptToPromptProcessor:
             )
 
         if attn.group_norm is not None:
+            # group norm over channels: (batch, channels, pixels), then back
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 
         query = attn.to_q(hidden_states)
@@ -305,12 +307,7 @@ class PromptToPromptProcessor:
         pair = slice(source, target + 1)  # the conditional pair [source, target]
         assert target == source + 1, "the conditional source and target must be adjacent"
         pair_mask = None if attention_mask is None else attention_mask[pair]
-        scale = query.shape[-1] ** -0.5  # SDPA's default scale
-        scores = torch.matmul(query[pair].float(), key[pair].float().transpose(-1, -2))
-        scores = scores * scale  # (2, heads, pixels, 77)
-        if pair_mask is not None:
-            scores = scores + pair_mask.float()
-        probs = scores.softmax(dim=-1)  # (2, heads, pixels, 77)
+        probs = attention_probabilities(query[pair], key[pair], pair_mask)  # (2, heads, pixels, 77)
         values = value[pair].float()  # (2, heads, 77, head_dim)
         maps = probs.mean(dim=1)  # (2, pixels, 77), head-averaged
         if mode == "none":

@@ -21,8 +21,10 @@ with ``V₁ = M·diag(c_src)·V_tgt`` and ``V₂ = diag(c_tgt)·V_tgt``, since
 ``sdpa(Q, K, V) = softmax(Q·Kᵀ/√d)·V``. The mapper and the weights fold into the values (a
 77×77 product per layer); the second term is skipped when ``c_tgt = 0`` (every slot injected).
 Self-attention injection, ``P*_self = P_src,self``, is ``sdpa(Q_src, K_src, V_tgt)``. So the
-edit runs inside PyTorch's fused attention, and probabilities (``softmax(Q·Kᵀ/√d)``, averaged
-over heads) are computed only for the layers whose maps are recorded or used by LocalBlend.
+edit runs inside PyTorch's fused attention, and probabilities (``softmax(Q·Kᵀ/√d)``) are
+computed only for the conditional pair of the layers whose maps are recorded or used by
+LocalBlend, on the first UNet call of each step; there the pair's output is ``P·V`` from those
+same probabilities (no second attention), and the unconditional pair still uses SDPA.
 """
 
 from __future__ import annotations

@@ -38,21 +38,6 @@ TARGET = "photo of a cat riding on a motorcycle"
 STEPS = 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The built-in model's ops are tiny: one thread is faster, and avoids OpenMP threads
-    spin-waiting for each other on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def pipe(one_thread):
-    return load_pipeline("builtin", verbose=False)
-
-
 def with_scheduler(pipe, scheduler_class, **config):
     """The same modules with another scheduler (the fixture's pipeline is left as it is)."""
     components = {**pipe.components}
@@ -286,7 +271,7 @@ def test_local_blend_keeps_the_source_outside_the_mask(pipe, replaced):
 
 
 def test_bfloat16_on_cpu_follows_float32(pipe):
-    low = load_pipeline("builtin", dtype=torch.bfloat16, verbose=False)
+    low = load_pipeline("tiny-random", dtype=torch.bfloat16, verbose=False)
     result = run(low, seed=1, steps=2)
     reference = run(pipe, seed=1, steps=2)
     assert result.settings["dtype"] == "bfloat16"

@@ -8,7 +8,6 @@ import torch
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from p2p_teach import load_pipeline
 from p2p_teach.engine import edit
 from p2p_teach.figures.images import figure_png, image_png, side_by_side
 from p2p_teach.figures.sweep import (
@@ -44,21 +43,6 @@ from p2p_teach.tokens import tokenize
 SOURCE = "photo of a cat riding on a bicycle"
 TARGET = "photo of a cat riding on a motorcycle"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The built-in model's ops are tiny: one thread is faster, and avoids OpenMP threads
-    spin-waiting for each other on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def pipe(one_thread):
-    return load_pipeline("builtin", verbose=False)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from p2p_teach.alignment import refinement_alignment
 from p2p_teach.edits import Refine, Replace, Reweight, step_coefficients
 from p2p_teach.history import AttentionHistory, LayerInfo
 from p2p_teach.mapper import word_swap_mapper
-from p2p_teach.models import load_pipeline
 from p2p_teach.processors import (
     EditRun,
     PromptToPromptProcessor,
@@ -26,21 +25,6 @@ from p2p_teach.tokens import tokenize
 SWAP = ("a lion eating a bun", "a hippopotamus eating a bun")  # 1 → 3 pieces
 REFINE = ("a cat riding a bicycle", "a fluffy cat riding a red bicycle")
 REWEIGHT = {"hippopotamus": -2.0, "eating": 3.0}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The built-in model's ops are tiny: one thread is faster, and avoids OpenMP threads
-    spin-waiting for each other on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def pipe(one_thread):
-    return load_pipeline("builtin", verbose=False)
 
 
 # --------------------------------------------------------------------------------------------

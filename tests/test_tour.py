@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from p2p_teach import load_pipeline
 from p2p_teach.figures.images import figure_png
 from p2p_teach.figures.tour import pipeline_diagram
 from p2p_teach.tour import (
@@ -18,21 +17,6 @@ from p2p_teach.tour import (
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The built-in model's ops are tiny: one thread is faster, and avoids OpenMP threads
-    spin-waiting for each other on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def pipe(one_thread):
-    return load_pipeline("builtin", verbose=False)
 
 
 def test_seven_components_in_flow_order_with_presence(pipe):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from p2p_teach import load_pipeline
 from p2p_teach.engine import edit
 from p2p_teach.figures.images import image_png
 from p2p_teach.widgets import (
@@ -27,21 +26,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def png(image_widget) -> bytes:
     return bytes(image_widget.value)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The built-in model's ops are tiny: one thread is faster, and avoids OpenMP threads
-    spin-waiting for each other on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def pipe(one_thread):
-    return load_pipeline("builtin", verbose=False)
 
 
 @pytest.fixture(scope="module")

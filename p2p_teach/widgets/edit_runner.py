@@ -41,7 +41,7 @@ from ..figures.images import figure_png, image_png, side_by_side
 from ..figures.timeline import maps_mosaic
 from ..timeline import layer_choices, step_word_maps
 from .common import png_image, set_png
-from .run_guard import RunGuard
+from .run_guard import GuardedEditWidget, RunGuard
 
 PREVIEW_MIN_SIZE = 192  # pixels: small model images are upscaled (nearest) to be visible
 EDIT_KINDS = (
@@ -64,7 +64,7 @@ def _styled(widget: widgets.Widget, css_class: str) -> widgets.Widget:
     return widget
 
 
-class EditRunner(widgets.VBox):
+class EditRunner(GuardedEditWidget, widgets.VBox):
     """Controls, Run with a progress bar, live x0 previews and maps, the result, and Save."""
 
     def __init__(
@@ -191,36 +191,11 @@ class EditRunner(widgets.VBox):
             "self_steps": round(float(self.self_slider.value), 4),
         }
 
-    @property
-    def running(self) -> bool:
-        """True while an edit runs."""
-        return self.guard.running
-
-    @property
-    def refusals(self) -> int:
-        """How many Run presses were refused because an edit was running."""
-        return self.guard.refusals
-
     def _busy_message(self) -> str:
         return (
             f"An edit is already running (step {self.progress.value} of {self.progress.max}); "
             "this press was ignored. Wait for it to finish, then press Run again."
         )
-
-    def request_run(self) -> bool:
-        """What Run does: start an edit (in a thread if ``threaded``); False if refused."""
-        return self.guard.start(self._run_claimed, threaded=self.threaded)
-
-    def run(self) -> EditResult | None:
-        """Run the edit now, in this thread. Returns None if refused or if the edit failed."""
-        if not self.guard.start(self._run_claimed, threaded=False):
-            return None
-        return self.result if self.error is None else None
-
-    def wait(self, timeout: float | None = None) -> EditResult | None:
-        """Wait for a background run to finish; return the last result."""
-        self.guard.wait(timeout)
-        return self.result
 
     def _run_claimed(self) -> None:
         """The run itself (the guard holds the claim): settings → edit → views."""
@@ -240,9 +215,7 @@ class EditRunner(widgets.VBox):
         try:
             result = edit(self.pipe, **kwargs, callback=self._on_step, progress=False)
         except Exception as error:  # show bad input in the widget, not as a traceback
-            self.error = f"{type(error).__name__}: {error}"
-            self.progress.bar_style = "danger"
-            self.status.value = f"Could not run the edit. {self.error}"
+            self._show_failure(error, "run the edit")
             self.save_button.disabled = self.result is None
             return
         self.result = result
@@ -259,9 +232,7 @@ class EditRunner(widgets.VBox):
     def _on_step(self, info: StepInfo) -> None:
         """The engine's per-step callback: progress, x0 previews, this step's maps."""
         self.steps_seen.append(info.step)
-        self.last_step = info
-        self.progress.value = info.step + 1
-        self.progress.description = f"step {info.step + 1}/{info.num_steps}"
+        self._show_step(info)
         preview = info.preview()
         if preview is not None:
             set_png(self.source_image, image_png(preview[0], min_size=PREVIEW_MIN_SIZE))

@@ -41,10 +41,10 @@ from ..figures.images import figure_png, side_by_side
 from ..figures.timeline import step_maps_figure
 from ..tokens import tokenize
 from .common import png_image, set_png
-from .run_guard import RunGuard
+from .run_guard import GuardedEditWidget, RunGuard
 
 
-class _EditPanel(widgets.VBox):
+class _EditPanel(GuardedEditWidget, widgets.VBox):
     """Shared parts: seed, steps, Run + progress + status, result picture, one run at a time."""
 
     css_class = "p2p-panel"
@@ -110,32 +110,8 @@ class _EditPanel(widgets.VBox):
     def show(self, result: EditResult) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    @property
-    def running(self) -> bool:
-        return self.guard.running
-
-    @property
-    def refusals(self) -> int:
-        return self.guard.refusals
-
-    def request_run(self) -> bool:
-        """What Run does: run the edit (in a thread if ``threaded``); False if refused."""
-        return self.guard.start(self._run_claimed, threaded=self.threaded)
-
-    def run(self) -> EditResult | None:
-        """Run now, in this thread; None if refused or if the edit failed."""
-        if not self.guard.start(self._run_claimed, threaded=False):
-            return None
-        return self.result if self.error is None else None
-
-    def wait(self, timeout: float | None = None) -> EditResult | None:
-        self.guard.wait(timeout)
-        return self.result
-
     def _on_step(self, info: StepInfo) -> None:
-        self.last_step = info
-        self.progress.value = info.step + 1
-        self.progress.description = f"step {info.step + 1}/{info.num_steps}"
+        self._show_step(info)
 
     def _run_claimed(self) -> None:
         self.error = None
@@ -149,9 +125,7 @@ class _EditPanel(widgets.VBox):
                 guidance=self.guidance, callback=self._on_step, progress=False,
             )  # fmt: skip
         except Exception as error:  # bad words or prompts: say so in the panel
-            self.error = f"{type(error).__name__}: {error}"
-            self.progress.bar_style = "danger"
-            self.status.value = f"Could not run the edit. {self.error}"
+            self._show_failure(error, "run the edit")
             return
         self.result = result
         self.show(result)
@@ -159,6 +133,47 @@ class _EditPanel(widgets.VBox):
         self.progress.bar_style = "success"
         if not self.status.value.startswith("Done"):
             self.status.value = "Done."
+
+
+class _PromptPairPanel(_EditPanel):
+    """Shared parts of the panels that edit a source prompt into a target: the two prompt
+    boxes and the cross- and self-attention injection windows."""
+
+    def __init__(
+        self,
+        pipe: Any,
+        source: str,
+        target: str,
+        controls: list[widgets.Widget],
+        *,
+        cross: float,
+        self_steps: float,
+        seed: int,
+        steps: int,
+        guidance: float,
+        title: str,
+        threaded: bool,
+    ) -> None:
+        self.cross, self.self_steps = cross, self_steps
+        wide = widgets.Layout(width="90%")
+        self.source_text = widgets.Text(value=source, description="source", layout=wide)
+        self.target_text = widgets.Text(value=target, description="target", layout=wide)
+        super().__init__(
+            pipe, [self.source_text, self.target_text, *controls],
+            seed=seed, steps=steps, guidance=guidance, title=title, threaded=threaded,
+        )  # fmt: skip
+
+    def prompt_arguments(self, kind: str, **more: Any) -> dict[str, Any]:
+        """The edit's arguments: the prompt boxes, the edit ``kind``, the injection windows and
+        ``more``."""
+        return {
+            "source_prompt": self.source_text.value,
+            "target_prompt": self.target_text.value,
+            "edit": kind,
+            **more,
+            "cross_steps": self.cross,
+            "self_steps": self.self_steps,
+        }
 
 
 def _word_options(prompt: str) -> list[str]:
@@ -259,7 +274,7 @@ class ReweightPanel(_EditPanel):
         )
 
 
-class RefinePanel(_EditPanel):
+class RefinePanel(_PromptPairPanel):
     """Add or remove words: aligned tokens keep the source's attention, new ones attend freely."""
 
     css_class = "p2p-refine-panel"
@@ -277,29 +292,19 @@ class RefinePanel(_EditPanel):
         guidance: float = 7.5,
         threaded: bool = True,
     ) -> None:
-        self.cross, self.self_steps = cross, self_steps
-        wide = widgets.Layout(width="90%")
-        self.source_text = widgets.Text(value=source, description="source", layout=wide)
-        self.target_text = widgets.Text(value=target, description="target", layout=wide)
         self.alignment_view = widgets.HTML()
         self.alignment_view.add_class("p2p-refine-alignment")
         super().__init__(
-            pipe, [self.source_text, self.target_text],
-            seed=seed, steps=steps, guidance=guidance, threaded=threaded,
-            title="Refine: add words, keep the layout",
+            pipe, source, target, [],
+            cross=cross, self_steps=self_steps, seed=seed, steps=steps, guidance=guidance,
+            threaded=threaded, title="Refine: add words, keep the layout",
         )  # fmt: skip
 
     def views(self) -> list[widgets.Widget]:
         return [widgets.HBox([self.result_image, self.alignment_view])]
 
     def edit_arguments(self) -> dict[str, Any]:
-        return {
-            "source_prompt": self.source_text.value,
-            "target_prompt": self.target_text.value,
-            "edit": "refine",
-            "cross_steps": self.cross,
-            "self_steps": self.self_steps,
-        }
+        return self.prompt_arguments("refine")
 
     def show(self, result: EditResult) -> None:
         source, target = result.settings["source_prompt"], result.settings["target_prompt"]
@@ -315,7 +320,7 @@ class RefinePanel(_EditPanel):
         )
 
 
-class LocalBlendPanel(_EditPanel):
+class LocalBlendPanel(_PromptPairPanel):
     """A word swap that changes only where the chosen words attend (LocalBlend)."""
 
     css_class = "p2p-blend-panel"
@@ -336,11 +341,7 @@ class LocalBlendPanel(_EditPanel):
         guidance: float = 7.5,
         threaded: bool = True,
     ) -> None:
-        self.cross, self.self_steps = cross, self_steps
         self.mask: torch.Tensor | None = None  # (h, w) the last step's mask, 1 = may change
-        wide = widgets.Layout(width="90%")
-        self.source_text = widgets.Text(value=source, description="source", layout=wide)
-        self.target_text = widgets.Text(value=target, description="target", layout=wide)
         self.source_word_text = widgets.Text(value=source_word, description="source word")
         self.target_word_text = widgets.Text(value=target_word, description="target word")
         self.threshold_slider = widgets.FloatSlider(
@@ -348,31 +349,20 @@ class LocalBlendPanel(_EditPanel):
         )
         self.threshold_slider.add_class("p2p-blend-threshold")
         super().__init__(
-            pipe,
-            [
-                self.source_text,
-                self.target_text,
-                widgets.HBox([self.source_word_text, self.target_word_text]),
-                self.threshold_slider,
-            ],
-            seed=seed, steps=steps, guidance=guidance, threaded=threaded,
-            title="Local blend: change only where the words are",
+            pipe, source, target,
+            [widgets.HBox([self.source_word_text, self.target_word_text]), self.threshold_slider],
+            cross=cross, self_steps=self_steps, seed=seed, steps=steps, guidance=guidance,
+            threaded=threaded, title="Local blend: change only where the words are",
         )  # fmt: skip
 
     def edit_arguments(self) -> dict[str, Any]:
         self.mask = None
-        return {
-            "source_prompt": self.source_text.value,
-            "target_prompt": self.target_text.value,
-            "edit": "replace",
-            "blend": LocalBlend(
-                self.source_word_text.value.split(),
-                self.target_word_text.value.split(),
-                threshold=float(self.threshold_slider.value),
-            ),
-            "cross_steps": self.cross,
-            "self_steps": self.self_steps,
-        }
+        blend = LocalBlend(
+            self.source_word_text.value.split(),
+            self.target_word_text.value.split(),
+            threshold=float(self.threshold_slider.value),
+        )
+        return self.prompt_arguments("replace", blend=blend)
 
     def _on_step(self, info: StepInfo) -> None:
         super()._on_step(info)

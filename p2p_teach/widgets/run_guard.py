@@ -4,14 +4,22 @@ Jupyter handles a button press while an earlier press's work is still running in
 thread, so a widget must decide what a second press means. Here it means nothing: the status
 line says an edit is running and the press is counted in ``refusals``. The logic is plain
 Python, so tests can press twice without a browser.
+
+:class:`GuardedWidget` and :class:`GuardedEditWidget` are the parts the widgets share around
+their guard: ``running``, ``refusals``, ``wait``, a failure shown in the widget, and (for the
+widgets that run one edit) Run in a thread or now and the per-step progress bar.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
+
+if TYPE_CHECKING:
+    from ..engine import EditResult, StepInfo
 
 
 class RunGuard:
@@ -88,3 +96,74 @@ class RunGuard:
         """Wait for the last background run to end."""
         if self.thread is not None:
             self.thread.join(timeout)
+
+
+class GuardedWidget:
+    """Mixin for a widget whose runs go through a :class:`RunGuard`.
+
+    The widget sets ``guard``, ``status`` (a Label), ``progress`` (an IntProgress) and
+    ``error`` (None, or the last run's failure as text) in its ``__init__``.
+    """
+
+    guard: RunGuard
+    status: widgets.Label
+    progress: widgets.IntProgress
+    error: str | None
+
+    @property
+    def running(self) -> bool:
+        """True while a run holds the claim."""
+        return self.guard.running
+
+    @property
+    def refusals(self) -> int:
+        """How many presses were refused because a run was going."""
+        return self.guard.refusals
+
+    def wait(self, timeout: float | None = None) -> object:
+        """Wait for a background run to finish."""
+        self.guard.wait(timeout)
+        return None
+
+    def _show_failure(self, error: Exception, what: str) -> None:
+        """Show a failed run in the widget, not as a traceback: ``error``, red bar, status."""
+        self.error = f"{type(error).__name__}: {error}"
+        self.progress.bar_style = "danger"
+        self.status.value = f"Could not {what}. {self.error}"
+
+
+class GuardedEditWidget(GuardedWidget):
+    """Mixin for a widget that runs one :func:`~p2p_teach.engine.edit` per Run press.
+
+    Besides :class:`GuardedWidget`'s attributes the widget sets ``threaded``, ``result`` (the
+    last :class:`~p2p_teach.engine.EditResult`) and ``last_step``, and defines
+    ``_run_claimed`` (the run itself, called while the guard holds the claim).
+    """
+
+    threaded: bool
+    result: EditResult | None
+    last_step: StepInfo | None
+
+    def _run_claimed(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def request_run(self) -> bool:
+        """What Run does: start the edit (in a thread if ``threaded``); False if refused."""
+        return self.guard.start(self._run_claimed, threaded=self.threaded)
+
+    def run(self) -> EditResult | None:
+        """Run the edit now, in this thread. Returns None if refused or if the edit failed."""
+        if not self.guard.start(self._run_claimed, threaded=False):
+            return None
+        return self.result if self.error is None else None
+
+    def wait(self, timeout: float | None = None) -> EditResult | None:
+        """Wait for a background run to finish; return the last result."""
+        super().wait(timeout)
+        return self.result
+
+    def _show_step(self, info: StepInfo) -> None:
+        """The progress bar after one engine step: ``step i/n``."""
+        self.last_step = info
+        self.progress.value = info.step + 1
+        self.progress.description = f"step {info.step + 1}/{info.num_steps}"

@@ -40,12 +40,12 @@ from ..sweep import (
     layout_survival,
 )
 from .common import png_image, set_png
-from .run_guard import RunGuard
+from .run_guard import GuardedWidget, RunGuard
 
 ROW_LABELS: dict[str, str] = {"cross": "cross-attention", "self": "self-attention"}
 
 
-class InjectionSweep(widgets.VBox):
+class InjectionSweep(GuardedWidget, widgets.VBox):
     """Grid of edits over injection fractions, a cell viewer, and the layout-survival plot."""
 
     def __init__(
@@ -147,14 +147,6 @@ class InjectionSweep(widgets.VBox):
         """(target prompt, varied injection) of the row on show."""
         return (self.target_dropdown.value, self.vary_buttons.value)
 
-    @property
-    def running(self) -> bool:
-        return self.guard.running
-
-    @property
-    def refusals(self) -> int:
-        return self.guard.refusals
-
     # ------------------------------------------------------------------ computing
 
     def request_compute(self) -> bool:
@@ -170,9 +162,6 @@ class InjectionSweep(widgets.VBox):
         if not self.guard.start(self._compute_claimed, threaded=False):
             return None
         return self.sweeps.get(self.row_key)
-
-    def wait(self, timeout: float | None = None) -> None:
-        self.guard.wait(timeout)
 
     def _on_cell(self, index: int, count: int, fraction: float) -> None:
         self.progress.max = count
@@ -192,9 +181,7 @@ class InjectionSweep(widgets.VBox):
                 guidance=self.guidance, cache=self.cache, on_cell=self._on_cell,
             )  # fmt: skip
         except Exception as error:  # bad prompts: say so in the widget
-            self.error = f"{type(error).__name__}: {error}"
-            self.progress.bar_style = "danger"
-            self.status.value = f"Could not compute the sweep. {self.error}"
+            self._show_failure(error, "compute the sweep")
             return
         self.sweeps[(target, vary)] = sweep
         self.survival[(target, vary)] = layout_survival(sweep)

@@ -5,6 +5,10 @@ subclass. :func:`load_pipeline` says plainly which model it runs (:func:`describ
 
 Built-in models need no network:
 
+- ``"shapes"`` (the default): the Stable Diffusion v1 architecture at small size, trained on
+  procedural 64×64 images of coloured shapes and shipped inside the package (fp16, 28 MB). Its
+  attention maps point at objects and its edits preserve layout; it knows shapes, colours,
+  sizes and positions, nothing else. See ``p2p_teach/shapes/MODEL_CARD.md``.
 - ``"tiny-random"``: the Stable Diffusion v1 architecture at toy size with random weights (built
   from configs, deterministic for a seed) and the real CLIP tokenizer. Tokens and mappers are
   real; its attention maps and images are noise. It builds in about a second on a CPU.
@@ -121,7 +125,23 @@ def build_tiny_random_pipeline(seed: int = 0):
     return pipe
 
 
+def build_shapes_pipeline(seed: int = 0):
+    """The shipped shapes model (``seed`` is unused: its weights are trained)."""
+    from .shapes import load_shapes_pipeline
+
+    pipe = load_shapes_pipeline()
+    pipe.register_to_config(_name_or_path=f"{BUILTIN_PREFIX}shapes")
+    return pipe
+
+
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "shapes": BuiltinModel(
+        "shapes",
+        "built-in offline model 'shapes': Stable Diffusion v1 architecture at small size, "
+        "trained on 64×64 pictures of one or two coloured shapes. It knows shape, colour, size "
+        "and position words only. For photos load an SD v1.x hub id on a GPU.",
+        build_shapes_pipeline,
+    ),
     "tiny-random": BuiltinModel(
         "tiny-random",
         "built-in offline model 'tiny-random': Stable Diffusion v1 architecture at toy size with "
@@ -130,7 +150,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         build_tiny_random_pipeline,
     ),
 }
-BUILTIN_DEFAULT = "tiny-random"
+BUILTIN_DEFAULT = "shapes"
 
 
 def default_device() -> torch.device:
@@ -153,13 +173,14 @@ def load_pipeline(
     """Return a ``StableDiffusionPipeline`` from a name, a folder, a hub id, or a pipeline.
 
     Args:
-        model: ``"builtin"`` (the default offline model), a built-in name (``"tiny-random"``),
+        model: ``"builtin"`` (the default offline model, ``"shapes"``), a built-in name
+            (``"shapes"``, ``"tiny-random"``),
             a local folder saved with ``save_pretrained``, a hub id such as
             ``"stable-diffusion-v1-5/stable-diffusion-v1-5"``, or a pipeline you already have
             (returned as it is, moved to ``device``/``dtype`` if you give them).
         device: defaults to CUDA when available, else the CPU.
         dtype: defaults to fp16 on CUDA and fp32 on the CPU.
-        seed: weight seed of random built-in models.
+        seed: weight seed of the random built-in model ``"tiny-random"``.
         verbose: print one line saying which model runs.
 
     Raises:

@@ -38,8 +38,8 @@ def test_builtin_is_a_plain_sd_pipeline(tiny):
 
 
 def test_builtin_is_deterministic_per_seed(tiny):
-    again = load_pipeline("builtin", seed=0, verbose=False)
-    other = load_pipeline("builtin", seed=1, verbose=False)
+    again = load_pipeline("tiny-random", seed=0, verbose=False)
+    other = load_pipeline("tiny-random", seed=1, verbose=False)
     assert all(torch.equal(a, b) for a, b in zip(_weights(tiny), _weights(again)))
     assert not all(torch.equal(a, b) for a, b in zip(_weights(tiny), _weights(other)))
 
@@ -61,10 +61,20 @@ def test_builtin_generates_images(tiny):
 
 
 def test_load_pipeline_says_which_model_runs(capsys):
-    load_pipeline("builtin")
+    load_pipeline("tiny-random")
     line = capsys.readouterr().out.strip()
     assert line.startswith("p2p_teach: built-in offline model 'tiny-random'")
     assert "RANDOM weights" in line and "cpu, float32" in line
+
+
+def test_default_is_the_shipped_shapes_model(capsys):
+    pipe = load_pipeline()
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("p2p_teach: built-in offline model 'shapes'")
+    assert "trained on 64×64 pictures" in line and "cpu, float32" in line
+    assert builtin_name(pipe) == "shapes" and type(pipe) is StableDiffusionPipeline
+    assert pipe.unet.dtype == torch.float32  # stored in fp16, computed in fp32 on the CPU
+    assert load_pipeline("builtin", verbose=False).unet.config == pipe.unet.config
 
 
 def test_pipeline_object_passes_through(tiny):
@@ -110,4 +120,4 @@ def test_builtin_uses_the_real_tokenizer(tiny):
     reference = load_clip_tokenizer()
     prompt = "A hippopotamus eating"
     assert tiny.tokenizer(prompt).input_ids == reference(prompt).input_ids
-    assert set(BUILTIN_MODELS) >= {"tiny-random"}
+    assert set(BUILTIN_MODELS) >= {"tiny-random", "shapes"}

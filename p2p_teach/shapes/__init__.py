@@ -23,8 +23,10 @@ def load_shapes_pipeline(folder: str | Path | None = None, dtype=None):  # -> SD
     import torch
     from diffusers import StableDiffusionPipeline
 
+    from ..models import _dtype_kwarg
+
     pipe = StableDiffusionPipeline.from_pretrained(
-        str(folder or WEIGHTS_DIR), torch_dtype=dtype or torch.float32, local_files_only=True
+        str(folder or WEIGHTS_DIR), **_dtype_kwarg(dtype or torch.float32), local_files_only=True
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -197,6 +197,10 @@ def test_quick_evaluation_of_the_shipped_model():
     settings = shapes_eval.EvalSettings.quick()
     results = shapes_eval.evaluate(shapes_eval.load_pipeline(), settings)
     single = results["single_object"]
-    assert single["colour_accuracy"] >= 0.6
-    assert single["position_accuracy"] >= 0.4
-    assert single["attention_ratio_mean"] >= 1.3
+    # loose bounds: a random-weight model of this architecture scores 0.0 and 1.0 here
+    assert single["colour_accuracy"] >= 0.5
+    assert single["attention_ratio_mean"] >= 3.0
+    assert single["no_object_share"] <= 0.2
+    assert results["shape_classifier_heldout_accuracy"] >= 0.95
+    swap = results["colour_swap"]
+    assert swap["edit_success_share"] >= 0.5

@@ -596,12 +596,10 @@ def main(argv: list[str] | None = None) -> None:
     ema = train_unet(dataset, latents, out, args)
     final = {**ema, "vae": vae_state, "scaling_factor": scaling_factor}
     save_atomic(final, out / "final.pt")
-    export_pipeline(
-        final["unet"], final["text_encoder"], vae_state, scaling_factor, out / "pipeline"
-    )
-    log(f"exported fp32 pipeline to {out / 'pipeline'}")
     if decoder_process is not None:
         decoder_process.wait()
+    export_from_run(out, out / "pipeline", torch.float32)
+    log(f"exported fp32 pipeline to {out / 'pipeline'}")
     if args.export is not None:
         export_from_run(out, args.export, torch.float16)
         log(f"exported fp16 pipeline to {args.export}")

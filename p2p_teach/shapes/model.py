@@ -168,7 +168,8 @@ class RecordingCrossAttnProcessor:
         batch_size, sequence_length, _ = context.shape
         attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
         if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+            normed = attn.group_norm(hidden_states.transpose(1, 2))  # (batch, channels, pixels)
+            hidden_states = normed.transpose(1, 2)  # (batch, pixels, channels)
         query = attn.to_q(hidden_states)
         if encoder_hidden_states is not None and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)

@@ -118,7 +118,7 @@ def build_dataset(n_images: int, seed: int) -> dict[str, torch.Tensor]:
 
 def images_to_tensor(images: torch.Tensor) -> torch.Tensor:
     """uint8 (batch, 64, 64, 3) → float (batch, 3, 64, 64) in [-1, 1]."""
-    return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (batch, 3, 64, 64)
 
 
 # --------------------------------------------------------------------------------------------

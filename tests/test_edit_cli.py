@@ -32,7 +32,7 @@ def test_edit_command_writes_images_figure_and_settings(tmp_path, capsys):
                  "--seed", "1", "--out", str(out), "--quiet"])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
-    assert "built-in offline model 'tiny-random'" in printed  # says which model runs
+    assert "built-in offline model 'shapes'" in printed  # says which model runs (the default)
     assert f"wrote {out / 'attention.png'}" in printed
     for name in ("source.png", "edited.png", "attention.png"):
         with Image.open(out / name) as image:

@@ -175,6 +175,28 @@ def timed(function: Callable[[], Outcome]) -> tuple[float, Outcome]:
     return time.perf_counter() - start, outcome
 
 
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes of the machine have used since boot (``/proc/stat``)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_with_load(function: Callable[[], Outcome]) -> tuple[float, float | None, Outcome]:
+    """Wall time of ``function`` and the share of the machine's cores that *other* processes
+    kept busy meanwhile (0: the benchmark had the machine to itself; None: unknown)."""
+    busy_before, own_before = _busy_cpu_seconds(), time.process_time()
+    seconds, outcome = timed(function)
+    busy_after, own_after = _busy_cpu_seconds(), time.process_time()
+    if busy_before is None or busy_after is None:
+        return seconds, None, outcome
+    others = (busy_after - busy_before) - (own_after - own_before)
+    return seconds, max(0.0, others) / (seconds * (os.cpu_count() or 1)), outcome
+
+
 # --------------------------------------------------------------------------------------------
 # Measurements
 # --------------------------------------------------------------------------------------------
@@ -236,17 +258,27 @@ def measure_time(pipe, case: Case, log: Callable[[str], None]) -> dict:
     for variant in case.variants:  # warm-up: allocator, kernels, caches
         run_variant(variant, pipe, case, noise, steps=case.warmup_steps or case.steps)
     times: dict[str, list[float]] = {variant: [] for variant in case.variants}
+    others_load: list[float] = []
     last: dict[str, Outcome] = {}
     for repetition in range(case.repetitions):
         for variant in case.variants:
-            seconds, last[variant] = timed(lambda v=variant: run_variant(v, pipe, case, noise))
+            seconds, load, last[variant] = timed_with_load(
+                lambda v=variant: run_variant(v, pipe, case, noise)
+            )
             times[variant].append(seconds)
+            if load is not None:
+                others_load.append(load)
         log(
             f"  {case.name} repetition {repetition + 1}/{case.repetitions}: "
             + ", ".join(f"{v} {times[v][-1]:.2f} s" for v in case.variants)
         )
     report: dict[str, Any] = {
         "times_s": times,
+        # share of the cores other processes used during the timed runs (median, max)
+        "others_load": {
+            "median": statistics.median(others_load) if others_load else None,
+            "max": max(others_load) if others_load else None,
+        },
         "median_s": {v: statistics.median(t) for v, t in times.items()},
     }
     if "stock" in times:
@@ -385,6 +417,7 @@ def measure_scaling(
                 "ratio_to_stock": report["ratio_to_stock"]["edit"],
                 "edit_s_per_step": report["median_s"]["edit"] / steps,
                 "history_mb": report["history"]["mb"],
+                "others_load": report["others_load"]["median"],
             }
         )
     fit_steps = [row["steps"] for row in by_steps]
@@ -634,6 +667,19 @@ def markdown(results: dict) -> str:
     ]
     if checks:
         lines += ["", "Targets: " + "; ".join(checks) + "."]
+    loads = [
+        f"{config['name']} median {load['median']:.0%}, max {load['max']:.0%}"
+        for config in results["configs"]
+        for load in [config["time"].get("others_load", {})]
+        if load.get("median") is not None
+    ]
+    if loads:
+        lines += [
+            "",
+            "Share of the cores other processes used during the timed runs: "
+            + "; ".join(loads)
+            + ".",
+        ]
     for config in results["configs"]:
         agree = config["time"].get("agreement")
         if agree:
@@ -653,14 +699,15 @@ def markdown(results: dict) -> str:
             f"{fit['intercept_s']:.2f} s + {fit['seconds_per_step'] * 1000:.1f} ms × steps "
             f"(R² {fit['r_squared']:.4f}).",
             "",
-            "| steps | stock | edit | edit / stock | edit per step | history |",
-            "|---|---|---|---|---|---|",
+            "| steps | stock | edit | edit / stock | edit per step | history | others' load |",
+            "|---|---|---|---|---|---|---|",
         ]
         for row in scaling["by_steps"]:
             lines.append(
                 f"| {row['steps']} | {row['median_s']['stock']:.2f} s | "
                 f"{row['median_s']['edit']:.2f} s | {row['ratio_to_stock']:.3f} | "
-                f"{row['edit_s_per_step'] * 1000:.1f} ms | {row['history_mb']:.3f} MB |"
+                f"{row['edit_s_per_step'] * 1000:.1f} ms | {row['history_mb']:.3f} MB | "
+                f"{_percent(row.get('others_load'))} |"
             )
         lines += [
             "",
@@ -675,6 +722,10 @@ def markdown(results: dict) -> str:
                 f"{row['edit_median_s']:.2f} s |"
             )
     return "\n".join(lines)
+
+
+def _percent(share: float | None) -> str:
+    return "—" if share is None else f"{share:.0%}"
 
 
 def main(argv: list[str] | None = None) -> int:

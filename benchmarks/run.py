@@ -131,8 +131,13 @@ def run_variant(
     *,
     steps: int | None = None,
     record: Any = None,
+    on_step: Callable[[], None] | None = None,
 ) -> Outcome:
-    """Generate the source/target pair once with ``variant``; returns images and history."""
+    """Generate the source/target pair once with ``variant``; returns images and history.
+
+    ``on_step`` (memory subprocesses only) is called at the end of every denoising step,
+    through the pipeline's ``callback_on_step_end`` or the engine's ``callback``.
+    """
     steps = case.steps if steps is None else steps
     record = case.record if record is None else record
     if variant == "stock":
@@ -144,6 +149,7 @@ def run_variant(
             guidance_scale=GUIDANCE,
             latents=noise.expand(2, *noise.shape[1:]),  # (2, C, h, w): one z_T for both
             output_type="pil",
+            callback_on_step_end=None if on_step is None else _stock_callback(on_step),
         )
         return Outcome(list(output.images))
     from p2p_teach.edits import Replace
@@ -165,8 +171,19 @@ def run_variant(
         latents=noise,
         record=record,
         progress=False,
+        callback=None if on_step is None else (lambda info: on_step()),
     )
     return Outcome(list(result.images), result.latents, result.history)
+
+
+def _stock_callback(on_step: Callable[[], None]) -> Callable:
+    """A ``callback_on_step_end`` for the pipeline that calls ``on_step`` and changes nothing."""
+
+    def callback(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        on_step()
+        return {}
+
+    return callback
 
 
 def timed(function: Callable[[], Outcome]) -> tuple[float, Outcome]:
@@ -298,21 +315,30 @@ def measure_time(pipe, case: Case, log: Callable[[str], None]) -> dict:
 def memory_child(spec: dict) -> dict:
     """In a fresh process: build the model, warm up, reset the peak, run one variant, read it.
 
-    The warm-up runs every variant for one step, in the same order in every subprocess, so the
-    libraries' one-time allocations (modules imported on first use, kernel caches) are made
-    before the measurement and are the same whichever variant is then measured.
+    The warm-up runs the variant for one step, so one-time allocations (modules imported on
+    first use, kernel caches) are made before the measurement, as in the timing process. The
+    peak is read twice: at the end of the last denoising step (the denoising's peak; the
+    peak mark only grows) and after the run (which adds the VAE decode).
     """
     case = Case(**{**spec["case"], "variants": tuple(spec["case"]["variants"])})
     start = time.perf_counter()
     pipe = build_pipeline(case.model)
     noise = initial_noise(pipe, case.height, case.width)
     build_s = time.perf_counter() - start
-    for variant in case.variants:
-        run_variant(variant, pipe, case, noise, steps=1)
+    run_variant(spec["variant"], pipe, case, noise, steps=1)
     memory.release_free_memory()
     base = memory.current_rss_mb()
     peak_reset = memory.reset_peak()
-    seconds, outcome = timed(lambda: run_variant(spec["variant"], pipe, case, noise))
+    denoising_peaks: list[float] = []
+    seconds, outcome = timed(
+        lambda: run_variant(
+            spec["variant"],
+            pipe,
+            case,
+            noise,
+            on_step=lambda: denoising_peaks.append(memory.peak_rss_mb()),
+        )
+    )
     peak = memory.peak_rss_mb()
     maxrss = memory.maxrss_mb()
     return {
@@ -322,6 +348,7 @@ def memory_child(spec: dict) -> dict:
         "base_mb": base,
         "peak_mb": peak,
         "delta_mb": peak - base,
+        "denoising_delta_mb": denoising_peaks[-1] - base,
         "peak_reset": peak_reset,
         "ru_maxrss_mb": maxrss,
         "history_mb": outcome.history.memory_mb if outcome.history is not None else 0.0,
@@ -353,6 +380,8 @@ def measure_memory(case: Case, log: Callable[[str], None]) -> dict:
             variant: {
                 "peak": results[variant]["peak_mb"] / stock["peak_mb"],
                 "delta": results[variant]["delta_mb"] / stock["delta_mb"],
+                "denoising_delta": results[variant]["denoising_delta_mb"]
+                / stock["denoising_delta_mb"],
             }
             for variant in case.variants
             if variant != "stock"
@@ -421,49 +450,62 @@ def measure_scaling(
             }
         )
     fit_steps = [row["steps"] for row in by_steps]
-    slope, intercept, r_squared = _linear_fit(
-        fit_steps, [row["median_s"]["edit"] for row in by_steps]
-    )
+    fits = {
+        variant: dict(
+            zip(
+                ("seconds_per_step", "intercept_s", "r_squared"),
+                _linear_fit(fit_steps, [row["median_s"][variant] for row in by_steps]),
+            )
+        )
+        for variant in ("stock", "edit")
+    }
 
-    by_record = []
+    # Record sets, interleaved with stock in every repetition: stock, edit(set 1), edit(set 2), …
     steps = steps_list[len(steps_list) // 2]
+    case = Case("record sets", "builtin", side, side, steps, repetitions, memory=False)
+    noise = initial_noise(pipe, side, side)
     latent = side // pipe.vae_scale_factor
     layers = plan_layers(pipe.unet, latent, latent)
+    run_variant("stock", pipe, case, noise)  # warm-up
     for record in record_sets:
-        case = Case(
-            f"record {record}",
-            "builtin",
-            side,
-            side,
-            steps,
-            repetitions,
-            record=record,
-            variants=("edit",),
-            memory=False,
-        )
-        report = measure_time(pipe, case, log)
-        history = report["history"]
+        run_variant("edit", pipe, case, noise, record=record)
+    stock_times: list[float] = []
+    edit_times: list[list[float]] = [[] for _ in record_sets]
+    histories: list[Any] = [None] * len(record_sets)
+    for repetition in range(repetitions):
+        stock_times.append(timed(lambda: run_variant("stock", pipe, case, noise))[0])
+        for index, record in enumerate(record_sets):
+            seconds, outcome = timed(
+                lambda r=record: run_variant("edit", pipe, case, noise, record=r)
+            )
+            edit_times[index].append(seconds)
+            histories[index] = outcome.history
+        log(f"  record sets repetition {repetition + 1}/{repetitions}")
+    by_record = []
+    for index, record in enumerate(record_sets):
+        history = history_report(histories[index], steps)
         kept = [layer for layer in layers if keep_layer(layer, record, latent)]
         columns = history.get("columns", 0)
         by_record.append(
             {
-                "record": record if not isinstance(record, (set, frozenset)) else sorted(record),
+                "record": record,
                 "layers": history["layers"],
                 "pixels": sum(layer.pixels for layer in kept),
                 "history_mb": history["mb"],
                 "formula_mb": estimate_nbytes(kept, steps, columns) / 1e6 if kept else 0.0,
-                "edit_median_s": report["median_s"]["edit"],
+                "edit_median_s": statistics.median(edit_times[index]),
+                "ratio_to_stock": statistics.median(
+                    edit / stock for edit, stock in zip(edit_times[index], stock_times)
+                ),
             }
         )
     return {
         "image_side": side,
         "by_steps": by_steps,
-        "edit_time_fit": {
-            "seconds_per_step": slope,
-            "intercept_s": intercept,
-            "r_squared": r_squared,
-        },
+        "edit_time_fit": fits["edit"],
+        "stock_time_fit": fits["stock"],
         "record_steps": steps,
+        "record_stock_median_s": statistics.median(stock_times),
         "by_record": by_record,
     }
 
@@ -491,7 +533,7 @@ def plan(mode: str) -> tuple[list[Case], dict | None]:
     if mode == "quick":
         cases = [
             Case("small 64² · 25 steps", "builtin", 64, 64, 25, 5),
-            Case("SD v1.5 arch 256² · 3 steps", "sd15", 256, 256, 3, 3, warmup_steps=1),
+            Case("SD v1.5 arch 256² · 3 steps", "sd15", 256, 256, 3, 2, warmup_steps=1),
         ]
         scaling = {"steps": [10, 25, 50], "record": ["none", [4], 8, "all"], "repetitions": 3}
         return cases, scaling
@@ -629,8 +671,8 @@ def markdown(results: dict) -> str:
         ),
         "",
         "| configuration | variant | median time | time / stock | peak RSS | peak / stock "
-        "| run's own peak (above model) | history |",
-        "|---|---|---|---|---|---|---|---|",
+        "| peak above the built model: whole run | … denoising only | history |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for config in results["configs"]:
         timing = config["time"]
@@ -652,11 +694,13 @@ def markdown(results: dict) -> str:
                 "1" if stock_row and per else (f"{mem_ratio['peak']:.3f}" if mem_ratio else "—")
             )
             own_peak = f"{per['delta_mb']:.0f} MB" if per else "—"
+            denoising = f"{per['denoising_delta_mb']:.0f} MB" if per else "—"
             if mem_ratio:
                 own_peak += f" ({mem_ratio['delta']:.2f}×)"
+                denoising += f" ({mem_ratio['denoising_delta']:.2f}×)"
             lines.append(
                 f"| {config['name']} | {variant} | {timing['median_s'][variant]:.2f} s | "
-                f"{time_ratio} | {peak} | {peak_ratio} | {own_peak} | {history} |"
+                f"{time_ratio} | {peak} | {peak_ratio} | {own_peak} | {denoising} | {history} |"
             )
     checks = [
         f"{config['name']}: {name} {check['value']:.3f} "
@@ -692,12 +736,14 @@ def markdown(results: dict) -> str:
             )
     scaling = results.get("scaling")
     if scaling:
-        fit = scaling["edit_time_fit"]
+        fit, stock_fit = scaling["edit_time_fit"], scaling["stock_time_fit"]
         lines += [
             "",
             f"Scaling on the small model ({scaling['image_side']}²): edit time ≈ "
             f"{fit['intercept_s']:.2f} s + {fit['seconds_per_step'] * 1000:.1f} ms × steps "
-            f"(R² {fit['r_squared']:.4f}).",
+            f"(R² {fit['r_squared']:.4f}); stock ≈ {stock_fit['intercept_s']:.2f} s + "
+            f"{stock_fit['seconds_per_step'] * 1000:.1f} ms × steps "
+            f"(R² {stock_fit['r_squared']:.4f}).",
             "",
             "| steps | stock | edit | edit / stock | edit per step | history | others' load |",
             "|---|---|---|---|---|---|---|",
@@ -712,15 +758,19 @@ def markdown(results: dict) -> str:
         lines += [
             "",
             f"| record ({scaling['record_steps']} steps) | layers kept | map pixels | "
-            "history | formula | edit time |",
-            "|---|---|---|---|---|---|",
+            "history | formula | edit time | edit / stock |",
+            "|---|---|---|---|---|---|---|",
         ]
         for row in scaling["by_record"]:
             lines.append(
                 f"| {row['record']} | {', '.join(row['layers']) or 'none'} | {row['pixels']} | "
                 f"{row['history_mb']:.4f} MB | {row['formula_mb']:.4f} MB | "
-                f"{row['edit_median_s']:.2f} s |"
+                f"{row['edit_median_s']:.2f} s | {row['ratio_to_stock']:.3f} |"
             )
+        lines.append(
+            f"\n(stock at {scaling['record_steps']} steps: "
+            f"{scaling['record_stock_median_s']:.2f} s)"
+        )
     return "\n".join(lines)
 
 

@@ -85,6 +85,7 @@ class Case:
     record: Any = "auto"
     variants: tuple[str, ...] = VARIANTS
     memory: bool = True
+    memory_runs: int = 1  # measured runs per memory subprocess (the median is reported)
 
     @property
     def target_key(self) -> str:
@@ -313,12 +314,13 @@ def measure_time(pipe, case: Case, log: Callable[[str], None]) -> dict:
 
 
 def memory_child(spec: dict) -> dict:
-    """In a fresh process: build the model, warm up, reset the peak, run one variant, read it.
+    """In a fresh process: build the model, warm up, then reset the peak, run, read it.
 
     The warm-up runs the variant for one step, so one-time allocations (modules imported on
-    first use, kernel caches) are made before the measurement, as in the timing process. The
-    peak is read twice: at the end of the last denoising step (the denoising's peak; the
-    peak mark only grows) and after the run (which adds the VAE decode).
+    first use, kernel caches) are made before the measurement, as in the timing process. Each
+    measured run resets the kernel's peak mark first and reads it twice: at the end of the last
+    denoising step (the denoising's peak; the mark only grows) and after the run (which adds
+    the VAE decode). With several runs (``case.memory_runs``), the medians are reported.
     """
     case = Case(**{**spec["case"], "variants": tuple(spec["case"]["variants"])})
     start = time.perf_counter()
@@ -326,33 +328,37 @@ def memory_child(spec: dict) -> dict:
     noise = initial_noise(pipe, case.height, case.width)
     build_s = time.perf_counter() - start
     run_variant(spec["variant"], pipe, case, noise, steps=1)
-    memory.release_free_memory()
-    base = memory.current_rss_mb()
-    peak_reset = memory.reset_peak()
-    denoising_peaks: list[float] = []
-    seconds, outcome = timed(
-        lambda: run_variant(
-            spec["variant"],
-            pipe,
-            case,
-            noise,
-            on_step=lambda: denoising_peaks.append(memory.peak_rss_mb()),
+    runs = []
+    for _ in range(case.memory_runs):
+        memory.release_free_memory()
+        base = memory.current_rss_mb()
+        peak_reset = memory.reset_peak()
+        denoising_peaks: list[float] = []
+        seconds, outcome = timed(
+            lambda peaks=denoising_peaks: run_variant(
+                spec["variant"], pipe, case, noise,
+                on_step=lambda: peaks.append(memory.peak_rss_mb()),
+            )
+        )  # fmt: skip
+        peak = memory.peak_rss_mb()
+        runs.append(
+            {
+                "run_s": seconds,
+                "base_mb": base,
+                "peak_mb": peak,
+                "delta_mb": peak - base,
+                "denoising_delta_mb": denoising_peaks[-1] - base,
+                "peak_reset": peak_reset,
+            }
         )
-    )
-    peak = memory.peak_rss_mb()
-    maxrss = memory.maxrss_mb()
-    return {
-        "variant": spec["variant"],
-        "build_s": build_s,
-        "run_s": seconds,
-        "base_mb": base,
-        "peak_mb": peak,
-        "delta_mb": peak - base,
-        "denoising_delta_mb": denoising_peaks[-1] - base,
-        "peak_reset": peak_reset,
-        "ru_maxrss_mb": maxrss,
-        "history_mb": outcome.history.memory_mb if outcome.history is not None else 0.0,
-    }
+    report: dict[str, Any] = {"variant": spec["variant"], "build_s": build_s}
+    for key in ("run_s", "base_mb", "peak_mb", "delta_mb", "denoising_delta_mb"):
+        report[key] = statistics.median(run[key] for run in runs)
+    report["peak_reset"] = all(run["peak_reset"] for run in runs)
+    report["runs"] = runs
+    report["ru_maxrss_mb"] = memory.maxrss_mb()
+    report["history_mb"] = outcome.history.memory_mb if outcome.history is not None else 0.0
+    return report
 
 
 def measure_memory(case: Case, log: Callable[[str], None]) -> dict:
@@ -532,14 +538,14 @@ def plan(mode: str) -> tuple[list[Case], dict | None]:
         return [Case("small 64² · 2 steps", "builtin", 64, 64, 2, 1)], None
     if mode == "quick":
         cases = [
-            Case("small 64² · 25 steps", "builtin", 64, 64, 25, 5),
-            Case("SD v1.5 arch 256² · 3 steps", "sd15", 256, 256, 3, 2, warmup_steps=1),
+            Case("small 64² · 25 steps", "builtin", 64, 64, 25, 5, memory_runs=3),
+            Case("SD v1.5 arch 256² · 3 steps", "sd15", 256, 256, 3, 3, warmup_steps=1),
         ]
         scaling = {"steps": [10, 25, 50], "record": ["none", [4], 8, "all"], "repetitions": 3}
         return cases, scaling
     cases = [
-        Case("small 64² · 25 steps", "builtin", 64, 64, 25, 10),
-        Case("SD v1.5 arch 256² · 5 steps", "sd15", 256, 256, 5, 5, warmup_steps=1),
+        Case("small 64² · 25 steps", "builtin", 64, 64, 25, 10, memory_runs=5),
+        Case("SD v1.5 arch 256² · 5 steps", "sd15", 256, 256, 5, 5, 1, memory_runs=2),
         Case("SD v1.5 arch 512² · 3 steps", "sd15", 512, 512, 3, 3, warmup_steps=1),
     ]
     scaling = {"steps": [10, 25, 50], "record": ["none", [4], 8, "all"], "repetitions": 5}
@@ -790,7 +796,11 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(memory_child(json.loads(args.child))), flush=True)
         return 0
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    log = lambda message: print(message, flush=True)  # noqa: E731
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
+
     log(f"p2p_teach benchmark ({mode}): {shlex.join(sys.argv)}")
     run(mode, args.out, log)
     return 0

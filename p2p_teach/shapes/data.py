@@ -228,6 +228,11 @@ def caption_words(
 
 def sample(index: int, seed: int = 0) -> ShapeSample:
     """The sample number ``index`` of the dataset with ``seed``: deterministic."""
+    return build_sample(*sample_layout(index, seed))
+
+
+def sample_layout(index: int, seed: int = 0) -> tuple[list[ShapeObject], str, str | None]:
+    """The objects, background and named background (or None) of sample ``index``, undrawn."""
     rng = np.random.default_rng([seed, index])
     background = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
     if rng.random() < TWO_OBJECT_SHARE:
@@ -240,7 +245,7 @@ def sample(index: int, seed: int = 0) -> ShapeSample:
     else:
         objects = [make_object(rng, list(POSITIONS)[rng.integers(len(POSITIONS))])]
     named_background = background if rng.random() < BACKGROUND_IN_CAPTION_SHARE else None
-    return build_sample(objects, background, named_background)
+    return objects, background, named_background
 
 
 def build_sample(

@@ -5,14 +5,19 @@ Phases (each one resumes or is skipped when its output already exists in ``--out
 1. data: ``--n-images`` procedural samples (seeded), with token ids and per-token owners;
 2. vae: ``AutoencoderKL`` for ``--vae-minutes`` (MSE + a small KL term, as SD);
 3. latents: every image encoded once with the trained VAE (posterior mean);
-4. unet: UNet and text encoder together for ``--minutes`` of wall clock, epsilon loss with
-   min-SNR weighting, EMA, 10% empty captions (for classifier-free guidance) and a grounding
-   loss on cross-attention: each colour, shape and size word's attention mass is pushed inside
-   its object's mask (TokenCompose-style token loss);
-   beside it, in a second process with one thread, for ``--decoder-minutes``: the VAE decoder
-   is fine-tuned on the cached latents with the encoder frozen (as SD's ft-MSE VAE), which
-   leaves the latent space the UNet learns unchanged;
-5. export: the EMA weights (and the fine-tuned decoder) as a ``StableDiffusionPipeline``
+4. text: the ``CLIPTextModel`` is pre-trained for ``--text-minutes`` on captions alone, to read
+   them: from every token slot, linear heads predict each attribute the caption has named so
+   far (colour, shape, size and position of each object, and the background). It is then
+   frozen, as SD's text encoder is, and every caption's embedding is computed once;
+5. unet: the UNet for ``--minutes`` of wall clock on the cached latents and caption embeddings:
+   epsilon loss with min-SNR weighting and more weight on the objects' pixels, EMA, 10% empty
+   captions (for classifier-free guidance), bf16 autocast, and a grounding loss on
+   cross-attention: each colour, shape, size and position word's attention mass is pushed
+   inside its object's mask (TokenCompose-style token loss);
+6. decoder: for ``--decoder-minutes`` the VAE decoder is fine-tuned on the cached latents with
+   the encoder frozen (as SD's ft-MSE VAE), which leaves the latent space the UNet learned
+   unchanged;
+7. export: the EMA weights (and the fine-tuned decoder) as a ``StableDiffusionPipeline``
    folder: ``--export DIR`` writes fp16 safetensors, ``--export-only`` does only that.
 
 Checkpoints are written every ``--checkpoint-minutes``; ``--resume`` continues from them.
@@ -26,8 +31,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -262,7 +265,163 @@ def finetune_decoder(out: Path, minutes: float, seed: int, ckpt_minutes: float) 
 
 
 # --------------------------------------------------------------------------------------------
-# Phase 4: UNet and text encoder
+# Phase 4: the text encoder, pre-trained to read captions, then frozen
+# --------------------------------------------------------------------------------------------
+
+# The attributes a caption can name: one head per (object, attribute), plus the background.
+# Class 0 of every head means "not named (yet)".
+ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
+    "colour": tuple(shapes_data.COLOURS),
+    "shape": shapes_data.SHAPES,
+    "size": tuple(shapes_data.SIZES),
+    "position": tuple(shapes_data.POSITIONS),
+}
+HEADS: tuple[tuple[str, int | None], ...] = tuple(
+    (attribute, k) for k in (0, 1) for attribute in ATTRIBUTE_VALUES
+) + (("background", None),)
+HEAD_CLASSES: tuple[int, ...] = tuple(
+    1 + len(shapes_data.BACKGROUNDS if name == "background" else ATTRIBUTE_VALUES[name])
+    for name, _ in HEADS
+)
+_WORD_ATTRIBUTE = {
+    value: (attribute, index + 1)
+    for attribute, values in ATTRIBUTE_VALUES.items()
+    for index, value in enumerate(values)
+}
+_BACKGROUND_CLASS = {name: index + 1 for index, name in enumerate(shapes_data.BACKGROUNDS)}
+
+
+def caption_targets(encoder: CaptionIds, words: list[str]) -> tuple[list[int], np.ndarray]:
+    """77 token ids and, per slot, every attribute the caption has named up to that slot.
+
+    Targets are (77, len(HEADS)) class indices, 0 for "not named yet". The text encoder is
+    causal, so a slot can only know the words at or before it; the EOS padding knows them all.
+    Objects are counted by the word ``and``; background names are disjoint from colours.
+    """
+    state = np.zeros(len(HEADS), np.int64)
+    ids = [shapes_model.TEXT_CONFIG["bos_token_id"]]
+    targets = [state.copy()]
+    head_of = {head: index for index, head in enumerate(HEADS)}
+    current = 0
+    for word in words:
+        if word == "and":
+            current += 1
+        elif word in _BACKGROUND_CLASS:
+            state[head_of[("background", None)]] = _BACKGROUND_CLASS[word]
+        elif word in _WORD_ATTRIBUTE:
+            attribute, value = _WORD_ATTRIBUTE[word]
+            state[head_of[(attribute, current)]] = value
+        pieces = encoder.word_ids(word)
+        ids += pieces
+        targets += [state.copy()] * len(pieces)
+    pad = shapes_model.MAX_TOKENS - len(ids)
+    if pad <= 0:
+        raise ValueError(f"caption too long: {' '.join(words)}")
+    ids += [shapes_model.TEXT_CONFIG["eos_token_id"]] * pad
+    targets += [state.copy()] * pad
+    return ids, np.stack(targets)
+
+
+def caption_corpus(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids (n, 77) and targets (n, 77, heads) of ``n`` dataset captions (no images drawn)."""
+    encoder = CaptionIds()
+    ids, targets = [], []
+    for index in range(n):
+        objects, _background, named = shapes_data.sample_layout(index, seed)
+        words, _owners = shapes_data.caption_words(objects, named)
+        one_ids, one_targets = caption_targets(encoder, words)
+        ids.append(one_ids)
+        targets.append(one_targets)
+    return torch.tensor(ids), torch.from_numpy(np.stack(targets))
+
+
+def train_text_encoder(out: Path, minutes: float, seed: int, batch: int = 128) -> dict:
+    """Pre-train the text encoder to read captions (see :func:`caption_targets`); its state.
+
+    Captions come from a different seed than the image data (``seed + 1000``), 10% of them
+    empty. Returns the text encoder's state dict; the heads are thrown away.
+    """
+    torch.manual_seed(seed + 3)
+    text_encoder = shapes_model.build_text_encoder()
+    heads = torch.nn.Linear(shapes_model.TEXT_HIDDEN, sum(HEAD_CLASSES))
+    params = list(text_encoder.parameters()) + list(heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    ids, targets = caption_corpus(20000, seed + 1000)
+    held_ids, held_targets = ids[-1000:], targets[-1000:]
+    ids, targets = ids[:-1000], targets[:-1000]
+    empty_ids, _ = CaptionIds().encode([], [])
+    empty_ids = torch.tensor(empty_ids)
+
+    def head_loss(
+        input_ids: torch.Tensor, wanted: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed cross-entropy over heads, and the predicted classes (batch, 77, heads)."""
+        hidden = text_encoder(input_ids).last_hidden_state  # (batch, 77, hidden)
+        logits = heads(hidden).split(HEAD_CLASSES, dim=-1)  # per head (batch, 77, classes)
+        losses = [
+            F.cross_entropy(head_logits.flatten(0, 1), wanted[..., head].flatten())
+            for head, head_logits in enumerate(logits)
+        ]
+        predicted = torch.stack([head_logits.argmax(-1) for head_logits in logits], -1)
+        return torch.stack(losses).sum(), predicted
+
+    budget, start, step = minutes * 60.0, time.time(), 0
+    while time.time() - start < budget:
+        frac = (time.time() - start) / budget
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(1e-3, step, frac, 50)
+        index = torch.randint(0, ids.shape[0], (batch,))
+        input_ids, wanted = ids[index].clone(), targets[index].clone()
+        drop = torch.rand(batch) < EMPTY_CAPTION_SHARE
+        input_ids[drop] = empty_ids
+        wanted[drop] = 0
+        loss, _ = head_loss(input_ids, wanted)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step += 1
+        if step % 100 == 0:
+            log(f"text step {step} loss {loss.item():.4f}")
+    with torch.no_grad():
+        loss, predicted = head_loss(held_ids, held_targets)
+    named = held_targets > 0  # (captions, 77, heads): attributes named so far
+    right = predicted == held_targets
+    log(f"text: done, {step} steps; held-out loss {loss.item():.4f}; named attributes read "
+        f"right: {right[named].float().mean():.4f} of all slots, "
+        f"{right[:, -1][named[:, -1]].float().mean():.4f} at the last slot")  # fmt: skip
+    return text_encoder.state_dict()
+
+
+@torch.no_grad()
+def encode_captions(text_encoder, input_ids: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """Frozen caption embeddings (n, 77, hidden) in fp16, computed once."""
+    text_encoder.eval()
+    chunks = []
+    for begin in range(0, input_ids.shape[0], batch):
+        hidden = text_encoder(input_ids[begin : begin + batch].long()).last_hidden_state
+        chunks.append(hidden.half())  # (batch, 77, hidden)
+    return torch.cat(chunks)
+
+
+def position_owners(input_ids: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+    """``owners`` with each position word (left, right, top, bottom, center) given the object
+    it places: the owner of the nearest grounded token before it."""
+    encoder = CaptionIds()
+    position_ids = {encoder.word_ids(word)[0] for word in shapes_data.POSITIONS}
+    result = owners.clone()
+    for row in range(input_ids.shape[0]):
+        last = -1
+        for slot in range(input_ids.shape[1]):
+            if owners[row, slot] >= 0:
+                last = int(owners[row, slot])
+            elif int(input_ids[row, slot]) in position_ids and last >= 0:
+                result[row, slot] = last
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 5: UNet
 # --------------------------------------------------------------------------------------------
 
 
@@ -300,18 +459,32 @@ def lr_at(base: float, step: int, frac: float, warmup: int) -> float:
     return base * min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
 
 
+def object_weights(masks: torch.Tensor, weight: float, side: int = 16) -> torch.Tensor:
+    """Per-latent-pixel loss weights (batch, 1, side, side): 1 + ``weight`` × object coverage.
+
+    A flat background is easy to denoise; the objects' pixels carry shape and position.
+    Weighting pixels of a per-pixel MSE moves no optimum, only where the gradient goes.
+    """
+    coverage = F.adaptive_avg_pool2d(masks.float().amax(1, keepdim=True), side)
+    return 1.0 + weight * coverage  # (batch, 1, side, side)
+
+
 def train_unet(
-    dataset: dict, latents: torch.Tensor, out: Path, args: argparse.Namespace
-) -> dict[str, dict]:
-    """Train UNet + text encoder for ``args.minutes``; returns EMA state dicts."""
+    dataset: dict, latents: torch.Tensor, text_hidden: torch.Tensor,
+    empty_hidden: torch.Tensor, out: Path, args: argparse.Namespace,
+) -> dict:  # fmt: skip
+    """Train the UNet for ``args.minutes`` on frozen caption embeddings; its EMA state dict.
+
+    ``text_hidden``: (n, 77, hidden) fp16 embeddings of the dataset's captions;
+    ``empty_hidden``: (77, hidden), the empty caption's.
+    """
     torch.manual_seed(args.seed + 1)
     unet = shapes_model.build_unet()
-    text_encoder = shapes_model.build_text_encoder()
     record = shapes_model.AttentionRecord()
     shapes_model.install_recording(unet, record)
     noise_scheduler = shapes_model.build_noise_scheduler()
     alphas_cumprod = noise_scheduler.alphas_cumprod.float()
-    params = list(unet.parameters()) + list(text_encoder.parameters())
+    params = list(unet.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     ema = [p.detach().clone() for p in params]
     ckpt_path = out / "unet_ckpt.pt"
@@ -319,7 +492,6 @@ def train_unet(
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=False)
         unet.load_state_dict(state["unet"])
-        text_encoder.load_state_dict(state["text_encoder"])
         optimizer.load_state_dict(state["optimizer"])
         for target, saved in zip(ema, state["ema"], strict=True):
             target.copy_(saved)
@@ -327,8 +499,9 @@ def train_unet(
         torch.set_rng_state(state["rng"])
         log(f"unet: resumed at step {step}, {elapsed / 60:.1f} min")
 
-    empty_ids, _ = CaptionIds().encode([], [])
-    empty_ids = torch.tensor(empty_ids, dtype=torch.long)
+    owners_all = dataset["owners"].long()
+    if args.ground_positions:
+        owners_all = position_owners(dataset["input_ids"], owners_all)
     n_images = latents.shape[0]
     budget = args.minutes * 60.0
     start, last_ckpt, last_log = time.time() - elapsed, time.time(), time.time()
@@ -337,7 +510,6 @@ def train_unet(
     def checkpoint() -> None:
         state = {
             "unet": unet.state_dict(),
-            "text_encoder": text_encoder.state_dict(),
             "optimizer": optimizer.state_dict(),
             "ema": ema,
             "step": step,
@@ -354,28 +526,31 @@ def train_unet(
             group["lr"] = lr
         index = torch.randint(0, n_images, (args.batch,))
         clean = latents[index] * args.scaling_factor  # (batch, 4, 16, 16)
-        input_ids = dataset["input_ids"][index].long()  # (batch, 77)
-        owners = dataset["owners"][index].long()  # (batch, 77)
+        hidden = text_hidden[index].float()  # (batch, 77, hidden)
+        owners = owners_all[index]  # (batch, 77)
         drop = torch.rand(args.batch) < EMPTY_CAPTION_SHARE
-        input_ids[drop] = empty_ids
+        hidden[drop] = empty_hidden.float()
         owners[drop] = -1
+        masks = dataset["masks"][index]  # (batch, 2, 64, 64) bool
         noise = torch.randn_like(clean)
         timesteps = torch.randint(0, 1000, (args.batch,))
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         ground_now = args.ground_weight > 0 and step % args.ground_every == 0
         record.clear()
         record.active = ground_now
-        hidden = text_encoder(input_ids).last_hidden_state  # (batch, 77, hidden)
-        prediction = unet(noisy, timesteps, hidden).sample
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            prediction = unet(noisy, timesteps, hidden).sample.float()
         snr = alphas_cumprod[timesteps] / (1 - alphas_cumprod[timesteps])
         weight = snr.clamp(max=MIN_SNR_GAMMA) / snr  # min-SNR, epsilon prediction
-        per_sample = ((prediction - noise) ** 2).mean(dim=(1, 2, 3))
+        pixel_weight = object_weights(masks, args.object_weight)  # (batch, 1, 16, 16)
+        per_sample = (pixel_weight * (prediction - noise) ** 2).mean(dim=(1, 2, 3))
+        per_sample = per_sample / pixel_weight.mean(dim=(1, 2, 3))
         loss = (weight * per_sample).mean()
         total = loss
         ground = torch.zeros(())
         if ground_now:
-            masks = dataset["masks"][index].float()  # (batch, 2, 64, 64)
-            ground = grounding_loss(record.maps, masks, owners)
+            maps = [(name, probs.float()) for name, probs in record.maps]
+            ground = grounding_loss(maps, masks.float(), owners)
             total = loss + args.ground_weight * ground
         record.clear()
         record.active = False
@@ -405,22 +580,19 @@ def train_unet(
             last_ckpt = time.time()
     checkpoint()
     log(f"unet: done, {step} steps")
-    return ema_state_dicts(unet, text_encoder, ema)
+    return ema_state_dict(unet, ema)
 
 
-def ema_state_dicts(unet, text_encoder, ema: list[torch.Tensor]) -> dict[str, dict]:
-    """State dicts of UNet and text encoder with the EMA weights in place of the live ones."""
-    n_unet = len(list(unet.parameters()))
+def ema_state_dict(unet, ema: list[torch.Tensor]) -> dict:
+    """The UNet's state dict with the EMA weights in place of the live ones."""
     with torch.no_grad():
-        for p, e in zip(unet.parameters(), ema[:n_unet], strict=True):
+        for p, e in zip(unet.parameters(), ema, strict=True):
             p.copy_(e)
-        for p, e in zip(text_encoder.parameters(), ema[n_unet:], strict=True):
-            p.copy_(e)
-    return {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict()}
+    return unet.state_dict()
 
 
 # --------------------------------------------------------------------------------------------
-# Phase 5: export
+# Phase 6 and 7: export
 # --------------------------------------------------------------------------------------------
 
 
@@ -474,12 +646,14 @@ def export_from_run(out: Path, folder: Path, dtype: torch.dtype) -> Path:
         final = torch.load(out / "final.pt", weights_only=False)
     else:  # a run still training: the EMA weights of its latest checkpoint
         state = torch.load(out / "unet_ckpt.pt", weights_only=False)
-        unet, text_encoder = shapes_model.build_unet(), shapes_model.build_text_encoder()
+        unet = shapes_model.build_unet()
         unet.load_state_dict(state["unet"])
-        text_encoder.load_state_dict(state["text_encoder"])
-        final = ema_state_dicts(unet, text_encoder, state["ema"])
-        final["vae"] = torch.load(out / "vae_final.pt")
-        final["scaling_factor"] = torch.load(out / "latents.pt")["scaling_factor"]
+        final = {
+            "unet": ema_state_dict(unet, state["ema"]),
+            "text_encoder": torch.load(out / "text_final.pt"),
+            "vae": torch.load(out / "vae_final.pt"),
+            "scaling_factor": torch.load(out / "latents.pt")["scaling_factor"],
+        }
         log(f"export: checkpoint at step {state['step']}")
     vae_state = final["vae"]
     if (out / "vae_decoder_final.pt").exists():
@@ -502,25 +676,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-images", type=int, default=24000)
     parser.add_argument("--vae-minutes", type=float, default=7.0)
-    parser.add_argument("--minutes", type=float, default=88.0, help="UNet + text encoder time")
+    parser.add_argument("--text-minutes", type=float, default=3.0, help="text pre-training")
+    parser.add_argument("--minutes", type=float, default=95.0, help="UNet training time")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=8e-4)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--ground-weight", type=float, default=0.1)
     parser.add_argument("--ground-every", type=int, default=1, help="grounding loss every k steps")
+    parser.add_argument(
+        "--no-ground-positions", dest="ground_positions", action="store_false",
+        help="ground only colour, shape and size words, not position words",
+    )  # fmt: skip
+    parser.add_argument(
+        "--object-weight", type=float, default=3.0,
+        help="extra loss weight on the objects' latent pixels (0: plain MSE)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-bf16", dest="bf16", action="store_false", help="UNet in fp32 (default bf16 autocast)"
+    )
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true", help="continue from checkpoints")
     parser.add_argument("--export", type=Path, default=None, help="also export fp16 here")
     parser.add_argument("--export-only", action="store_true")
     parser.add_argument(
-        "--decoder-minutes", type=float, default=85.0,
-        help="VAE decoder fine-tune time, in a second process (1 thread) beside the UNet phase",
+        "--decoder-minutes", type=float, default=30.0,
+        help="VAE decoder fine-tune time, after the UNet phase",
     )  # fmt: skip
-    parser.add_argument(
-        "--decoder-only", action="store_true", help="only the decoder fine-tune (that process)"
-    )
     return parser.parse_args(argv)
 
 
@@ -530,15 +713,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    if args.decoder_only:
-        finetune_decoder(out, args.decoder_minutes, args.seed, args.checkpoint_minutes)
-        return
     if args.export_only:
         export_from_run(out, args.export, torch.float16)
         log(f"exported to {args.export}")
         return
     if not args.resume:
-        for name in ("data.pt", "vae_ckpt.pt", "vae_final.pt", "latents.pt", "unet_ckpt.pt"):
+        names = ("data.pt", "vae_ckpt.pt", "vae_final.pt", "latents.pt", "text_final.pt",
+                 "unet_ckpt.pt")  # fmt: skip
+        for name in names:
             if (out / name).exists():
                 raise SystemExit(f"{out / name} exists: pass --resume or use another --out")
     (out / "args.json").write_text(json.dumps(vars(args), default=str, indent=1))
@@ -582,22 +764,29 @@ def main(argv: list[str] | None = None) -> None:
         )
     args.scaling_factor = scaling_factor
 
-    decoder_process = None
-    if args.decoder_minutes > 0 and not (out / "vae_decoder_final.pt").exists():
-        command = [
-            sys.executable, "-m", "p2p_teach.shapes.train", "--out", str(out), "--resume",
-            "--seed", str(args.seed), "--decoder-only", "--decoder-minutes",
-            str(args.decoder_minutes), "--threads", "1",
-        ]  # fmt: skip
-        decoder_log = open(out / "decoder.log", "a")  # noqa: SIM115 (lives as long as the child)
-        decoder_process = subprocess.Popen(command, stdout=decoder_log, stderr=subprocess.STDOUT)
-        log(f"decoder fine-tune started beside the UNet phase (pid {decoder_process.pid})")
+    text_path = out / "text_final.pt"
+    if text_path.exists():
+        text_state = torch.load(text_path)
+    else:
+        text_state = train_text_encoder(out, args.text_minutes, args.seed)
+        save_atomic(text_state, text_path)
+    text_encoder = shapes_model.build_text_encoder()
+    text_encoder.load_state_dict(text_state)
+    t0 = time.time()
+    text_hidden = encode_captions(text_encoder, dataset["input_ids"])  # (n, 77, hidden)
+    empty_ids, _ = CaptionIds().encode([], [])
+    empty_hidden = encode_captions(text_encoder, torch.tensor([empty_ids]))[0]  # (77, hidden)
+    log(f"text: {text_hidden.shape[0]} caption embeddings in {time.time() - t0:.0f} s")
 
-    ema = train_unet(dataset, latents, out, args)
-    final = {**ema, "vae": vae_state, "scaling_factor": scaling_factor}
-    save_atomic(final, out / "final.pt")
-    if decoder_process is not None:
-        decoder_process.wait()
+    if (out / "final.pt").exists():
+        final = torch.load(out / "final.pt", weights_only=False)
+    else:
+        unet_state = train_unet(dataset, latents, text_hidden, empty_hidden, out, args)
+        final = {"unet": unet_state, "text_encoder": text_state, "vae": vae_state,
+                 "scaling_factor": scaling_factor}  # fmt: skip
+        save_atomic(final, out / "final.pt")
+    if args.decoder_minutes > 0 and not (out / "vae_decoder_final.pt").exists():
+        finetune_decoder(out, args.decoder_minutes, args.seed, args.checkpoint_minutes)
     export_from_run(out, out / "pipeline", torch.float32)
     log(f"exported fp32 pipeline to {out / 'pipeline'}")
     if args.export is not None:

@@ -20,6 +20,8 @@ _EXPORTS: dict[str, str] = {
     "WordNotFoundError": "tokens",
     "load_pipeline": "models",
     "describe_pipeline": "models",
+    "lesson_prompts": "lessons",
+    "LessonPrompts": "lessons",
     "ModelNotAvailableError": "models",
     "word_swap_mapper": "mapper",
     "format_mapper": "mapper",

@@ -1,0 +1,97 @@
+"""The prompts the lessons use, chosen for what the loaded model can draw.
+
+The recitation's prompts (a cat riding a bicycle) mean something to Stable Diffusion v1.x; the
+built-in ``shapes`` model only knows coloured shapes, so its lessons swap shapes and colours
+instead. Notebooks call :func:`lesson_prompts` once and never hard-code a prompt, so the same
+notebook teaches the same steps on either model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .models import builtin_name
+
+
+@dataclass(frozen=True)
+class LessonPrompts:
+    """A source prompt and the edits the lessons make of it.
+
+    ``swaps`` maps each replacement word to its target prompt: the source with ``swapped``
+    replaced by that word (a word swap, so the mapper is exact). ``refined`` adds words to the
+    source (a refinement). ``kept`` is a word that every edit keeps, ``reweighted`` the word the
+    re-weighting lesson scales.
+    """
+
+    source: str
+    kept: str
+    swapped: str
+    swaps: dict[str, str]
+    refined: str
+    reweighted: str
+    model: str
+
+    def __post_init__(self) -> None:
+        source_words = self.source.split()
+        for word in (self.kept, self.swapped, self.reweighted):
+            if word not in source_words:
+                raise ValueError(f"{word!r} is not a word of the source prompt {self.source!r}")
+        for word, target in self.swaps.items():
+            expected = " ".join(word if w == self.swapped else w for w in source_words)
+            if target != expected:
+                raise ValueError(
+                    f"swap to {word!r} should be {expected!r} (the source with "
+                    f"{self.swapped!r} replaced), got {target!r}"
+                )
+
+    @property
+    def swap_words(self) -> tuple[str, ...]:
+        """The replacement words, in the order the lessons show them."""
+        return tuple(self.swaps)
+
+    def target(self, word: str) -> str:
+        """The target prompt that swaps in ``word``."""
+        if word not in self.swaps:
+            raise KeyError(f"no swap to {word!r}; the lessons swap to: {', '.join(self.swaps)}")
+        return self.swaps[word]
+
+    def __str__(self) -> str:
+        lines = [f"prompts for {self.model}:", f"  source:  {self.source!r}"]
+        lines += [f"  → {word}: {target!r}" for word, target in self.swaps.items()]
+        lines.append(f"  refined: {self.refined!r}")
+        return "\n".join(lines)
+
+
+def _swaps(source: str, swapped: str, words: tuple[str, ...]) -> dict[str, str]:
+    """Target prompts that replace the word ``swapped`` of ``source`` by each of ``words``."""
+    return {
+        word: " ".join(word if w == swapped else w for w in source.split()) for word in words
+    }
+
+
+SLIDES = LessonPrompts(
+    source="photo of a cat riding on a bicycle",
+    kept="cat",
+    swapped="bicycle",
+    swaps=_swaps("photo of a cat riding on a bicycle", "bicycle", ("motorcycle", "train")),
+    refined="photo of a fluffy cat riding on a red bicycle",
+    reweighted="bicycle",
+    model="Stable Diffusion (the recitation's prompts)",
+)
+
+SHAPES = LessonPrompts(
+    source="a big red circle on the left",
+    kept="circle",
+    swapped="red",
+    swaps=_swaps("a big red circle on the left", "red", ("blue", "cyan")),
+    refined="a big red circle on the left on a black background",
+    reweighted="red",
+    model="the built-in shapes model (it knows only coloured shapes)",
+)
+
+BY_BUILTIN: dict[str, LessonPrompts] = {"shapes": SHAPES}
+
+
+def lesson_prompts(pipe) -> LessonPrompts:
+    """The lesson prompts for ``pipe``: shapes for the built-in shapes model, else the slides'."""
+    return BY_BUILTIN.get(builtin_name(pipe) or "", SLIDES)

@@ -1,0 +1,68 @@
+"""Lesson prompts: the right set for each model, and every edit they name is well formed."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from p2p_teach import refinement_alignment, tokenize, word_swap_mapper
+from p2p_teach.lessons import SHAPES, SLIDES, LessonPrompts, lesson_prompts
+from p2p_teach.shapes import data as shapes_data
+from p2p_teach.shapes.data import caption_words
+
+
+def test_builtin_shapes_model_gets_shape_prompts():
+    assert lesson_prompts(SimpleNamespace(name_or_path="p2p_teach/shapes")) is SHAPES
+
+
+def test_other_pipelines_get_the_slides_prompts(pipe):
+    assert lesson_prompts(pipe) is SLIDES  # the tiny-random built-in model
+    hub = SimpleNamespace(name_or_path="stable-diffusion-v1-5/stable-diffusion-v1-5")
+    assert lesson_prompts(hub) is SLIDES
+    assert SLIDES.source == "photo of a cat riding on a bicycle"  # the recitation's prompt
+
+
+@pytest.mark.parametrize("prompts", [SLIDES, SHAPES], ids=["slides", "shapes"])
+def test_swaps_are_word_swaps_with_one_replaced_word(prompts):
+    source = tokenize(prompts.source)
+    for word in prompts.swap_words:
+        target = prompts.target(word)
+        swaps = word_swap_mapper(prompts.source, target).swaps
+        assert len(swaps) == 1
+        assert (swaps[0].source_word.text, swaps[0].target_word.text) == (prompts.swapped, word)
+        n_pieces = tokenize(word).words[0].n_slots
+        assert swaps[0].n_target == n_pieces
+        assert tokenize(target).n_used - source.n_used == n_pieces - swaps[0].n_source
+
+
+def test_shape_swaps_include_a_one_to_many_case():
+    pieces = {word: tokenize(word).words[0].n_slots for word in SHAPES.swap_words}
+    assert sorted(pieces.values()) == [1, 2]  # blue: 1-to-1; cyan (cy·an): 1-to-N
+
+
+@pytest.mark.parametrize("prompts", [SLIDES, SHAPES], ids=["slides", "shapes"])
+def test_refined_prompt_keeps_every_source_word_in_order(prompts):
+    alignment = refinement_alignment(prompts.source, prompts.refined)
+    matrix = alignment.as_matrix()  # (source slots, target slots)
+    n_source = tokenize(prompts.source).n_used
+    assert matrix[:n_source].sum(-1).eq(1).all()  # every used source slot lands somewhere
+
+
+def test_shape_prompts_speak_the_training_captions_language():
+    objects = [shapes_data.ShapeObject("circle", "red", "big", "left", (17.0, 32.0), 13.0)]
+    words, _ = caption_words(objects, None)
+    assert " ".join(words) == SHAPES.source
+    words, _ = caption_words(objects, "black")
+    assert " ".join(words) == SHAPES.refined
+    vocabulary = set(shapes_data.COLOURS) | set(shapes_data.SHAPES)
+    assert set(SHAPES.swap_words) <= vocabulary
+
+
+def test_bad_lesson_prompts_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match="'dog' is not a word of the source prompt"):
+        LessonPrompts("a cat", "dog", "cat", {}, "a cat", "cat", "test")
+    with pytest.raises(ValueError, match="should be 'a dog'"):
+        LessonPrompts("a cat", "cat", "cat", {"dog": "the dog"}, "a cat", "cat", "test")
+    with pytest.raises(KeyError, match="the lessons swap to: motorcycle, train"):
+        SLIDES.target("boat")

@@ -13,6 +13,7 @@ from p2p_teach.shapes import WEIGHTS_DIR
 from p2p_teach.shapes import data as shapes_data
 from p2p_teach.shapes import evaluate as shapes_eval
 from p2p_teach.shapes import model as shapes_model
+from p2p_teach.shapes import train as shapes_train
 from p2p_teach.shapes.train import CaptionIds, grounding_loss
 
 
@@ -119,6 +120,79 @@ def test_grounding_loss_is_zero_inside_and_one_minus_share_when_uniform():
     uniform = torch.full((1, 64, 77), 1.0 / 64)  # an 8×8 layer
     assert grounding_loss([("b", uniform)], masks, owners).item() == pytest.approx(0.75)
     assert grounding_loss([("b", uniform)], masks, torch.full((1, 77), -1)).item() == 0.0
+
+
+def _decode_targets(targets: np.ndarray) -> dict:
+    """Class indices of one slot back to names: {(attribute, object): value}."""
+    named = {}
+    for (attribute, k), value in zip(shapes_train.HEADS, targets, strict=True):
+        if value > 0:
+            values = (
+                tuple(shapes_data.BACKGROUNDS)
+                if attribute == "background"
+                else shapes_train.ATTRIBUTE_VALUES[attribute]
+            )
+            named[(attribute, k)] = values[value - 1]
+    return named
+
+
+def test_caption_targets_name_what_the_caption_has_said_so_far(caption_ids: CaptionIds):
+    words = "a big red circle on the left and a cyan hexagon on the right on a black background"
+    ids, targets = shapes_train.caption_targets(caption_ids, words.split())
+    assert ids == caption_ids.tokenizer(words, padding="max_length", max_length=77).input_ids
+    assert targets.shape == (77, len(shapes_train.HEADS))
+    assert _decode_targets(targets[0]) == {}  # BOS: nothing said yet
+    assert _decode_targets(targets[3]) == {("size", 0): "big", ("colour", 0): "red"}
+    everything = {
+        ("size", 0): "big", ("colour", 0): "red", ("shape", 0): "circle",
+        ("position", 0): "left", ("colour", 1): "cyan", ("shape", 1): "hexagon",
+        ("position", 1): "right", ("background", None): "black",
+    }  # fmt: skip
+    assert _decode_targets(targets[-1]) == everything  # the EOS padding knows the whole caption
+    cy_slot = ids.index(caption_ids.word_ids("cyan")[0])
+    assert _decode_targets(targets[cy_slot])[("colour", 1)] == "cyan"  # from its first piece
+    assert ("shape", 1) not in _decode_targets(targets[cy_slot])
+    # targets only grow along the caption: a named attribute is never forgotten
+    named = targets > 0
+    assert (named[1:] >= named[:-1]).all()
+
+
+def test_caption_corpus_matches_the_dataset_captions(caption_ids: CaptionIds):
+    ids, targets = shapes_train.caption_corpus(5, seed=4)
+    for index in range(5):
+        caption = shapes_data.sample(index, seed=4).caption
+        assert ids[index].tolist() == caption_ids.tokenizer(
+            caption, padding="max_length", max_length=77
+        ).input_ids
+    assert targets.shape == (5, 77, len(shapes_train.HEADS))
+
+
+def test_position_owners_ground_each_position_word_to_its_object(caption_ids: CaptionIds):
+    item = shapes_data.build_sample(
+        [
+            shapes_data.make_object(np.random.default_rng(0), "top", colour="red"),
+            shapes_data.make_object(np.random.default_rng(1), "bottom", colour="blue"),
+        ],
+        "white",
+        "white",
+    )
+    ids, owners = caption_ids.encode(item.words, item.word_objects)
+    result = shapes_train.position_owners(torch.tensor([ids]), torch.tensor([owners]))[0]
+    top, bottom = caption_ids.word_ids("top")[0], caption_ids.word_ids("bottom")[0]
+    assert result[ids.index(top)] == 0 and result[ids.index(bottom)] == 1
+    changed = (result != torch.tensor(owners)).nonzero().flatten().tolist()
+    assert changed == sorted([ids.index(top), ids.index(bottom)])  # nothing else moves
+
+
+def test_object_weights_are_one_on_background_and_grow_with_coverage():
+    masks = torch.zeros(1, 2, 64, 64, dtype=torch.bool)
+    masks[0, 0, :8, :8] = True  # exactly latent pixels (0, 0) and (0, 1), (1, 0), (1, 1)
+    masks[0, 1, 60:, 62:] = True  # half of latent pixel (15, 15)
+    weights = shapes_train.object_weights(masks, 3.0)  # (1, 1, 16, 16)
+    assert weights.shape == (1, 1, 16, 16)
+    assert weights[0, 0, :2, :2].eq(4.0).all()
+    assert weights[0, 0, 15, 15].item() == pytest.approx(2.5)
+    assert weights.sum().item() == pytest.approx(256 + 4 * 3.0 + 1.5)
 
 
 def test_recording_processor_matches_default_attention_and_records_maps():

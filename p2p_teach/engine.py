@@ -392,6 +392,7 @@ def edit(
     callback: StepCallback | None = None,
     preview: PreviewMode = "auto",
     progress: bool = True,
+    processor_class: type[PromptToPromptProcessor] = PromptToPromptProcessor,
 ) -> EditResult:
     """Edit the source prompt's image into the target prompt's with Prompt-to-Prompt.
 
@@ -425,6 +426,9 @@ def edit(
             pipeline is restored either way.
         preview: how :meth:`StepInfo.preview` decodes: ``"auto"``, ``"vae"`` or ``"linear"``.
         progress: show a tqdm progress bar.
+        processor_class: the attention strategy of the layers the edit touches: the fused
+            default, or a subclass with the same constructor (``benchmarks/explicit.py``
+            materialises the probabilities, as the original implementations do).
 
     Returns:
         An :class:`EditResult` with both images, the settings and the history.
@@ -518,7 +522,7 @@ def edit(
             and any(coefficients.self_inject)
         )
         if (layer.cross and (token_edit.injects or record_here or blend_here)) or inject_self:
-            processors[layer.name] = PromptToPromptProcessor(
+            processors[layer.name] = processor_class(
                 layer, run, record=record_here, blend=blend_here, inject_self=inject_self
             )
 

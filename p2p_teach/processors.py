@@ -33,7 +33,7 @@ import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +97,98 @@ def attention_probabilities(
     if attention_mask is not None:  # (batch, heads, pixels, tokens) scores
         scores = scores + attention_mask.float()
     return scores.softmax(dim=-1)
+
+
+class AttentionInputs(NamedTuple):
+    """An attention layer's inputs after the norms and the q/k/v projections.
+
+    ``query`` is (batch, pixels, inner), ``key`` and ``value`` (batch, tokens, inner);
+    ``residual`` and ``shape_4d`` are what :func:`project_output` needs to finish the layer.
+    """
+
+    query: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    residual: torch.Tensor
+    shape_4d: tuple[int, int, int, int] | None
+
+
+def project_inputs(
+    attn: Any,
+    hidden_states: torch.Tensor,
+    encoder_hidden_states: torch.Tensor | None = None,
+    temb: torch.Tensor | None = None,
+) -> AttentionInputs:
+    """The part of diffusers' attention processors before attention, in their order: spatial
+    norm, (batch, C, H, W) → (batch, pixels, C), group norm, the query, the cross-attention
+    norm, the keys and values."""
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    shape_4d = None
+    if hidden_states.ndim == 4:
+        batch_size, channel, height, width = hidden_states.shape
+        shape_4d = (batch_size, channel, height, width)
+        # (batch, channels, H·W) → (batch, pixels, channels)
+        hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+    if attn.group_norm is not None:
+        # group norm over channels: (batch, channels, pixels), then back
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    query = attn.to_q(hidden_states)
+    if encoder_hidden_states is None:
+        encoder_hidden_states = hidden_states
+    elif attn.norm_cross:
+        encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+    key = attn.to_k(encoder_hidden_states)
+    value = attn.to_v(encoder_hidden_states)
+    return AttentionInputs(query, key, value, residual, shape_4d)
+
+
+def project_output(attn: Any, hidden_states: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
+    """The part after attention: output projection of (batch, pixels, inner), the input's
+    layout back, the residual and the rescale."""
+    hidden_states = attn.to_out[0](hidden_states)  # linear projection
+    hidden_states = attn.to_out[1](hidden_states)  # dropout
+    if inputs.shape_4d is not None:
+        # (batch, pixels, channels) → (batch, channels, H, W)
+        hidden_states = hidden_states.transpose(-1, -2).reshape(*inputs.shape_4d)
+    if attn.residual_connection:
+        hidden_states = hidden_states + inputs.residual
+    return hidden_states / attn.rescale_output_factor
+
+
+class ExplicitAttnProcessor:
+    """diffusers' ``AttnProcessor``: ``softmax(Q·Kᵀ/√d)`` materialised, then ``P·V``.
+
+    The strategy of the original Prompt-to-Prompt code. Subclasses see (and may edit) the
+    probabilities in :meth:`edit_probabilities`; this class leaves them as they are.
+    """
+
+    def edit_probabilities(self, attn: Any, probabilities: torch.Tensor) -> torch.Tensor:
+        """Hook on the (batch·heads, pixels, tokens) probabilities; returns those to use."""
+        return probabilities
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        inputs = project_inputs(attn, hidden_states, encoder_hidden_states, temb)
+        batch_size, sequence_length, _ = inputs.key.shape
+        mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+        query = attn.head_to_batch_dim(inputs.query)  # (batch·heads, pixels, head_dim)
+        key = attn.head_to_batch_dim(inputs.key)  # (batch·heads, tokens, head_dim)
+        value = attn.head_to_batch_dim(inputs.value)  # (batch·heads, tokens, head_dim)
+        probabilities = attn.get_attention_scores(query, key, mask)  # (batch·heads, px, tokens)
+        probabilities = self.edit_probabilities(attn, probabilities)
+        hidden_states = torch.bmm(probabilities, value)  # (batch·heads, pixels, head_dim)
+        hidden_states = attn.batch_to_head_dim(hidden_states)  # (batch, pixels, inner)
+        return project_output(attn, hidden_states, inputs)
 
 
 @dataclass
@@ -178,23 +270,11 @@ class PromptToPromptProcessor:
         *args: Any,
         **kwargs: Any,
     ) -> torch.Tensor:
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch_size, channel, height, width = hidden_states.shape
-            # (batch, channels, H·W) → (batch, pixels, channels)
-            hidden_states = hidden_states.view(batch_size, channel, height * width)
-            hidden_states = hidden_states.transpose(1, 2)
-
-        batch_size, sequence_length, _ = (
-            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
-        )
-        if hidden_states.shape[1] != self.layer.pixels:
+        inputs = project_inputs(attn, hidden_states, encoder_hidden_states, temb)
+        batch_size, sequence_length, inner_dim = inputs.key.shape
+        if inputs.query.shape[1] != self.layer.pixels:
             raise RuntimeError(
-                f"attention layer {self.layer.name} got {hidden_states.shape[1]} pixels but "
+                f"attention layer {self.layer.name} got {inputs.query.shape[1]} pixels but "
                 f"{self.layer.height}×{self.layer.width} were planned: this UNet is not "
                 "shaped like Stable Diffusion v1's"
             )
@@ -208,25 +288,12 @@ class PromptToPromptProcessor:
                 batch_size, attn.heads, -1, attention_mask.shape[-1]
             )
 
-        if attn.group_norm is not None:
-            # group norm over channels: (batch, channels, pixels), then back
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-
-        query = attn.to_q(hidden_states)
-        if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        elif attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
-
-        inner_dim = key.shape[-1]
         head_dim = inner_dim // attn.heads
         # (batch, pixels, heads·head_dim) → (batch, heads, pixels, head_dim)
-        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        query = inputs.query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
         # (batch, tokens, heads·head_dim) → (batch, heads, tokens, head_dim)
-        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        key = inputs.key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        value = inputs.value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
         if attn.norm_q is not None:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
@@ -238,20 +305,8 @@ class PromptToPromptProcessor:
             hidden_states = self._self_attention(query, key, value, attention_mask)
 
         # (batch, heads, pixels, head_dim) → (batch, pixels, heads·head_dim)
-        hidden_states = hidden_states.transpose(1, 2).reshape(
-            batch_size, -1, attn.heads * head_dim
-        )
-        hidden_states = hidden_states.to(query.dtype)
-        hidden_states = attn.to_out[0](hidden_states)  # linear projection
-        hidden_states = attn.to_out[1](hidden_states)  # dropout
-        if input_ndim == 4:
-            # (batch, pixels, channels) → (batch, channels, H, W)
-            hidden_states = hidden_states.transpose(-1, -2).reshape(
-                batch_size, channel, height, width
-            )
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
+        return project_output(attn, hidden_states.to(query.dtype), inputs)
 
     # ------------------------------------------------------------------ the edit
 

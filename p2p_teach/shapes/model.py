@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from p2p_teach.processors import ExplicitAttnProcessor
+
 TEXT_HIDDEN = 128
 MAX_TOKENS = 77
 
@@ -138,7 +140,7 @@ class AttentionRecord:
         self.maps.clear()
 
 
-class RecordingCrossAttnProcessor:
+class RecordingCrossAttnProcessor(ExplicitAttnProcessor):
     """Cross-attention with explicit probabilities, recorded into an :class:`AttentionRecord`.
 
     Numerically it is diffusers' ``AttnProcessor``; only cross-attention layers get it.
@@ -148,59 +150,18 @@ class RecordingCrossAttnProcessor:
         self.name = name
         self.record = record
 
-    def __call__(
-        self,
-        attn,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        **kwargs,
-    ) -> torch.Tensor:
-        """Attention forward; records ``probs`` averaged over heads while the record is on."""
-        residual = hidden_states
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch_size, channel, height, width = hidden_states.shape
-            # (batch, pixels, channels)
-            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        batch_size, sequence_length, _ = context.shape
-        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
-        if attn.group_norm is not None:
-            normed = attn.group_norm(hidden_states.transpose(1, 2))  # (batch, channels, pixels)
-            hidden_states = normed.transpose(1, 2)  # (batch, pixels, channels)
-        query = attn.to_q(hidden_states)
-        if encoder_hidden_states is not None and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        key = attn.to_k(context)
-        value = attn.to_v(context)
-        query = attn.head_to_batch_dim(query)  # (batch * heads, pixels, head_dim)
-        key = attn.head_to_batch_dim(key)  # (batch * heads, tokens, head_dim)
-        value = attn.head_to_batch_dim(value)  # (batch * heads, tokens, head_dim)
-        probs = attn.get_attention_scores(query, key, attention_mask)
+    def edit_probabilities(self, attn, probabilities: torch.Tensor) -> torch.Tensor:
+        """Record the head-averaged maps while the record is on; the probabilities stay."""
         if self.record.active:
-            heads = attn.heads
-            # (batch, heads, pixels, tokens)
-            per_head = probs.view(-1, heads, probs.shape[1], probs.shape[2])
+            # (batch·heads, pixels, tokens) → (batch, heads, pixels, tokens)
+            per_head = probabilities.view(-1, attn.heads, *probabilities.shape[1:])
             kept = per_head.mean(1)  # (batch, pixels, tokens)
             if self.record.keep_batch is not None:
                 kept = kept[self.record.keep_batch]
             if self.record.detach:
                 kept = kept.detach()
             self.record.maps.append((self.name, kept))
-        hidden_states = torch.bmm(probs, value)  # (batch * heads, pixels, head_dim)
-        hidden_states = attn.batch_to_head_dim(hidden_states)  # (batch, pixels, channels)
-        hidden_states = attn.to_out[0](hidden_states)
-        hidden_states = attn.to_out[1](hidden_states)
-        if input_ndim == 4:
-            # (batch, channels, height, width)
-            hidden_states = hidden_states.transpose(-1, -2).reshape(
-                batch_size, channel, height, width
-            )
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        return probabilities
 
 
 def install_recording(unet, record: AttentionRecord) -> dict:

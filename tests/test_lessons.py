@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -66,3 +69,27 @@ def test_bad_lesson_prompts_are_refused_with_the_fix():
         LessonPrompts("a cat", "cat", "cat", {"dog": "the dog"}, "a cat", "cat", "test")
     with pytest.raises(KeyError, match="the lessons swap to: motorcycle, train"):
         SLIDES.target("boat")
+
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+LESSON_NOTEBOOKS = (
+    "00_pipeline_tour",
+    "03_prompt_to_prompt_edit",
+    "04_attention_per_timestep",
+    "05_injection_step",
+    "06_beyond_replacement",
+)
+SLIDE_WORDS = re.compile(r"\b(cat|bicycle|motorcycle|train|fluffy)\b")
+
+
+@pytest.mark.parametrize("name", LESSON_NOTEBOOKS)
+def test_lesson_notebooks_take_every_prompt_from_lesson_prompts(name):
+    cells = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text(encoding="utf-8"))["cells"]
+    code = ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"]
+    loading = next(i for i, source in enumerate(code) if "load_pipeline(MODEL)" in source)
+    assert "PROMPTS = lesson_prompts(pipe)" in code[loading + 1]  # right after the model
+    assert "print(PROMPTS)" in code[loading + 1]
+    hard_coded = [
+        (i, word) for i, source in enumerate(code) for word in SLIDE_WORDS.findall(source)
+    ]
+    assert hard_coded == [], "code cells should take their prompts from PROMPTS"

@@ -122,6 +122,28 @@ def test_grounding_loss_is_zero_inside_and_one_minus_share_when_uniform():
     assert grounding_loss([("b", uniform)], masks, torch.full((1, 77), -1)).item() == 0.0
 
 
+def test_phase_checkpoints_resume_model_optimizer_step_and_rng(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    path = tmp_path / "phase.pt"
+    shapes_train.save_phase(path, "net", model, optimizer, 7, 12.5, ema=[torch.ones(2)])
+    expected_draw = torch.rand(3)  # what the RNG gives right after the checkpoint
+
+    fresh = torch.nn.Linear(3, 2)
+    fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
+    step, elapsed, state = shapes_train.resume_phase(path, "net", fresh, fresh_optimizer, "t")
+    assert (step, elapsed) == (7, 12.5) and state["ema"][0].eq(1).all()
+    assert torch.equal(fresh.weight, model.weight) and torch.equal(fresh.bias, model.bias)
+    saved_moment = optimizer.state_dict()["state"][0]["exp_avg"]
+    assert torch.equal(fresh_optimizer.state_dict()["state"][0]["exp_avg"], saved_moment)
+    assert torch.equal(torch.rand(3), expected_draw)
+    missing = shapes_train.resume_phase(tmp_path / "none.pt", "net", fresh, fresh_optimizer, "t")
+    assert missing == (0, 0.0, {})
+
+
 def _decode_targets(targets: np.ndarray) -> dict:
     """Class indices of one slot back to names: {(attribute, object): value}."""
     named = {}

@@ -59,6 +59,29 @@ def save_atomic(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def save_phase(path: Path, key: str, model, optimizer, step: int, elapsed: float, **extra) -> None:
+    """Checkpoint a training phase: ``model`` under ``key``, optimizer, step, wall clock, RNG."""
+    state = {key: model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+             "elapsed": elapsed, "rng": torch.get_rng_state(), **extra}  # fmt: skip
+    save_atomic(state, path)
+
+
+def resume_phase(path: Path, key: str, model, optimizer, phase: str) -> tuple[int, float, dict]:
+    """Load a :func:`save_phase` checkpoint if there is one: (step, elapsed seconds, state).
+
+    A missing checkpoint gives ``(0, 0.0, {})``; the RNG is restored when it was saved.
+    """
+    if not path.exists():
+        return 0, 0.0, {}
+    state = torch.load(path, weights_only=False)
+    model.load_state_dict(state[key])
+    optimizer.load_state_dict(state["optimizer"])
+    if "rng" in state:
+        torch.set_rng_state(state["rng"])
+    log(f"{phase}: resumed at step {state['step']}, {state['elapsed'] / 60:.1f} min")
+    return state["step"], state["elapsed"], state
+
+
 # --------------------------------------------------------------------------------------------
 # Phase 1: data
 # --------------------------------------------------------------------------------------------
@@ -135,14 +158,7 @@ def train_vae(dataset: dict, out: Path, minutes: float, seed: int, ckpt_minutes:
     vae = shapes_model.build_vae()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     ckpt_path = out / "vae_ckpt.pt"
-    step, elapsed = 0, 0.0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
-        vae.load_state_dict(state["vae"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, elapsed = state["step"], state["elapsed"]
-        torch.set_rng_state(state["rng"])
-        log(f"vae: resumed at step {step}, {elapsed / 60:.1f} min")
+    step, elapsed, _ = resume_phase(ckpt_path, "vae", vae, optimizer, "vae")
     n_images = dataset["images"].shape[0]
     budget = minutes * 60.0
     start, last_ckpt = time.time() - elapsed, time.time()
@@ -167,14 +183,7 @@ def train_vae(dataset: dict, out: Path, minutes: float, seed: int, ckpt_minutes:
             psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))
             log(f"vae step {step} mse {mse.item():.5f} psnr {psnr:.1f} dB kl {kl.item():.3f}")
         if time.time() - last_ckpt > ckpt_minutes * 60:
-            state = {
-                "vae": vae.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "step": step,
-                "elapsed": time.time() - start,
-                "rng": torch.get_rng_state(),
-            }
-            save_atomic(state, ckpt_path)
+            save_phase(ckpt_path, "vae", vae, optimizer, step, time.time() - start)
             last_ckpt = time.time()
             log(f"vae: checkpoint at step {step}")
     log(f"vae: done, {step} steps")
@@ -217,21 +226,10 @@ def finetune_decoder(out: Path, minutes: float, seed: int, ckpt_minutes: float) 
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     optimizer = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0)
     ckpt_path = out / "vae_decoder_ckpt.pt"
-    step, elapsed = 0, 0.0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
-        vae.load_state_dict(state["vae"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, elapsed = state["step"], state["elapsed"]
-        log(f"decoder: resumed at step {step}, {elapsed / 60:.1f} min")
+    step, elapsed, _ = resume_phase(ckpt_path, "vae", vae, optimizer, "decoder")
     budget = minutes * 60.0
     start, last_ckpt = time.time() - elapsed, time.time()
     held_out = slice(latents.shape[0] - 256, latents.shape[0])
-
-    def save(path: Path) -> None:
-        state = {"vae": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                 "elapsed": time.time() - start}  # fmt: skip
-        save_atomic(state, path)
 
     while time.time() - start < budget:
         frac = (time.time() - start) / budget
@@ -256,9 +254,9 @@ def finetune_decoder(out: Path, minutes: float, seed: int, ckpt_minutes: float) 
             log(f"decoder step {step} loss {loss.item():.5f} held-out PSNR "
                 f"{10 * math.log10(4.0 / mse):.2f} dB")  # fmt: skip
         if time.time() - last_ckpt > ckpt_minutes * 60:
-            save(ckpt_path)
+            save_phase(ckpt_path, "vae", vae, optimizer, step, time.time() - start)
             last_ckpt = time.time()
-    save(ckpt_path)
+    save_phase(ckpt_path, "vae", vae, optimizer, step, time.time() - start)
     save_atomic(vae.state_dict(), out / "vae_decoder_final.pt")
     log(f"decoder: done, {step} steps")
     return vae.state_dict()
@@ -488,16 +486,9 @@ def train_unet(
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     ema = [p.detach().clone() for p in params]
     ckpt_path = out / "unet_ckpt.pt"
-    step, elapsed = 0, 0.0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
-        unet.load_state_dict(state["unet"])
-        optimizer.load_state_dict(state["optimizer"])
-        for target, saved in zip(ema, state["ema"], strict=True):
-            target.copy_(saved)
-        step, elapsed = state["step"], state["elapsed"]
-        torch.set_rng_state(state["rng"])
-        log(f"unet: resumed at step {step}, {elapsed / 60:.1f} min")
+    step, elapsed, state = resume_phase(ckpt_path, "unet", unet, optimizer, "unet")
+    for target, saved in zip(ema, state.get("ema", ema), strict=True):
+        target.copy_(saved)
 
     owners_all = dataset["owners"].long()
     if args.ground_positions:
@@ -508,15 +499,7 @@ def train_unet(
     running: dict[str, float] = {"loss": 0.0, "ground": 0.0, "n": 0}
 
     def checkpoint() -> None:
-        state = {
-            "unet": unet.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "ema": ema,
-            "step": step,
-            "elapsed": time.time() - start,
-            "rng": torch.get_rng_state(),
-        }
-        save_atomic(state, ckpt_path)
+        save_phase(ckpt_path, "unet", unet, optimizer, step, time.time() - start, ema=ema)
         log(f"unet: checkpoint at step {step} ({(time.time() - start) / 60:.1f} min)")
 
     while time.time() - start < budget:
@@ -674,10 +657,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/shapes"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-images", type=int, default=24000)
-    parser.add_argument("--vae-minutes", type=float, default=7.0)
-    parser.add_argument("--text-minutes", type=float, default=3.0, help="text pre-training")
-    parser.add_argument("--minutes", type=float, default=95.0, help="UNet training time")
+    parser.add_argument("--n-images", type=int, default=30000)
+    parser.add_argument("--vae-minutes", type=float, default=10.0)
+    parser.add_argument("--text-minutes", type=float, default=4.0, help="text pre-training")
+    parser.add_argument("--minutes", type=float, default=85.0, help="UNet training time")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=8e-4)
     parser.add_argument("--warmup", type=int, default=200)
@@ -701,7 +684,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--export", type=Path, default=None, help="also export fp16 here")
     parser.add_argument("--export-only", action="store_true")
     parser.add_argument(
-        "--decoder-minutes", type=float, default=30.0,
+        "--decoder-minutes", type=float, default=8.0,
         help="VAE decoder fine-tune time, after the UNet phase",
     )  # fmt: skip
     return parser.parse_args(argv)

@@ -174,7 +174,10 @@ def _add_edit(subparsers) -> None:
     )  # fmt: skip
     parser.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
     parser.add_argument("--seed", type=int, default=0, help="seed of z_T (default 0)")
-    parser.add_argument("--guidance", type=float, default=7.5, help="CFG scale (default 7.5)")
+    parser.add_argument(
+        "--guidance", type=float, default=None,
+        help="CFG scale (default: the model's own, 7.5 for SD, 2 for the built-in model)",
+    )  # fmt: skip
     parser.add_argument(
         "--reweight", type=_word_scale, action="append", metavar="WORD=SCALE",
         help="scale a target word's attention (repeatable; negative allowed)",

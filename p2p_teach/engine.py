@@ -46,6 +46,7 @@ from .edits import (
     step_coefficients,
 )
 from .history import AttentionHistory, KeepSetting, LayerInfo, check_keep, keep_layer
+from .models import default_guidance
 from .processors import EditRun, PromptToPromptProcessor, attention_processors, plan_layers
 from .schedules import (
     DEFAULT_SELF_RATIO,
@@ -380,7 +381,7 @@ def edit(
     blend: LocalBlend | None = None,
     seed: int = 0,
     steps: int = 25,
-    guidance: float = 7.5,
+    guidance: float | None = None,
     cross_steps: CrossSteps = 0.8,
     self_steps: SelfSteps = 0.4,
     self_max_ratio: float = DEFAULT_SELF_RATIO,
@@ -408,7 +409,9 @@ def edit(
             same image on any device; the source equals ``pipe(source_prompt,
             generator=torch.Generator().manual_seed(seed))``.
         steps: denoising steps (≥ 1).
-        guidance: classifier-free guidance scale (≥ 0; ≤ 1 turns guidance off).
+        guidance: classifier-free guidance scale (≥ 0; ≤ 1 turns guidance off); None: the
+            model's own (:func:`~p2p_teach.models.default_guidance`: 7.5 for SD v1.x, less
+            for the built-in shapes model).
         cross_steps: cross-attention injection: a fraction, a ``(start, end)`` pair, or a
             per-word dict with a ``"default"`` (:mod:`p2p_teach.schedules`).
         self_steps: self-attention injection: a fraction or a ``(start, end)`` pair.
@@ -442,7 +445,7 @@ def edit(
     # ---- 0. Check everything, and plan, before touching the pipeline ----------------------
     _check_pipeline(pipe)
     num_steps = check_num_steps(steps)
-    guidance = _check_guidance(guidance)
+    guidance = _check_guidance(default_guidance(pipe) if guidance is None else guidance)
     seed = _check_seed(seed)
     if preview not in ("auto", "vae", "linear"):
         raise ValueError(f"preview={preview!r}: use 'auto', 'vae' or 'linear'")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from .shapes import GUIDANCE as SHAPES_GUIDANCE
 from .tokens import BOS_ID, EOS_ID, MAX_SLOTS, VOCAB_SIZE, load_clip_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 BUILTIN_PREFIX = "p2p_teach/"
 DEFAULT_MODEL = "builtin"
 HUB_EXAMPLES = ("stable-diffusion-v1-5/stable-diffusion-v1-5", "CompVis/stable-diffusion-v1-4")
+SD_GUIDANCE = 7.5  # Stable Diffusion v1's classifier-free guidance scale
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -42,6 +44,7 @@ class BuiltinModel:
     name: str
     summary: str  # one line a learner reads before trusting the pictures
     build: Callable[[int], object]  # seed -> StableDiffusionPipeline
+    guidance: float = SD_GUIDANCE  # the classifier-free guidance scale the model runs at
 
 
 def _sd_v1_scheduler_config() -> dict:
@@ -151,6 +154,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         "trained on 64×64 pictures of one or two coloured shapes: it draws coloured blobs, and "
         "its word attention sits on them. For photos load an SD v1.x hub id on a GPU.",
         build_shapes_pipeline,
+        guidance=SHAPES_GUIDANCE,
     ),
     "tiny-random": BuiltinModel(
         "tiny-random",
@@ -271,6 +275,16 @@ def builtin_name(pipe) -> str | None:
     path = str(getattr(pipe, "name_or_path", "") or "")
     name = path.removeprefix(BUILTIN_PREFIX)
     return name if path.startswith(BUILTIN_PREFIX) and name in BUILTIN_MODELS else None
+
+
+def default_guidance(pipe) -> float:
+    """The classifier-free guidance scale ``pipe`` is meant to run at.
+
+    A built-in model's own scale (the shapes model follows its captions closely and runs at
+    :data:`p2p_teach.shapes.GUIDANCE`), else Stable Diffusion v1's 7.5.
+    """
+    name = builtin_name(pipe)
+    return BUILTIN_MODELS[name].guidance if name is not None else SD_GUIDANCE
 
 
 def count_parameters(module: torch.nn.Module | None) -> int:

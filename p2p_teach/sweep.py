@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from .engine import EditResult, edit
 from .measures import layout_similarity
+from .models import default_guidance
 
 Varied = Literal["cross", "self"]
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -118,7 +119,7 @@ def injection_sweep(
     fixed: float | None = None,
     seed: int = 0,
     steps: int = 10,
-    guidance: float = 7.5,
+    guidance: float | None = None,
     cache: SweepCache | None = None,
     on_cell: Callable[[int, int, float], None] | None = None,
     **edit_kwargs: Any,
@@ -148,6 +149,7 @@ def injection_sweep(
     if fixed is None:
         fixed = 0.0 if vary == "cross" else 0.8
     cache = cache if cache is not None else SweepCache()
+    guidance = default_guidance(pipe) if guidance is None else guidance
     edit_kwargs.setdefault("progress", False)
     cells: dict[float, EditResult] = {}
     ordered = sorted({round(float(f), 4) for f in fractions})

@@ -9,11 +9,14 @@ from diffusers import StableDiffusionPipeline
 
 from p2p_teach.models import (
     BUILTIN_MODELS,
+    SD_GUIDANCE,
     ModelNotAvailableError,
     builtin_name,
+    default_guidance,
     describe_pipeline,
     load_pipeline,
 )
+from p2p_teach.shapes import GUIDANCE as SHAPES_GUIDANCE
 from p2p_teach.tokens import load_clip_tokenizer
 
 
@@ -75,6 +78,21 @@ def test_default_is_the_shipped_shapes_model(capsys):
     assert builtin_name(pipe) == "shapes" and type(pipe) is StableDiffusionPipeline
     assert pipe.unet.dtype == torch.float32  # stored in fp16, computed in fp32 on the CPU
     assert load_pipeline("builtin", verbose=False).unet.config == pipe.unet.config
+
+
+def test_each_model_runs_at_its_own_guidance_unless_told(tiny):
+    from p2p_teach import edit
+    from p2p_teach.widgets import EditRunner
+
+    shapes = load_pipeline(verbose=False)
+    assert default_guidance(shapes) == SHAPES_GUIDANCE and 1.0 < SHAPES_GUIDANCE < SD_GUIDANCE
+    assert default_guidance(tiny) == SD_GUIDANCE == 7.5
+    prompts = ("a big red circle on the left", "a big blue circle on the left")
+    ran = edit(shapes, *prompts, steps=2, record="none", progress=False)
+    assert ran.settings["guidance"] == SHAPES_GUIDANCE
+    told = edit(shapes, *prompts, steps=2, guidance=7.5, record="none", progress=False)
+    assert told.settings["guidance"] == 7.5
+    assert EditRunner(shapes, *prompts, threaded=False).guidance_slider.value == SHAPES_GUIDANCE
 
 
 def test_pipeline_object_passes_through(tiny):

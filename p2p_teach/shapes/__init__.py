@@ -12,6 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+# The classifier-free guidance scale the shipped weights run at. The model follows its captions
+# closely, so SD's 7.5 overshoots it; MODEL_CARD.md gives the guidance sweep behind this value.
+GUIDANCE = 2.0
 
 
 def load_shapes_pipeline(folder: str | Path | None = None, dtype=None):  # -> SD pipeline

@@ -16,7 +16,10 @@ generator's own definitions (palette, anchor positions, shapes):
 - **Prompt-to-Prompt colour swap** (through :func:`p2p_teach.engine.edit`): median IoU of the
   object masks of source and edit, with cross-attention injection over 0.8 of the steps and
   without any injection (same seed), the share of edits whose object takes the new colour,
-  and the time of a 2-prompt edit at 25 steps.
+  and the time of a 2-prompt edit at 25 steps;
+- **guidance**: colour, shape and position accuracy at several classifier-free guidance scales
+  (other prompts and seeds), which is how the model's scale (``p2p_teach.shapes.GUIDANCE``)
+  was chosen; every other measure runs at that scale.
 
 ``--quick`` runs a handful of samples (a CI test, under a minute on two CPU cores).
 """
@@ -38,6 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from p2p_teach.shapes import GUIDANCE  # noqa: E402
 from p2p_teach.shapes import data as shapes_data  # noqa: E402
 from p2p_teach.shapes import model as shapes_model  # noqa: E402
 
@@ -328,7 +332,10 @@ class EvalSettings:
     samples: int = 8
     swaps: int = 24
     steps: int = 25
-    guidance: float = 7.5
+    guidance: float = GUIDANCE
+    sweep_guidances: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 5.0, 7.5)
+    sweep_prompts: int = 12
+    sweep_samples: int = 4
     classifier_train: int = 2400
     classifier_steps: int = 300
     seed: int = 0
@@ -337,8 +344,44 @@ class EvalSettings:
     def quick(cls) -> EvalSettings:
         return cls(
             single_prompts=5, two_object_prompts=2, samples=2, swaps=2, steps=20,
-            classifier_train=1200, classifier_steps=150,
+            sweep_guidances=(), classifier_train=1200, classifier_steps=150,
         )  # fmt: skip
+
+
+def read_single(
+    image: np.ndarray, spec: ObjectSpec, classifier: torch.nn.Module
+) -> tuple[np.ndarray, bool, bool, bool]:
+    """The object mask of a generated image, and whether its colour, shape and position are
+    the ones ``spec`` asked for."""
+    mask = foreground(image)
+    return (
+        mask,
+        object_colour(image, mask) == spec.colour,
+        classify_shape(classifier, mask) == spec.shape,
+        object_position(mask) == spec.position,
+    )
+
+
+def guidance_sweep(pipe, settings: EvalSettings, classifier: torch.nn.Module) -> list[dict]:
+    """Colour, shape and position accuracy of single-object prompts at each guidance scale.
+
+    Other prompts and seeds than the main measures (``single_object_specs`` seed 99), so the
+    scale chosen here is not tuned on the numbers it is reported with.
+    """
+    specs = single_object_specs(settings.sweep_prompts, seed=99)
+    rows = []
+    for guidance in settings.sweep_guidances:
+        hits = []
+        for k, spec in enumerate(specs):
+            images, _ = generate(
+                pipe, spec.phrase(), settings.sweep_samples, settings.seed + 300 + 1000 * k,
+                settings.steps, guidance, record=False,
+            )  # fmt: skip
+            hits += [read_single(image, spec, classifier)[1:] for image in images]
+        colour, shape, position = (float(v) for v in np.mean(hits, axis=0))
+        rows.append({"guidance": guidance, "colour_accuracy": colour, "shape_accuracy": shape,
+                     "position_accuracy": position, "images": len(hits)})  # fmt: skip
+    return rows
 
 
 def evaluate(pipe, settings: EvalSettings, grid_path: Path | None = None) -> dict:
@@ -366,12 +409,12 @@ def evaluate(pipe, settings: EvalSettings, grid_path: Path | None = None) -> dic
         shape_slots = token_slots(words, {spec.shape})
         grid_rows.append(images)
         for index, image in enumerate(images):
-            mask = foreground(image)
+            mask, colour_hit, shape_hit, position_hit = read_single(image, spec, classifier)
             if mask.sum() < MIN_OBJECT_PIXELS:
                 empty += 1
-            colour_hits.append(object_colour(image, mask) == spec.colour)
-            shape_hits.append(classify_shape(classifier, mask) == spec.shape)
-            position_hits.append(object_position(mask) == spec.position)
+            colour_hits.append(colour_hit)
+            shape_hits.append(shape_hit)
+            position_hits.append(position_hit)
             if mask.sum() >= MIN_OBJECT_PIXELS:
                 colour_ratios.append(attention_ratio(maps, index, colour_slots, mask))
                 shape_ratios.append(attention_ratio(maps, index, shape_slots, mask))
@@ -425,6 +468,12 @@ def evaluate(pipe, settings: EvalSettings, grid_path: Path | None = None) -> dic
 
     # ---- Prompt-to-Prompt colour swaps -------------------------------------------------------
     results["colour_swap"] = colour_swap_results(pipe, settings)
+
+    # ---- the guidance scale ------------------------------------------------------------------
+    if settings.sweep_guidances:
+        t0 = time.time()
+        results["guidance_sweep"] = guidance_sweep(pipe, settings, classifier)
+        results["guidance_sweep_seconds"] = time.time() - t0
     return results
 
 
@@ -508,6 +557,11 @@ def summary(results: dict) -> str:
     lines.append(
         f"shape classifier held-out accuracy {results['shape_classifier_heldout_accuracy']:.3f}"
     )
+    if results.get("guidance_sweep"):
+        lines.append("guidance   colour   shape   position")
+        for row in results["guidance_sweep"]:
+            accuracies = (row[f"{name}_accuracy"] for name in ("colour", "shape", "position"))
+            lines.append(f"{row['guidance']:>8g}   " + "   ".join(f"{a:.3f}" for a in accuracies))
     return "\n".join(lines)
 
 

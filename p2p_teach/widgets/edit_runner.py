@@ -39,6 +39,7 @@ from PIL import Image
 from ..engine import EditResult, StepInfo, edit
 from ..figures.images import figure_png, image_png, side_by_side
 from ..figures.timeline import maps_mosaic
+from ..models import default_guidance
 from ..timeline import layer_choices, step_word_maps
 from .common import png_image, set_png
 from .run_guard import GuardedEditWidget, RunGuard
@@ -75,7 +76,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         *,
         seed: int = 1,
         steps: int = 10,
-        guidance: float = 7.5,
+        guidance: float | None = None,
         cross: float = 0.8,
         self_steps: float = 0.4,
         edit_kind: str = "replace",
@@ -108,7 +109,8 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         )
         self.steps_slider = widgets.IntSlider(value=steps, min=1, max=100, description="steps")
         self.guidance_slider = widgets.FloatSlider(
-            value=guidance, min=0.0, max=15.0, step=0.5, description="guidance"
+            value=default_guidance(pipe) if guidance is None else guidance,
+            min=0.0, max=15.0, step=0.5, description="guidance",
         )
         self.cross_slider = widgets.FloatSlider(
             value=cross, min=0.0, max=1.0, step=0.05, description="cross inj."

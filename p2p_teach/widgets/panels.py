@@ -56,7 +56,7 @@ class _EditPanel(GuardedEditWidget, widgets.VBox):
         *,
         seed: int,
         steps: int,
-        guidance: float,
+        guidance: float | None,
         title: str,
         threaded: bool,
     ) -> None:
@@ -150,7 +150,7 @@ class _PromptPairPanel(_EditPanel):
         self_steps: float,
         seed: int,
         steps: int,
-        guidance: float,
+        guidance: float | None,
         title: str,
         threaded: bool,
     ) -> None:
@@ -204,7 +204,7 @@ class ReweightPanel(_EditPanel):
         cross: float = 0.8,
         seed: int = 1,
         steps: int = 10,
-        guidance: float = 7.5,
+        guidance: float | None = None,
         threaded: bool = True,
     ) -> None:
         self.cross = cross
@@ -289,7 +289,7 @@ class RefinePanel(_PromptPairPanel):
         self_steps: float = 0.4,
         seed: int = 1,
         steps: int = 10,
-        guidance: float = 7.5,
+        guidance: float | None = None,
         threaded: bool = True,
     ) -> None:
         self.alignment_view = widgets.HTML()
@@ -338,7 +338,7 @@ class LocalBlendPanel(_PromptPairPanel):
         self_steps: float = 0.4,
         seed: int = 1,
         steps: int = 10,
-        guidance: float = 7.5,
+        guidance: float | None = None,
         threaded: bool = True,
     ) -> None:
         self.mask: torch.Tensor | None = None  # (h, w) the last step's mask, 1 = may change

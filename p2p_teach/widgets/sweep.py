@@ -60,7 +60,7 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
         fractions: Sequence[float] = DEFAULT_FRACTIONS,
         seed: int = 1,
         steps: int = 10,
-        guidance: float = 7.5,
+        guidance: float | None = None,
         fixed_self: float = 0.0,
         fixed_cross: float = 0.8,
         cache: SweepCache | None = None,

@@ -130,21 +130,9 @@ def build_tiny_random_pipeline(seed: int = 0):
 
 def build_shapes_pipeline(seed: int = 0):
     """The shipped shapes model (``seed`` is unused: its weights are trained)."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
     from .shapes import load_shapes_pipeline
 
-    # Loading bars would only clutter a notebook: a 28 MB model loads in well under a second.
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    try:
-        pipe = load_shapes_pipeline()
-    finally:
-        diffusers_logging.enable_progress_bar()
-        transformers_logging.enable_progress_bar()
-    pipe.register_to_config(_name_or_path=f"{BUILTIN_PREFIX}shapes")
-    return pipe
+    return load_shapes_pipeline()  # named p2p_teach/shapes: it runs at its own guidance
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {

@@ -21,15 +21,29 @@ def load_shapes_pipeline(folder: str | Path | None = None, dtype=None):  # -> SD
     """The shapes model as a ``StableDiffusionPipeline``, offline (the shipped weights by default).
 
     The weights are stored in fp16 and loaded in ``dtype`` (float32 unless told otherwise, as
-    the CPU wants). The progress bar is off.
+    the CPU wants). The progress bars are off. The shipped weights are named
+    ``p2p_teach/shapes``, the built-in model, which runs at :data:`GUIDANCE` by default; other
+    folders (a training run's) keep their path as name.
     """
     import torch
     from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
-    from ..models import _dtype_kwarg
+    from ..models import BUILTIN_PREFIX, _dtype_kwarg
 
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(folder or WEIGHTS_DIR), **_dtype_kwarg(dtype or torch.float32), local_files_only=True
-    )
+    # Loading bars would only clutter a notebook: a 28 MB model loads in well under a second.
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            str(folder or WEIGHTS_DIR), **_dtype_kwarg(dtype or torch.float32),
+            local_files_only=True,
+        )  # fmt: skip
+    finally:
+        diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()
+    if folder is None:
+        pipe.register_to_config(_name_or_path=f"{BUILTIN_PREFIX}shapes")
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -477,15 +477,27 @@ def evaluate(pipe, settings: EvalSettings, grid_path: Path | None = None) -> dic
     return results
 
 
-def colour_swap_results(pipe, settings: EvalSettings) -> dict:
-    """Colour-swap IoU with and without injection, edit success and edit time (engine API)."""
-    try:
-        from p2p_teach.engine import edit
-    except ImportError as error:  # the engine is optional for this script
-        return {"skipped": f"p2p_teach.engine.edit is not available: {error}"}
-    iou_injected, iou_plain, success, source_right, seconds = [], [], [], [], []
+def background_name(image: np.ndarray) -> str:
+    """The dataset background nearest to the image's border colour."""
+    return shapes_data.nearest_colour(background_colour(image), shapes_data.BACKGROUNDS)
+
+
+def swap_runs(pipe, settings: EvalSettings, name_size: bool) -> dict[str, list]:
+    """Run every colour swap with cross-injection 0.8 and without injection (same seed).
+
+    ``name_size=False`` leaves the size out of the prompts, so that the seed decides it (and
+    the background, never named here): what injection has to keep. Per swap: mask IoU of
+    source and edit, background kept, target colour reached, source colour right, seconds.
+    """
+    from p2p_teach.engine import edit
+
+    runs: dict[str, list] = {key: [] for key in (
+        "iou_injected", "iou_plain", "background_injected", "background_plain", "success",
+        "source_right", "seconds",
+    )}  # fmt: skip
     for k, (spec, new_colour) in enumerate(swap_specs(settings.swaps)):
-        words = spec.words() + shapes_data.POSITION_PHRASES[spec.position].split()
+        words = [w for w in spec.words() if name_size or w != spec.size]
+        words += shapes_data.POSITION_PHRASES[spec.position].split()
         source = " ".join(words)
         target = " ".join(new_colour if w == spec.colour else w for w in words)
         seed = settings.seed + 77 + k
@@ -494,7 +506,7 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
             pipe, source, target, edit="replace", seed=seed, steps=settings.steps,
             guidance=settings.guidance, cross_steps=0.8, record="none", progress=False,
         )  # fmt: skip
-        seconds.append(time.perf_counter() - start)
+        runs["seconds"].append(time.perf_counter() - start)
         plain = edit(
             pipe, source, target, edit="none", seed=seed, steps=settings.steps,
             guidance=settings.guidance, record="none", progress=False,
@@ -502,13 +514,45 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
         source_image = np.asarray(injected.source_image.convert("RGB"))
         edited_image = np.asarray(injected.edited_image.convert("RGB"))
         plain_image = np.asarray(plain.edited_image.convert("RGB"))
-        source_mask = foreground(source_image)
-        edited_mask = foreground(edited_image)
-        iou_injected.append(mask_iou(source_mask, edited_mask))
-        iou_plain.append(mask_iou(foreground(np.asarray(plain.source_image.convert("RGB"))),
-                                  foreground(plain_image)))  # fmt: skip
-        success.append(object_colour(edited_image, edited_mask) == new_colour)
-        source_right.append(object_colour(source_image, source_mask) == spec.colour)
+        source_mask, edited_mask = foreground(source_image), foreground(edited_image)
+        runs["iou_injected"].append(mask_iou(source_mask, edited_mask))
+        runs["iou_plain"].append(mask_iou(source_mask, foreground(plain_image)))
+        runs["background_injected"].append(
+            background_name(edited_image) == background_name(source_image)
+        )
+        runs["background_plain"].append(
+            background_name(plain_image) == background_name(source_image)
+        )
+        runs["success"].append(object_colour(edited_image, edited_mask) == new_colour)
+        runs["source_right"].append(object_colour(source_image, source_mask) == spec.colour)
+    return runs
+
+
+def colour_swap_results(pipe, settings: EvalSettings) -> dict:
+    """Colour-swap IoU with and without injection, edit success and edit time (engine API).
+
+    The main numbers are for prompts that name the size; ``size_unnamed`` repeats the swaps
+    with the size left to the seed.
+    """
+    try:
+        from p2p_teach.engine import edit
+    except ImportError as error:  # the engine is optional for this script
+        return {"skipped": f"p2p_teach.engine.edit is not available: {error}"}
+
+    def summarise(runs: dict[str, list]) -> dict:
+        return {
+            "iou_median_injected": float(statistics.median(runs["iou_injected"])),
+            "iou_median_no_injection": float(statistics.median(runs["iou_plain"])),
+            "iou_mean_injected": float(np.mean(runs["iou_injected"])),
+            "iou_mean_no_injection": float(np.mean(runs["iou_plain"])),
+            "background_kept_injected": float(np.mean(runs["background_injected"])),
+            "background_kept_no_injection": float(np.mean(runs["background_plain"])),
+            "edit_success_share": float(np.mean(runs["success"])),
+            "source_colour_right_share": float(np.mean(runs["source_right"])),
+        }
+
+    named = swap_runs(pipe, settings, name_size=True)
+    unnamed = swap_runs(pipe, settings, name_size=False)
     # timing: one more 2-prompt edit at 25 steps, the pipeline already warm
     words = swap_specs(1)[0][0]
     start = time.perf_counter()
@@ -520,13 +564,9 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     return {
         "swaps": settings.swaps,
         "cross_steps": 0.8,
-        "iou_median_injected": float(statistics.median(iou_injected)),
-        "iou_median_no_injection": float(statistics.median(iou_plain)),
-        "iou_mean_injected": float(np.mean(iou_injected)),
-        "iou_mean_no_injection": float(np.mean(iou_plain)),
-        "edit_success_share": float(np.mean(success)),
-        "source_colour_right_share": float(np.mean(source_right)),
-        "edit_seconds_median": float(statistics.median(seconds)),
+        **summarise(named),
+        "size_unnamed": summarise(unnamed),
+        "edit_seconds_median": float(statistics.median(named["seconds"])),
         "edit_25_steps_seconds_recording": edit_25_seconds,
     }
 
@@ -552,6 +592,11 @@ def summary(results: dict) -> str:
     swap = results.get("colour_swap", {})
     if "iou_median_no_injection" in swap:
         lines.append(f"{'swap IoU, no injection':<22} {swap['iou_median_no_injection']:>7.3f}")
+        open_size = swap["size_unnamed"]
+        lines.append(f"size unnamed: swap IoU {open_size['iou_median_injected']:.3f} injected, "
+                     f"{open_size['iou_median_no_injection']:.3f} not; background kept "
+                     f"{open_size['background_kept_injected']:.3f} injected, "
+                     f"{open_size['background_kept_no_injection']:.3f} not")  # fmt: skip
         seconds = swap["edit_25_steps_seconds_recording"]
         lines.append(f"{'2-prompt edit, 25 steps':<22} {seconds:>6.2f}s   < 2 s")
     lines.append(

@@ -158,25 +158,44 @@ def _decode_targets(targets: np.ndarray) -> dict:
     return named
 
 
-def test_caption_targets_name_what_the_caption_has_said_so_far(caption_ids: CaptionIds):
-    words = "a big red circle on the left and a cyan hexagon on the right on a black background"
-    ids, targets = shapes_train.caption_targets(caption_ids, words.split())
-    assert ids == caption_ids.tokenizer(words, padding="max_length", max_length=77).input_ids
+CAPTION = "a big red circle on the left and a cyan hexagon on the right on a black background"
+EVERYTHING = {
+    ("size", 0): "big", ("colour", 0): "red", ("shape", 0): "circle",
+    ("position", 0): "left", ("colour", 1): "cyan", ("shape", 1): "hexagon",
+    ("position", 1): "right", ("background", None): "black",
+}  # fmt: skip
+
+
+def test_word_targets_name_only_each_slots_own_word(caption_ids: CaptionIds):
+    ids, targets = shapes_train.caption_targets(caption_ids, CAPTION.split(), "word")
+    assert ids == caption_ids.tokenizer(CAPTION, padding="max_length", max_length=77).input_ids
     assert targets.shape == (77, len(shapes_train.HEADS))
+    tokens = caption_ids.tokenizer.convert_ids_to_tokens(ids)
+    named = [(token, _decode_targets(t)) for token, t in zip(tokens, targets, strict=True)]
+    said = {head: value for _, slot in named for head, value in slot.items()}
+    assert said == EVERYTHING  # every attribute is named by some slot...
+    assert all(len(slot) <= 1 for _, slot in named)  # ...and each slot names at most one
+    assert named[0][1] == {} and named[-1][1] == {}  # BOS and the EOS padding name nothing
+    assert named[3] == ("red</w>", {("colour", 0): "red"})
+    cy, an = ids.index(caption_ids.word_ids("cyan")[0]), ids.index(caption_ids.word_ids("cyan")[1])
+    assert named[cy][1] == named[an][1] == {("colour", 1): "cyan"}  # both pieces, object 1
+    words_without_attribute = {"a</w>", "on</w>", "the</w>", "and</w>", "background</w>"}
+    assert all(slot == {} for token, slot in named if token in words_without_attribute)
+
+
+def test_cumulative_targets_name_what_the_caption_has_said_so_far(caption_ids: CaptionIds):
+    ids, targets = shapes_train.caption_targets(caption_ids, CAPTION.split(), "cumulative")
     assert _decode_targets(targets[0]) == {}  # BOS: nothing said yet
     assert _decode_targets(targets[3]) == {("size", 0): "big", ("colour", 0): "red"}
-    everything = {
-        ("size", 0): "big", ("colour", 0): "red", ("shape", 0): "circle",
-        ("position", 0): "left", ("colour", 1): "cyan", ("shape", 1): "hexagon",
-        ("position", 1): "right", ("background", None): "black",
-    }  # fmt: skip
-    assert _decode_targets(targets[-1]) == everything  # the EOS padding knows the whole caption
+    assert _decode_targets(targets[-1]) == EVERYTHING  # the EOS padding knows the whole caption
     cy_slot = ids.index(caption_ids.word_ids("cyan")[0])
     assert _decode_targets(targets[cy_slot])[("colour", 1)] == "cyan"  # from its first piece
     assert ("shape", 1) not in _decode_targets(targets[cy_slot])
     # targets only grow along the caption: a named attribute is never forgotten
     named = targets > 0
     assert (named[1:] >= named[:-1]).all()
+    with pytest.raises(ValueError, match="kind='both': use one of word, cumulative"):
+        shapes_train.caption_targets(caption_ids, CAPTION.split(), "both")
 
 
 def test_caption_corpus_matches_the_dataset_captions(caption_ids: CaptionIds):

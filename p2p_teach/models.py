@@ -6,9 +6,9 @@ subclass. :func:`load_pipeline` says plainly which model it runs (:func:`describ
 Built-in models need no network:
 
 - ``"shapes"`` (the default): the Stable Diffusion v1 architecture at small size, trained on
-  procedural 64×64 images of coloured shapes and shipped inside the package (fp16, 28 MB). Its
-  word attention sits on the object it draws; it gets colours right about three times in four
-  and draws shapes as blobs (``p2p_teach/shapes/MODEL_CARD.md`` has the measured numbers).
+  procedural 64×64 images of coloured shapes and shipped inside the package (fp16, 28 MB). It
+  runs at guidance 2; its word attention sits on the object it draws; colours and positions
+  are right almost always, shapes six times in ten (``p2p_teach/shapes/MODEL_CARD.md``).
 - ``"tiny-random"``: the Stable Diffusion v1 architecture at toy size with random weights (built
   from configs, deterministic for a seed) and the real CLIP tokenizer. Tokens and mappers are
   real; its attention maps and images are noise. It builds in about a second on a CPU.
@@ -139,8 +139,8 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "shapes": BuiltinModel(
         "shapes",
         "built-in offline model 'shapes': Stable Diffusion v1 architecture at small size, "
-        "trained on 64×64 pictures of one or two coloured shapes: it draws coloured blobs, and "
-        "its word attention sits on them. For photos load an SD v1.x hub id on a GPU.",
+        "trained on 64×64 pictures of one or two coloured shapes (captions like 'a big red "
+        "circle on the left'); runs at guidance 2. For photos load an SD v1.x hub id on a GPU.",
         build_shapes_pipeline,
         guidance=SHAPES_GUIDANCE,
     ),

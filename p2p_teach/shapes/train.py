@@ -680,7 +680,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--text-targets", choices=TEXT_TARGETS, default="word",
         help="what each slot's embedding is trained to name: its own word, or all said so far",
     )  # fmt: skip
-    parser.add_argument("--minutes", type=float, default=85.0, help="UNet training time")
+    parser.add_argument("--minutes", type=float, default=42.0, help="UNet training time")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=8e-4)
     parser.add_argument("--warmup", type=int, default=200)

@@ -282,6 +282,24 @@ def test_prompt_sets_cover_every_attribute():
         assert {first.position, second.position} in ({"left", "right"}, {"top", "bottom"})
 
 
+def test_swaps_change_exactly_one_word_into_another_value_of_its_attribute():
+    settings = shapes_eval.EvalSettings(swaps=12, position_swaps=8)
+    opposite = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
+    for name_size in (True, False):
+        for swap, spec in shapes_eval.colour_swaps(settings, name_size):
+            source, target = swap.source.split(), swap.target.split()
+            changed = [k for k, (a, b) in enumerate(zip(source, target, strict=True)) if a != b]
+            assert changed == [swap.index]
+            assert source[swap.index] == spec.colour and target[swap.index] in shapes_data.COLOURS
+            assert (spec.size in source) is name_size
+    layout = shapes_eval.position_swaps(settings)
+    assert len(layout) == 8
+    for swap, spec in layout:
+        assert swap.source == spec.phrase()
+        assert swap.target == spec.phrase().replace(spec.position, opposite[spec.position])
+    assert len({swap.seed for swap, _ in layout}) == 8
+
+
 # ---- the shipped weights ------------------------------------------------------------------------
 
 
@@ -323,3 +341,6 @@ def test_quick_evaluation_of_the_shipped_model():
     assert results["shape_classifier_heldout_accuracy"] >= 0.95
     swap = results["colour_swap"]
     assert swap["edit_success_share"] >= 0.5
+    # a side-word swap: injection holds the source layout, a plain run follows the new word
+    assert swap["position_swap"]["kept_source_position_injected"] >= 0.5
+    assert swap["position_swap"]["moved_to_new_position_no_injection"] >= 0.5

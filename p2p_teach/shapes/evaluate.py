@@ -16,7 +16,10 @@ generator's own definitions (palette, anchor positions, shapes):
 - **Prompt-to-Prompt colour swap** (through :func:`p2p_teach.engine.edit`): median IoU of the
   object masks of source and edit, with cross-attention injection over 0.8 of the steps and
   without any injection (same seed), the share of edits whose object takes the new colour,
-  and the time of a 2-prompt edit at 25 steps;
+  and the time of a 2-prompt edit at 25 steps; also with self-attention injected in every
+  layer, and with the size left to the seed;
+- **side-word swap** (``on the left`` → ``on the right``): with injection the object should
+  stay where the source put it, without it the object should move;
 - **guidance**: colour, shape and position accuracy at several classifier-free guidance scales
   (other prompts and seeds), which is how the model's scale (``p2p_teach.shapes.GUIDANCE``)
   was chosen; every other measure runs at that scale.
@@ -336,6 +339,7 @@ class EvalSettings:
     sweep_guidances: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 5.0, 7.5)
     sweep_prompts: int = 12
     sweep_samples: int = 4
+    position_swaps: int = 12
     classifier_train: int = 2400
     classifier_steps: int = 300
     seed: int = 0
@@ -343,7 +347,7 @@ class EvalSettings:
     @classmethod
     def quick(cls) -> EvalSettings:
         return cls(
-            single_prompts=5, two_object_prompts=2, samples=2, swaps=2, steps=20,
+            single_prompts=5, two_object_prompts=2, samples=2, swaps=2, position_swaps=2, steps=20,
             sweep_guidances=(), classifier_train=1200, classifier_steps=150,
         )  # fmt: skip
 
@@ -482,93 +486,165 @@ def background_name(image: np.ndarray) -> str:
     return shapes_data.nearest_colour(background_colour(image), shapes_data.BACKGROUNDS)
 
 
-def swap_runs(pipe, settings: EvalSettings, name_size: bool) -> dict[str, list]:
-    """Run every colour swap with cross-injection 0.8 and without injection (same seed).
+@dataclass(frozen=True)
+class Swap:
+    """One word swap: the source prompt's words, the swapped word's index and its new word."""
 
-    ``name_size=False`` leaves the size out of the prompts, so that the seed decides it (and
-    the background, never named here): what injection has to keep. Per swap: mask IoU of
-    source and edit, background kept, target colour reached, source colour right, seconds.
-    """
-    from p2p_teach.engine import edit
+    words: tuple[str, ...]
+    index: int
+    new_word: str
+    seed: int
 
-    runs: dict[str, list] = {key: [] for key in (
-        "iou_injected", "iou_plain", "background_injected", "background_plain", "success",
-        "source_right", "seconds",
-    )}  # fmt: skip
+    @property
+    def source(self) -> str:
+        return " ".join(self.words)
+
+    @property
+    def target(self) -> str:
+        return " ".join(self.new_word if k == self.index else w for k, w in enumerate(self.words))
+
+
+def colour_swaps(settings: EvalSettings, name_size: bool) -> list[tuple[Swap, ObjectSpec]]:
+    """The colour swaps of ``swap_specs``; ``name_size=False`` leaves the size to the seed."""
+    swaps = []
     for k, (spec, new_colour) in enumerate(swap_specs(settings.swaps)):
         words = [w for w in spec.words() if name_size or w != spec.size]
         words += shapes_data.POSITION_PHRASES[spec.position].split()
-        source = " ".join(words)
-        target = " ".join(new_colour if w == spec.colour else w for w in words)
-        seed = settings.seed + 77 + k
+        swaps.append((Swap(tuple(words), words.index(spec.colour), new_colour,
+                           settings.seed + 77 + k), spec))  # fmt: skip
+    return swaps
+
+
+def position_swaps(settings: EvalSettings) -> list[tuple[Swap, ObjectSpec]]:
+    """Layout-word swaps: the object's side for its opposite (left↔right, top↔bottom)."""
+    opposite = {a: b for pair in shapes_data.OPPOSITE_PAIRS for a, b in (pair, pair[::-1])}
+    swaps = []
+    for k, spec in enumerate(single_object_specs(4 * settings.position_swaps, seed=2027)):
+        if spec.position not in opposite or len(swaps) == settings.position_swaps:
+            continue
+        words = spec.words() + shapes_data.POSITION_PHRASES[spec.position].split()
+        swaps.append((Swap(tuple(words), len(words) - 1, opposite[spec.position],
+                           settings.seed + 177 + k), spec))  # fmt: skip
+    return swaps
+
+
+def run_swaps(
+    pipe, swaps: list[tuple[Swap, ObjectSpec]], settings: EvalSettings, edit_fn, **injection
+) -> dict[str, list]:
+    """Each swap with Prompt-to-Prompt (``edit="replace"`` with ``injection``, e.g.
+    ``cross_steps=0.8``) and without any injection (same seed).
+
+    Per swap: mask IoU of source and edit, background kept, the edit's colour and position
+    and the source's, and the seconds of the injected edit.
+    """
+    runs: dict[str, list] = {key: [] for key in (
+        "iou_injected", "iou_plain", "background_injected", "background_plain",
+        "colour_injected", "position_injected", "position_plain", "source_colour",
+        "source_position", "seconds",
+    )}  # fmt: skip
+    for swap, _spec in swaps:
         start = time.perf_counter()
-        injected = edit(
-            pipe, source, target, edit="replace", seed=seed, steps=settings.steps,
-            guidance=settings.guidance, cross_steps=0.8, record="none", progress=False,
+        injected = edit_fn(
+            pipe, swap.source, swap.target, edit="replace", seed=swap.seed,
+            steps=settings.steps, guidance=settings.guidance, record="none", progress=False,
+            **injection,
         )  # fmt: skip
         runs["seconds"].append(time.perf_counter() - start)
-        plain = edit(
-            pipe, source, target, edit="none", seed=seed, steps=settings.steps,
+        plain = edit_fn(
+            pipe, swap.source, swap.target, edit="none", seed=swap.seed, steps=settings.steps,
             guidance=settings.guidance, record="none", progress=False,
         )  # fmt: skip
-        source_image = np.asarray(injected.source_image.convert("RGB"))
-        edited_image = np.asarray(injected.edited_image.convert("RGB"))
-        plain_image = np.asarray(plain.edited_image.convert("RGB"))
-        source_mask, edited_mask = foreground(source_image), foreground(edited_image)
+        source = np.asarray(injected.source_image.convert("RGB"))
+        edited = np.asarray(injected.edited_image.convert("RGB"))
+        unguided = np.asarray(plain.edited_image.convert("RGB"))
+        source_mask, edited_mask = foreground(source), foreground(edited)
+        plain_mask = foreground(unguided)
         runs["iou_injected"].append(mask_iou(source_mask, edited_mask))
-        runs["iou_plain"].append(mask_iou(source_mask, foreground(plain_image)))
-        runs["background_injected"].append(
-            background_name(edited_image) == background_name(source_image)
-        )
-        runs["background_plain"].append(
-            background_name(plain_image) == background_name(source_image)
-        )
-        runs["success"].append(object_colour(edited_image, edited_mask) == new_colour)
-        runs["source_right"].append(object_colour(source_image, source_mask) == spec.colour)
+        runs["iou_plain"].append(mask_iou(source_mask, plain_mask))
+        runs["background_injected"].append(background_name(edited) == background_name(source))
+        runs["background_plain"].append(background_name(unguided) == background_name(source))
+        runs["colour_injected"].append(object_colour(edited, edited_mask))
+        runs["position_injected"].append(object_position(edited_mask))
+        runs["position_plain"].append(object_position(plain_mask))
+        runs["source_colour"].append(object_colour(source, source_mask))
+        runs["source_position"].append(object_position(source_mask))
     return runs
+
+
+def summarise_colour_swaps(runs: dict[str, list], swaps: list[tuple[Swap, ObjectSpec]]) -> dict:
+    """Median and mean IoU with and without injection, background kept, edit success."""
+    new_colours = [swap.new_word for swap, _ in swaps]
+    source_colours = [spec.colour for _, spec in swaps]
+    return {
+        "iou_median_injected": float(statistics.median(runs["iou_injected"])),
+        "iou_median_no_injection": float(statistics.median(runs["iou_plain"])),
+        "iou_mean_injected": float(np.mean(runs["iou_injected"])),
+        "iou_mean_no_injection": float(np.mean(runs["iou_plain"])),
+        "background_kept_injected": float(np.mean(runs["background_injected"])),
+        "background_kept_no_injection": float(np.mean(runs["background_plain"])),
+        "edit_success_share": matching_share(runs["colour_injected"], new_colours),
+        "source_colour_right_share": matching_share(runs["source_colour"], source_colours),
+    }
+
+
+def matching_share(read: list[str | None], wanted: list[str | None]) -> float:
+    """Share of pairs where what was read off an image is what was wanted."""
+    return float(np.mean([a == b for a, b in zip(read, wanted, strict=True)]))
 
 
 def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     """Colour-swap IoU with and without injection, edit success and edit time (engine API).
 
-    The main numbers are for prompts that name the size; ``size_unnamed`` repeats the swaps
-    with the size left to the seed.
+    The main numbers are for prompts that name the size, with cross-attention injected over
+    0.8 of the steps and self-attention by the engine's default (over 0.4 of the steps, in
+    layers at most a quarter of the latent's side: none in this model's 16×16 latent).
+    ``self_every_layer`` injects self-attention in every layer; ``size_unnamed`` leaves the
+    size to the seed; ``position_swap`` swaps the side word instead (left↔right,
+    top↔bottom), where the layout is what injection has to hold against the prompt.
     """
     try:
         from p2p_teach.engine import edit
     except ImportError as error:  # the engine is optional for this script
         return {"skipped": f"p2p_teach.engine.edit is not available: {error}"}
 
-    def summarise(runs: dict[str, list]) -> dict:
-        return {
-            "iou_median_injected": float(statistics.median(runs["iou_injected"])),
-            "iou_median_no_injection": float(statistics.median(runs["iou_plain"])),
-            "iou_mean_injected": float(np.mean(runs["iou_injected"])),
-            "iou_mean_no_injection": float(np.mean(runs["iou_plain"])),
-            "background_kept_injected": float(np.mean(runs["background_injected"])),
-            "background_kept_no_injection": float(np.mean(runs["background_plain"])),
-            "edit_success_share": float(np.mean(runs["success"])),
-            "source_colour_right_share": float(np.mean(runs["source_right"])),
-        }
-
-    named = swap_runs(pipe, settings, name_size=True)
-    unnamed = swap_runs(pipe, settings, name_size=False)
-    # timing: one more 2-prompt edit at 25 steps, the pipeline already warm
-    words = swap_specs(1)[0][0]
-    start = time.perf_counter()
-    edit(
-        pipe, words.phrase(), words.phrase().replace(words.colour, "blue"), edit="replace",
-        seed=1, steps=25, guidance=settings.guidance, progress=False,
-    )  # fmt: skip
-    edit_25_seconds = time.perf_counter() - start
-    return {
+    named = colour_swaps(settings, name_size=True)
+    named_runs = run_swaps(pipe, named, settings, edit, cross_steps=0.8)
+    unnamed = colour_swaps(settings, name_size=False)
+    every_layer = run_swaps(pipe, named, settings, edit, cross_steps=0.8, self_max_ratio=1.0)
+    results = {
         "swaps": settings.swaps,
         "cross_steps": 0.8,
-        **summarise(named),
-        "size_unnamed": summarise(unnamed),
-        "edit_seconds_median": float(statistics.median(named["seconds"])),
-        "edit_25_steps_seconds_recording": edit_25_seconds,
+        **summarise_colour_swaps(named_runs, named),
+        "self_every_layer": summarise_colour_swaps(every_layer, named),
+        "size_unnamed": summarise_colour_swaps(
+            run_swaps(pipe, unnamed, settings, edit, cross_steps=0.8), unnamed
+        ),
+        "edit_seconds_median": float(statistics.median(named_runs["seconds"])),
     }
+    if settings.position_swaps:
+        layout = position_swaps(settings)
+        runs = run_swaps(pipe, layout, settings, edit, cross_steps=0.8)
+        new_sides = [swap.new_word for swap, _ in layout]
+        results["position_swap"] = {
+            "swaps": len(layout),
+            "source_position_right_share": matching_share(
+                runs["source_position"], [spec.position for _, spec in layout]
+            ),
+            "kept_source_position_injected": matching_share(
+                runs["position_injected"], runs["source_position"]
+            ),
+            "moved_to_new_position_injected": matching_share(runs["position_injected"], new_sides),
+            "moved_to_new_position_no_injection": matching_share(runs["position_plain"], new_sides),
+            "iou_median_injected": float(statistics.median(runs["iou_injected"])),
+            "iou_median_no_injection": float(statistics.median(runs["iou_plain"])),
+        }  # fmt: skip
+    # timing: one more 2-prompt edit at 25 steps, the pipeline already warm, recording maps
+    swap, _ = named[0]
+    start = time.perf_counter()
+    edit(pipe, swap.source, swap.target, edit="replace", seed=1, steps=25,
+         guidance=settings.guidance, progress=False)  # fmt: skip
+    results["edit_25_steps_seconds_recording"] = time.perf_counter() - start
+    return results
 
 
 TARGETS = {  # (result path, target, direction)
@@ -597,6 +673,15 @@ def summary(results: dict) -> str:
                      f"{open_size['iou_median_no_injection']:.3f} not; background kept "
                      f"{open_size['background_kept_injected']:.3f} injected, "
                      f"{open_size['background_kept_no_injection']:.3f} not")  # fmt: skip
+        every = swap["self_every_layer"]
+        lines.append(f"self-attention injected in every layer too: swap IoU "
+                     f"{every['iou_median_injected']:.3f}, edit success "
+                     f"{every['edit_success_share']:.3f}")  # fmt: skip
+        if "position_swap" in swap:
+            kept = swap["position_swap"]["kept_source_position_injected"]
+            moved = swap["position_swap"]["moved_to_new_position_no_injection"]
+            lines.append(f"side-word swap: the object stays put {kept:.3f} injected; it moves "
+                         f"to the new side {moved:.3f} without injection")  # fmt: skip
         seconds = swap["edit_25_steps_seconds_recording"]
         lines.append(f"{'2-prompt edit, 25 steps':<22} {seconds:>6.2f}s   < 2 s")
     lines.append(

@@ -144,6 +144,15 @@ def test_phase_checkpoints_resume_model_optimizer_step_and_rng(tmp_path):
     assert missing == (0, 0.0, {})
 
 
+def test_unet_minutes_trained_reads_the_checkpoint_clock(tmp_path):
+    # what --resume compares with --minutes to decide whether a finished UNet trains further
+    assert shapes_train.unet_minutes_trained(tmp_path) == 0.0
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    shapes_train.save_phase(tmp_path / "unet_ckpt.pt", "unet", model, optimizer, 9, 2520.0)
+    assert shapes_train.unet_minutes_trained(tmp_path) == 42.0
+
+
 def _decode_targets(targets: np.ndarray) -> dict:
     """Class indices of one slot back to names: {(attribute, object): value}."""
     named = {}

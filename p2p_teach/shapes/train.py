@@ -6,9 +6,10 @@ Phases (each one resumes or is skipped when its output already exists in ``--out
 2. vae: ``AutoencoderKL`` for ``--vae-minutes`` (MSE + a small KL term, as SD);
 3. latents: every image encoded once with the trained VAE (posterior mean);
 4. text: the ``CLIPTextModel`` is pre-trained for ``--text-minutes`` on captions alone, to read
-   them: from every token slot, linear heads predict each attribute the caption has named so
-   far (colour, shape, size and position of each object, and the background). It is then
-   frozen, as SD's text encoder is, and every caption's embedding is computed once;
+   them: from every token slot, linear heads predict the attribute (colour, shape, size,
+   position, background) that the slot's own word names (``--text-targets word``, the
+   default), or every attribute named so far (``cumulative``). It is then frozen, as SD's
+   text encoder is, and every caption's embedding is computed once;
 5. unet: the UNet for ``--minutes`` of wall clock on the cached latents and caption embeddings:
    epsilon loss with min-SNR weighting and more weight on the objects' pixels, EMA, 10% empty
    captions (for classifier-free guidance), bf16 autocast, and a grounding loss on
@@ -22,7 +23,8 @@ Phases (each one resumes or is skipped when its output already exists in ``--out
 
 Checkpoints are written every ``--checkpoint-minutes``; ``--resume`` continues from them.
 The learning rate follows the wall clock (warm-up, then cosine), so a resumed run follows
-the same schedule.
+the same schedule. ``--resume`` with a larger ``--minutes`` than a finished run's trains its
+UNet further (the cosine then restarts from where the new budget puts it) and re-exports.
 """
 
 from __future__ import annotations
@@ -582,6 +584,12 @@ def train_unet(
     return ema_state_dict(unet, ema)
 
 
+def unet_minutes_trained(out: Path) -> float:
+    """Minutes of UNet training in the run's checkpoint (0 without one)."""
+    path = out / "unet_ckpt.pt"
+    return torch.load(path, weights_only=False)["elapsed"] / 60 if path.exists() else 0.0
+
+
 def ema_state_dict(unet, ema: list[torch.Tensor]) -> dict:
     """The UNet's state dict with the EMA weights in place of the live ones."""
     with torch.no_grad():
@@ -783,9 +791,12 @@ def main(argv: list[str] | None = None) -> None:
     empty_hidden = encode_captions(text_encoder, torch.tensor([empty_ids]))[0]  # (77, hidden)
     log(f"text: {text_hidden.shape[0]} caption embeddings in {time.time() - t0:.0f} s")
 
-    if (out / "final.pt").exists():
+    trained = unet_minutes_trained(out)
+    if (out / "final.pt").exists() and trained >= args.minutes:
         final = torch.load(out / "final.pt", weights_only=False)
-    else:
+    else:  # a new UNet phase, a resumed one, or a finished one given a larger --minutes
+        if (out / "final.pt").exists():
+            log(f"unet: extending the finished run from {trained:.1f} to {args.minutes:g} min")
         unet_state = train_unet(dataset, latents, text_hidden, empty_hidden, out, args)
         final = {"unet": unet_state, "text_encoder": text_state, "vae": vae_state,
                  "scaling_factor": scaling_factor}  # fmt: skip

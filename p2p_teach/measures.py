@@ -12,9 +12,11 @@ brightest ``fraction`` of the pixels.
 
 *Injection step*: the longer the source's attention is injected, the more of the source's
 layout the edited image keeps. :func:`layout_similarity` measures how much layout two images
-share: the Pearson correlation of their grayscale images after area-averaging to a coarse grid
-(``grid``×``grid``), which keeps the arrangement of light and dark regions and drops texture
-and colour. 1 for the same layout, about 0 for unrelated images.
+share: the Pearson correlation of where their edges are, after area-averaging each image's
+edge strength (the colour gradient's magnitude) to a coarse grid (``grid``×``grid``). Edges
+stay where they are when an object only changes colour, even when a dark object turns light
+(a red circle turning cyan on gray), which a correlation of the brightness itself would read
+as an inverted layout. 1 for the same layout, about 0 for unrelated images.
 """
 
 from __future__ import annotations
@@ -74,19 +76,31 @@ def top_k_mass(maps: torch.Tensor | np.ndarray, fraction: float = 0.1) -> torch.
     return torch.where(total > _EPS, top / total.clamp_min(_EPS), uniform_share)
 
 
-def _grayscale(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
-    """An image as a (1, 1, H, W) float64 tensor of luminance in [0, 1]."""
+def _rgb(image: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
+    """An image as an (H, W, C) float64 array in [0, 1]: C = 3 for RGB, 1 for grayscale."""
     if isinstance(image, Image.Image):
-        array = np.asarray(image.convert("L"), dtype=np.float64) / 255.0  # (H, W)
+        array = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0  # (H, W, 3)
     else:
         array = np.asarray(image, dtype=np.float64)
-        if array.ndim == 3:  # (H, W, 3) RGB, in [0, 1] or [0, 255]
-            array = array @ np.array([0.299, 0.587, 0.114])  # (H, W)
-        if array.max(initial=0.0) > 1.0:
+        if array.max(initial=0.0) > 1.0:  # [0, 255]
             array = array / 255.0
-    if array.ndim != 2:
+        if array.ndim == 2:
+            array = array[..., None]  # (H, W) -> (H, W, 1)
+    if array.ndim != 3 or array.shape[-1] not in (1, 3):
         raise ValueError(f"an image is (H, W) or (H, W, 3); got shape {array.shape}")
-    return torch.from_numpy(array)[None, None]  # (H, W) -> (1, 1, H, W)
+    return array
+
+
+def edge_strength(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(H − 2, W − 2) magnitude of the colour gradient, √(Σ_channels ∂x² + ∂y²), by central
+    differences on the interior pixels (the border has no neighbour on one side).
+
+    Zero on flat regions, large on the outline of an object, whatever its colour.
+    """
+    array = _rgb(image)  # (H, W, C)
+    dx = (array[1:-1, 2:] - array[1:-1, :-2]) / 2  # (H − 2, W − 2, C)
+    dy = (array[2:, 1:-1] - array[:-2, 1:-1]) / 2  # (H − 2, W − 2, C)
+    return torch.from_numpy(np.sqrt((dx**2 + dy**2).sum(-1)))  # (H − 2, W − 2)
 
 
 def layout_similarity(
@@ -94,19 +108,20 @@ def layout_similarity(
     image_b: Image.Image | np.ndarray | torch.Tensor,
     grid: int = 8,
 ) -> float:
-    """How much layout two images share: correlation of their coarse grayscale (−1 … 1).
+    """How much layout two images share: correlation of where their edges are (−1 … 1).
 
-    Both images are turned to grayscale and area-averaged to ``grid``×``grid`` cells; the
-    result is the Pearson correlation of the two grids. 1: same arrangement of light and dark;
-    about 0: unrelated; negative: inverted. Two flat images have no layout to compare and give
-    0, unless they are identical (1).
+    Each image's :func:`edge_strength` is area-averaged to ``grid``×``grid`` cells; the result
+    is the Pearson correlation of the two grids. 1: edges in the same places (the same
+    objects in the same places, in any colours); about 0: unrelated. Images without edges
+    (flat) have no layout to compare and give 0, unless they are identical (1).
     """
     coarse = []
     for image in (image_a, image_b):
-        gray = _grayscale(image)  # (1, 1, H, W)
-        coarse.append(F.adaptive_avg_pool2d(gray, grid).flatten())  # (grid·grid,)
+        edges = edge_strength(image)[None, None]  # (H, W) -> (1, 1, H, W)
+        coarse.append(F.adaptive_avg_pool2d(edges, grid).flatten())  # (grid·grid,)
     a, b = coarse[0] - coarse[0].mean(), coarse[1] - coarse[1].mean()
     norm = float(a.norm() * b.norm())
     if norm < _EPS:
-        return 1.0 if torch.allclose(coarse[0], coarse[1]) else 0.0
+        identical = np.array_equal(_rgb(image_a), _rgb(image_b))
+        return 1.0 if identical else 0.0
     return float((a * b).sum() / norm)

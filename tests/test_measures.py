@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from p2p_teach.measures import concentration, layout_similarity, top_k_mass
+from p2p_teach.measures import concentration, edge_strength, layout_similarity, top_k_mass
+from p2p_teach.shapes import data as shapes_data
 
 
 def test_concentration_is_zero_for_uniform_and_one_for_a_single_pixel():
@@ -71,7 +73,31 @@ def test_layout_similarity_is_one_for_the_same_layout_in_another_colour():
     assert layout_similarity(image, image) == pytest.approx(1.0)
     brighter = Image.fromarray(np.clip(np.asarray(image).astype(int) + 40, 0, 255).astype(np.uint8))
     assert layout_similarity(image, brighter) > 0.99
-    assert layout_similarity(image, recoloured) < -0.9  # the light/dark arrangement inverts
+    assert layout_similarity(image, recoloured) > 0.99  # dark turned light: the edges stay
+
+
+def test_a_flat_shape_recoloured_dark_to_light_keeps_its_layout():
+    # the built-in model's lesson: a red circle turned cyan on gray; its brightness inverts
+    # against the background (red is darker than gray, cyan lighter), its outline does not
+    red = shapes_data.ShapeObject("circle", "red", "big", "left", (17.0, 32.0), 13.0)
+    cyan = dataclasses.replace(red, colour="cyan")
+    moved = dataclasses.replace(red, centre=(47.0, 32.0), position="right")
+    image, recoloured, elsewhere = (
+        shapes_data.build_sample([obj], "gray").image for obj in (red, cyan, moved)
+    )
+    assert layout_similarity(image, recoloured) > 0.95
+    assert layout_similarity(image, elsewhere) < 0.2
+
+
+def test_edge_strength_is_the_colour_gradient_magnitude():
+    step = np.zeros((8, 8, 3))
+    step[:, 4:] = (0.6, 0.0, 0.8)  # a vertical edge between columns 3 and 4
+    edges = edge_strength(step).numpy()  # (6, 6): the interior, columns 1–6 of the image
+    assert edges.shape == (6, 6)
+    # central differences: half the jump on each side of the edge, in every channel at once
+    expected = np.hypot(0.3, 0.4)
+    assert np.allclose(edges[:, [2, 3]], expected) and np.allclose(edges[:, [0, 1, 4, 5]], 0.0)
+    assert np.allclose(edge_strength(step[..., 2]).numpy()[:, 2], 0.4)  # grayscale input
 
 
 def test_layout_similarity_falls_as_the_object_moves():

@@ -46,10 +46,9 @@ from .edits import (
     step_coefficients,
 )
 from .history import AttentionHistory, KeepSetting, LayerInfo, check_keep, keep_layer
-from .models import default_guidance
+from .models import default_guidance, default_self_max_ratio
 from .processors import EditRun, PromptToPromptProcessor, attention_processors, plan_layers
 from .schedules import (
-    DEFAULT_SELF_RATIO,
     CrossSteps,
     SelfSteps,
     check_num_steps,
@@ -384,7 +383,7 @@ def edit(
     guidance: float | None = None,
     cross_steps: CrossSteps = 0.8,
     self_steps: SelfSteps = 0.4,
-    self_max_ratio: float = DEFAULT_SELF_RATIO,
+    self_max_ratio: float | None = None,
     height: int | None = None,
     width: int | None = None,
     latents: torch.Tensor | None = None,
@@ -416,7 +415,9 @@ def edit(
             per-word dict with a ``"default"`` (:mod:`p2p_teach.schedules`).
         self_steps: self-attention injection: a fraction or a ``(start, end)`` pair.
         self_max_ratio: self-attention is injected in layers whose side is at most this share
-            of the latent's side (0.25: the original's 16×16 of a 64×64 latent).
+            of the latent's side; None: the model's own
+            (:func:`~p2p_teach.models.default_self_max_ratio`: 0.25 for SD v1.x, the
+            original's 16×16 of a 64×64 latent; every layer for the built-in shapes model).
         height, width: image size; defaults to the model's (512 for SD v1, 64 built in).
         latents: an optional z_T of shape (1, C, h, w) instead of the seed's (unscaled, as
             ``pipe(latents=...)`` takes it).
@@ -446,6 +447,8 @@ def edit(
     _check_pipeline(pipe)
     num_steps = check_num_steps(steps)
     guidance = _check_guidance(default_guidance(pipe) if guidance is None else guidance)
+    if self_max_ratio is None:
+        self_max_ratio = default_self_max_ratio(pipe)
     seed = _check_seed(seed)
     if preview not in ("auto", "vae", "linear"):
         raise ValueError(f"preview={preview!r}: use 'auto', 'vae' or 'linear'")

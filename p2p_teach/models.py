@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch
 
+from .schedules import DEFAULT_SELF_RATIO
 from .shapes import GUIDANCE as SHAPES_GUIDANCE
+from .shapes import SELF_MAX_RATIO as SHAPES_SELF_MAX_RATIO
 from .tokens import BOS_ID, EOS_ID, MAX_SLOTS, VOCAB_SIZE, load_clip_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ class BuiltinModel:
     summary: str  # one line a learner reads before trusting the pictures
     build: Callable[[int], object]  # seed -> StableDiffusionPipeline
     guidance: float = SD_GUIDANCE  # the classifier-free guidance scale the model runs at
+    # self-attention is injected in layers of side ≤ this share of the latent's side
+    self_max_ratio: float = DEFAULT_SELF_RATIO
 
 
 def _sd_v1_scheduler_config() -> dict:
@@ -143,6 +147,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         "circle on the left'); runs at guidance 2. For photos load an SD v1.x hub id on a GPU.",
         build_shapes_pipeline,
         guidance=SHAPES_GUIDANCE,
+        self_max_ratio=SHAPES_SELF_MAX_RATIO,
     ),
     "tiny-random": BuiltinModel(
         "tiny-random",
@@ -273,6 +278,17 @@ def default_guidance(pipe) -> float:
     """
     name = builtin_name(pipe)
     return BUILTIN_MODELS[name].guidance if name is not None else SD_GUIDANCE
+
+
+def default_self_max_ratio(pipe) -> float:
+    """The share of the latent's side up to which ``pipe``'s edits inject self-attention.
+
+    Stable Diffusion's is the original's 16×16 of a 64×64 latent (0.25). The shapes model's
+    16×16 latent would keep only its 4×4 middle block that way, where injection changes
+    nothing; it injects in every layer (:data:`p2p_teach.shapes.SELF_MAX_RATIO`).
+    """
+    name = builtin_name(pipe)
+    return BUILTIN_MODELS[name].self_max_ratio if name is not None else DEFAULT_SELF_RATIO
 
 
 def count_parameters(module: torch.nn.Module | None) -> int:

@@ -13,6 +13,7 @@ from p2p_teach.models import (
     ModelNotAvailableError,
     builtin_name,
     default_guidance,
+    default_self_max_ratio,
     describe_pipeline,
     load_pipeline,
 )
@@ -93,6 +94,24 @@ def test_each_model_runs_at_its_own_guidance_unless_told(tiny):
     told = edit(shapes, *prompts, steps=2, guidance=7.5, record="none", progress=False)
     assert told.settings["guidance"] == 7.5
     assert EditRunner(shapes, *prompts, threaded=False).guidance_slider.value == SHAPES_GUIDANCE
+
+
+def test_each_model_injects_self_attention_in_its_own_layers_unless_told(tiny):
+    from p2p_teach import edit
+    from p2p_teach.schedules import DEFAULT_SELF_RATIO
+    from p2p_teach.shapes import SELF_MAX_RATIO
+
+    shapes = load_pipeline(verbose=False)
+    assert default_self_max_ratio(shapes) == SELF_MAX_RATIO == 1.0
+    assert default_self_max_ratio(tiny) == DEFAULT_SELF_RATIO == 0.25
+    prompts = ("a big red circle on the left", "a big blue circle on the left")
+    ran = edit(shapes, *prompts, steps=5, record="none", progress=False)  # self: steps 1–2
+    assert ran.settings["self_max_side"] == 16  # every layer of the 16×16 latent
+    told = edit(shapes, *prompts, steps=5, self_max_ratio=0.25, record="none", progress=False)
+    assert told.settings["self_max_side"] == 4
+    # self-attention injected in the 16×16 and 8×8 layers changes the edit
+    assert not torch.equal(ran.latents[1], told.latents[1])
+    torch.testing.assert_close(ran.latents[0], told.latents[0])  # the source never changes
 
 
 def test_pipeline_object_passes_through(tiny):

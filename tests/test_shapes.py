@@ -339,11 +339,11 @@ def test_quick_evaluation_of_the_shipped_model():
     settings = shapes_eval.EvalSettings.quick()
     results = shapes_eval.evaluate(shapes_eval.load_pipeline(), settings)
     single = results["single_object"]
-    # loose bounds under the shipped model's 1.0 / 1.0 / 0.6 / 10.0 here; a random-weight
+    # loose bounds under the shipped model's 1.0 / 1.0 / 1.0 / 11.2 here; a random-weight
     # model of this architecture scores 0.0 colour and 1.0 attention ratio
     assert single["colour_accuracy"] >= 0.7
     assert single["position_accuracy"] >= 0.7
-    assert single["shape_accuracy"] >= 0.3
+    assert single["shape_accuracy"] >= 0.6
     assert results["two_objects"]["both_right_share"] >= 0.5
     assert single["attention_ratio_mean"] >= 3.0
     assert single["no_object_share"] <= 0.2
@@ -351,5 +351,6 @@ def test_quick_evaluation_of_the_shipped_model():
     swap = results["colour_swap"]
     assert swap["edit_success_share"] >= 0.5
     # a side-word swap: injection holds the source layout, a plain run follows the new word
-    assert swap["position_swap"]["kept_source_position_injected"] >= 0.5
+    # (here: 0.0 and 1.0 of the edits reach the new side)
+    assert swap["position_swap"]["moved_to_new_position_injected"] <= 0.5
     assert swap["position_swap"]["moved_to_new_position_no_injection"] >= 0.5

@@ -7,8 +7,8 @@ Built-in models need no network:
 
 - ``"shapes"`` (the default): the Stable Diffusion v1 architecture at small size, trained on
   procedural 64×64 images of coloured shapes and shipped inside the package (fp16, 28 MB). It
-  runs at guidance 2; its word attention sits on the object it draws; colours and positions
-  are right almost always, shapes six times in ten (``p2p_teach/shapes/MODEL_CARD.md``).
+  runs at guidance 2; its word attention sits on the object it draws; colours, shapes and
+  positions come out as named almost always (``p2p_teach/shapes/MODEL_CARD.md``).
 - ``"tiny-random"``: the Stable Diffusion v1 architecture at toy size with random weights (built
   from configs, deterministic for a seed) and the real CLIP tokenizer. Tokens and mappers are
   real; its attention maps and images are noise. It builds in about a second on a CPU.
@@ -270,14 +270,20 @@ def builtin_name(pipe) -> str | None:
     return name if path.startswith(BUILTIN_PREFIX) and name in BUILTIN_MODELS else None
 
 
+def _builtin_setting(pipe, field: str, otherwise: float) -> float:
+    """A setting (``guidance``, ``self_max_ratio``) of the built-in model ``pipe`` is, or
+    ``otherwise`` (Stable Diffusion v1's) for any other pipeline."""
+    name = builtin_name(pipe)
+    return getattr(BUILTIN_MODELS[name], field) if name is not None else otherwise
+
+
 def default_guidance(pipe) -> float:
     """The classifier-free guidance scale ``pipe`` is meant to run at.
 
     A built-in model's own scale (the shapes model follows its captions closely and runs at
     :data:`p2p_teach.shapes.GUIDANCE`), else Stable Diffusion v1's 7.5.
     """
-    name = builtin_name(pipe)
-    return BUILTIN_MODELS[name].guidance if name is not None else SD_GUIDANCE
+    return _builtin_setting(pipe, "guidance", SD_GUIDANCE)
 
 
 def default_self_max_ratio(pipe) -> float:
@@ -287,8 +293,7 @@ def default_self_max_ratio(pipe) -> float:
     16×16 latent would keep only its 4×4 middle block that way, where injection changes
     nothing; it injects in every layer (:data:`p2p_teach.shapes.SELF_MAX_RATIO`).
     """
-    name = builtin_name(pipe)
-    return BUILTIN_MODELS[name].self_max_ratio if name is not None else DEFAULT_SELF_RATIO
+    return _builtin_setting(pipe, "self_max_ratio", DEFAULT_SELF_RATIO)
 
 
 def count_parameters(module: torch.nn.Module | None) -> int:

@@ -530,61 +530,53 @@ def position_swaps(settings: EvalSettings) -> list[tuple[Swap, ObjectSpec]]:
 
 
 def run_swaps(
-    pipe, swaps: list[tuple[Swap, ObjectSpec]], settings: EvalSettings, edit_fn, **injection
+    pipe, swaps: list[tuple[Swap, ObjectSpec]], settings: EvalSettings, edit_fn, **edit_kwargs
 ) -> dict[str, list]:
-    """Each swap with Prompt-to-Prompt (``edit="replace"`` with ``injection``, e.g.
-    ``cross_steps=0.8``) and without any injection (same seed).
+    """Each swap edited once with ``edit_fn(..., **edit_kwargs)``: ``edit="replace",
+    cross_steps=0.8`` for Prompt-to-Prompt, ``edit="none"`` for both prompts generated plainly
+    (the source is the same either way: it never sees the target).
 
-    Per swap: mask IoU of source and edit, background kept, the edit's colour and position
-    and the source's, and the seconds of the injected edit.
+    Per swap: mask IoU of source and edit, background kept, the edit's colour and position,
+    the source's, and the seconds of the edit.
     """
     runs: dict[str, list] = {key: [] for key in (
-        "iou_injected", "iou_plain", "background_injected", "background_plain",
-        "colour_injected", "position_injected", "position_plain", "source_colour",
-        "source_position", "seconds",
+        "iou", "background_kept", "colour", "position", "source_colour", "source_position",
+        "seconds",
     )}  # fmt: skip
     for swap, _spec in swaps:
         start = time.perf_counter()
-        injected = edit_fn(
-            pipe, swap.source, swap.target, edit="replace", seed=swap.seed,
-            steps=settings.steps, guidance=settings.guidance, record="none", progress=False,
-            **injection,
+        result = edit_fn(
+            pipe, swap.source, swap.target, seed=swap.seed, steps=settings.steps,
+            guidance=settings.guidance, record="none", progress=False, **edit_kwargs,
         )  # fmt: skip
         runs["seconds"].append(time.perf_counter() - start)
-        plain = edit_fn(
-            pipe, swap.source, swap.target, edit="none", seed=swap.seed, steps=settings.steps,
-            guidance=settings.guidance, record="none", progress=False,
-        )  # fmt: skip
-        source = np.asarray(injected.source_image.convert("RGB"))
-        edited = np.asarray(injected.edited_image.convert("RGB"))
-        unguided = np.asarray(plain.edited_image.convert("RGB"))
+        source = np.asarray(result.source_image.convert("RGB"))
+        edited = np.asarray(result.edited_image.convert("RGB"))
         source_mask, edited_mask = foreground(source), foreground(edited)
-        plain_mask = foreground(unguided)
-        runs["iou_injected"].append(mask_iou(source_mask, edited_mask))
-        runs["iou_plain"].append(mask_iou(source_mask, plain_mask))
-        runs["background_injected"].append(background_name(edited) == background_name(source))
-        runs["background_plain"].append(background_name(unguided) == background_name(source))
-        runs["colour_injected"].append(object_colour(edited, edited_mask))
-        runs["position_injected"].append(object_position(edited_mask))
-        runs["position_plain"].append(object_position(plain_mask))
+        runs["iou"].append(mask_iou(source_mask, edited_mask))
+        runs["background_kept"].append(background_name(edited) == background_name(source))
+        runs["colour"].append(object_colour(edited, edited_mask))
+        runs["position"].append(object_position(edited_mask))
         runs["source_colour"].append(object_colour(source, source_mask))
         runs["source_position"].append(object_position(source_mask))
     return runs
 
 
-def summarise_colour_swaps(runs: dict[str, list], swaps: list[tuple[Swap, ObjectSpec]]) -> dict:
+def summarise_colour_swaps(
+    injected: dict[str, list], plain: dict[str, list], swaps: list[tuple[Swap, ObjectSpec]]
+) -> dict:
     """Median and mean IoU with and without injection, background kept, edit success."""
     new_colours = [swap.new_word for swap, _ in swaps]
     source_colours = [spec.colour for _, spec in swaps]
     return {
-        "iou_median_injected": float(statistics.median(runs["iou_injected"])),
-        "iou_median_no_injection": float(statistics.median(runs["iou_plain"])),
-        "iou_mean_injected": float(np.mean(runs["iou_injected"])),
-        "iou_mean_no_injection": float(np.mean(runs["iou_plain"])),
-        "background_kept_injected": float(np.mean(runs["background_injected"])),
-        "background_kept_no_injection": float(np.mean(runs["background_plain"])),
-        "edit_success_share": matching_share(runs["colour_injected"], new_colours),
-        "source_colour_right_share": matching_share(runs["source_colour"], source_colours),
+        "iou_median_injected": float(statistics.median(injected["iou"])),
+        "iou_median_no_injection": float(statistics.median(plain["iou"])),
+        "iou_mean_injected": float(np.mean(injected["iou"])),
+        "iou_mean_no_injection": float(np.mean(plain["iou"])),
+        "background_kept_injected": float(np.mean(injected["background_kept"])),
+        "background_kept_no_injection": float(np.mean(plain["background_kept"])),
+        "edit_success_share": matching_share(injected["colour"], new_colours),
+        "source_colour_right_share": matching_share(injected["source_colour"], source_colours),
     }
 
 
@@ -609,38 +601,41 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     except ImportError as error:  # the engine is optional for this script
         return {"skipped": f"p2p_teach.engine.edit is not available: {error}"}
 
-    named = colour_swaps(settings, name_size=True)
-    named_runs = run_swaps(pipe, named, settings, edit, cross_steps=0.8)
-    unnamed = colour_swaps(settings, name_size=False)
-    sd_layers = run_swaps(
-        pipe, named, settings, edit, cross_steps=0.8, self_max_ratio=DEFAULT_SELF_RATIO
-    )
+    def injected(swaps: list[tuple[Swap, ObjectSpec]], **injection) -> dict[str, list]:
+        return run_swaps(pipe, swaps, settings, edit, edit="replace", cross_steps=0.8, **injection)
+
+    def plain(swaps: list[tuple[Swap, ObjectSpec]]) -> dict[str, list]:
+        return run_swaps(pipe, swaps, settings, edit, edit="none")
+
+    named, unnamed = colour_swaps(settings, name_size=True), colour_swaps(settings, name_size=False)
+    named_injected, named_plain = injected(named), plain(named)
+    sd_layers = injected(named, self_max_ratio=DEFAULT_SELF_RATIO)
     results = {
         "swaps": settings.swaps,
         "cross_steps": 0.8,
-        **summarise_colour_swaps(named_runs, named),
-        "self_sd_layers": summarise_colour_swaps(sd_layers, named),
-        "size_unnamed": summarise_colour_swaps(
-            run_swaps(pipe, unnamed, settings, edit, cross_steps=0.8), unnamed
-        ),
-        "edit_seconds_median": float(statistics.median(named_runs["seconds"])),
+        **summarise_colour_swaps(named_injected, named_plain, named),
+        "self_sd_layers": summarise_colour_swaps(sd_layers, named_plain, named),
+        "size_unnamed": summarise_colour_swaps(injected(unnamed), plain(unnamed), unnamed),
+        "edit_seconds_median": float(statistics.median(named_injected["seconds"])),
     }
     if settings.position_swaps:
         layout = position_swaps(settings)
-        runs = run_swaps(pipe, layout, settings, edit, cross_steps=0.8)
+        layout_injected, layout_plain = injected(layout), plain(layout)
         new_sides = [swap.new_word for swap, _ in layout]
+        moved_injected = matching_share(layout_injected["position"], new_sides)
+        moved_plain = matching_share(layout_plain["position"], new_sides)
         results["position_swap"] = {
             "swaps": len(layout),
             "source_position_right_share": matching_share(
-                runs["source_position"], [spec.position for _, spec in layout]
+                layout_injected["source_position"], [spec.position for _, spec in layout]
             ),
             "kept_source_position_injected": matching_share(
-                runs["position_injected"], runs["source_position"]
+                layout_injected["position"], layout_injected["source_position"]
             ),
-            "moved_to_new_position_injected": matching_share(runs["position_injected"], new_sides),
-            "moved_to_new_position_no_injection": matching_share(runs["position_plain"], new_sides),
-            "iou_median_injected": float(statistics.median(runs["iou_injected"])),
-            "iou_median_no_injection": float(statistics.median(runs["iou_plain"])),
+            "moved_to_new_position_injected": moved_injected,
+            "moved_to_new_position_no_injection": moved_plain,
+            "iou_median_injected": float(statistics.median(layout_injected["iou"])),
+            "iou_median_no_injection": float(statistics.median(layout_plain["iou"])),
         }  # fmt: skip
     # timing: one more 2-prompt edit at 25 steps, the pipeline already warm, recording maps
     swap, _ = named[0]

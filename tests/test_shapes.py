@@ -83,6 +83,33 @@ def test_captions_name_every_object_and_its_position():
     assert 40 < seen_two < 120  # about 40% of samples have two objects
 
 
+def test_position_unnamed_share_drops_only_the_position_words_of_one_object_captions():
+    unnamed = 0
+    for index in range(300):
+        named = shapes_data.sample(index, seed=6)
+        item = shapes_data.sample(index, seed=6, position_unnamed_share=0.4)
+        # the drawing is the same as with the default share of 0
+        assert np.array_equal(item.image, named.image) and np.array_equal(item.masks, named.masks)
+        if item.words == named.words:
+            assert all(obj.position_in_caption for obj in item.objects)
+            continue
+        unnamed += 1
+        (obj,) = item.objects  # only one-object captions leave the position out
+        assert not obj.position_in_caption and obj.position == named.objects[0].position
+        cut = len(obj.words())
+        phrase = shapes_data.POSITION_PHRASES[obj.position].split()
+        assert named.words[cut : cut + len(phrase)] == phrase
+        rest = cut + len(phrase)
+        assert item.words == named.words[:cut] + named.words[rest:]
+        assert item.word_objects == named.word_objects[:cut] + named.word_objects[rest:]
+    assert 0.15 * 300 < unnamed < 0.35 * 300  # 0.4 of the ~60% one-object samples
+    for index in range(40):
+        item = shapes_data.sample(index, 6, position_unnamed_share=1.0)
+        assert (len(item.objects) == 1) is not item.objects[0].position_in_caption
+    with pytest.raises(ValueError, match="position_unnamed_share must be in"):
+        shapes_data.sample(0, 6, position_unnamed_share=1.5)
+
+
 def test_some_names_are_split_into_several_clip_pieces(caption_ids: CaptionIds):
     assert len(caption_ids.word_ids("hexagon")) == 2
     assert len(caption_ids.word_ids("cyan")) == 2
@@ -142,6 +169,34 @@ def test_phase_checkpoints_resume_model_optimizer_step_and_rng(tmp_path):
     assert torch.equal(torch.rand(3), expected_draw)
     missing = shapes_train.resume_phase(tmp_path / "none.pt", "net", fresh, fresh_optimizer, "t")
     assert missing == (0, 0.0, {})
+
+
+def test_a_fine_tune_starts_from_the_pipeline_and_keeps_its_vae_and_text_encoder(tmp_path):
+    from p2p_teach.shapes import load_shapes_pipeline
+
+    out = tmp_path / "run"
+    shapes_train.main([
+        "--out", str(out), "--n-images", "24", "--minutes", "0.02", "--batch", "4",
+        "--init-from", str(WEIGHTS_DIR), "--position-unnamed-share", "1.0",
+    ])  # fmt: skip
+    start = load_shapes_pipeline()
+    tuned = load_shapes_pipeline(out / "pipeline")
+    for part in ("vae", "text_encoder"):
+        before, after = getattr(start, part).state_dict(), getattr(tuned, part).state_dict()
+        assert all(torch.equal(before[name], after[name]) for name in before)
+    assert tuned.vae.config.scaling_factor == start.vae.config.scaling_factor
+    # a few steps from the shipped UNet: close to it, not to a fresh initialisation
+    before = torch.cat([p.flatten() for p in start.unet.parameters()])
+    after = torch.cat([p.flatten() for p in tuned.unet.parameters()])
+    fresh = torch.cat([p.flatten() for p in shapes_model.build_unet().parameters()])
+    assert 0 < (after - before).norm() < 0.05 * before.norm() < (fresh - before).norm()
+    # every one-object caption of the run's data leaves the position out
+    data = torch.load(out / "data.pt")
+    tokenizer = CaptionIds().tokenizer
+    for index in range(24):
+        item = shapes_data.sample(index, 0, position_unnamed_share=1.0)
+        assert data["input_ids"][index].tolist() == tokenizer(
+            item.caption, padding="max_length", max_length=77)["input_ids"]  # fmt: skip
 
 
 def test_unet_minutes_trained_reads_the_checkpoint_clock(tmp_path):
@@ -301,6 +356,9 @@ def test_swaps_change_exactly_one_word_into_another_value_of_its_attribute():
             assert changed == [swap.index]
             assert source[swap.index] == spec.colour and target[swap.index] in shapes_data.COLOURS
             assert (spec.size in source) is name_size
+    for swap, spec in shapes_eval.colour_swaps(settings, name_size=False, name_position=False):
+        assert swap.source == f"a {spec.colour} {spec.shape}"
+        assert swap.target == f"a {swap.new_word} {spec.shape}" and swap.new_word != spec.colour
     layout = shapes_eval.position_swaps(settings)
     assert len(layout) == 8
     for swap, spec in layout:

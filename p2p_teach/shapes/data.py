@@ -2,9 +2,11 @@
 
 Every sample is a pure function of ``(seed, index)``: the same pair always gives the same
 image, caption, masks and attributes. A sample has one or two objects. Each object has a shape,
-a colour, a size and a position; the caption always names the position, so that a model can
-learn layout from the text. Two-object samples put the objects on opposite sides (left/right
-or top/bottom).
+a colour, a size and a position. The caption names the position, so that a model can learn
+layout from the text, except in a chosen share of one-object samples (``position_unnamed_share``,
+0 by default): there the seed alone decides where the object goes, as it decides the layout of
+most of Stable Diffusion's images. Two-object samples always name both sides, and put the
+objects on opposite ones (left/right or top/bottom).
 
 Some names are split by CLIP into several pieces, which is what a Prompt-to-Prompt lesson
 needs: ``hexagon`` is hex·agon, ``cyan`` is cy·an and ``chartreuse`` is char·tre·use.
@@ -13,7 +15,7 @@ needs: ``hexagon`` is hex·agon, ``cyan`` is cy·an and ``chartreuse`` is char·
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -72,15 +74,20 @@ class ShapeObject:
     centre: tuple[float, float]
     radius: float
     size_in_caption: bool = True
+    position_in_caption: bool = True
 
     def words(self) -> list[str]:
         """The object's words in caption order, e.g. ``['a', 'big', 'red', 'circle']``."""
         size = [self.size] if self.size_in_caption else []
         return ["a", *size, self.colour, self.shape]
 
+    def position_words(self) -> list[str]:
+        """``['on', 'the', 'left']``, or ``[]`` when the caption leaves the position out."""
+        return POSITION_PHRASES[self.position].split() if self.position_in_caption else []
+
     def phrase(self) -> str:
         """``'a big red circle on the left'``."""
-        return " ".join(self.words()) + " " + POSITION_PHRASES[self.position]
+        return " ".join(self.words() + self.position_words())
 
 
 @dataclass
@@ -216,7 +223,7 @@ def caption_words(
         for word in obj.words():
             words.append(word)
             owners.append(k if word in (obj.colour, obj.shape, obj.size) else -1)
-        for word in POSITION_PHRASES[obj.position].split():
+        for word in obj.position_words():
             words.append(word)
             owners.append(-1)
     if background is not None:
@@ -226,13 +233,23 @@ def caption_words(
     return words, owners
 
 
-def sample(index: int, seed: int = 0) -> ShapeSample:
-    """The sample number ``index`` of the dataset with ``seed``: deterministic."""
-    return build_sample(*sample_layout(index, seed))
+def sample(index: int, seed: int = 0, position_unnamed_share: float = 0.0) -> ShapeSample:
+    """The sample number ``index`` of the dataset with ``seed``: deterministic.
+
+    ``position_unnamed_share``: the share of one-object samples whose caption leaves the
+    position out (the drawing is the same either way).
+    """
+    return build_sample(*sample_layout(index, seed, position_unnamed_share))
 
 
-def sample_layout(index: int, seed: int = 0) -> tuple[list[ShapeObject], str, str | None]:
+def sample_layout(
+    index: int, seed: int = 0, position_unnamed_share: float = 0.0
+) -> tuple[list[ShapeObject], str, str | None]:
     """The objects, background and named background (or None) of sample ``index``, undrawn."""
+    if not 0.0 <= position_unnamed_share <= 1.0:
+        raise ValueError(
+            f"position_unnamed_share must be in [0, 1], got {position_unnamed_share}"
+        )
     rng = np.random.default_rng([seed, index])
     background = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
     if rng.random() < TWO_OBJECT_SHARE:
@@ -244,6 +261,9 @@ def sample_layout(index: int, seed: int = 0) -> tuple[list[ShapeObject], str, st
         objects = [first, second]
     else:
         objects = [make_object(rng, list(POSITIONS)[rng.integers(len(POSITIONS))])]
+        # a stream of its own, so that every other draw is the same whatever the share
+        if np.random.default_rng([seed, index, 1]).random() < position_unnamed_share:
+            objects = [replace(objects[0], position_in_caption=False)]
     named_background = background if rng.random() < BACKGROUND_IN_CAPTION_SHARE else None
     return objects, background, named_background
 

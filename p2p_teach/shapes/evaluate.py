@@ -505,12 +505,16 @@ class Swap:
         return " ".join(self.new_word if k == self.index else w for k, w in enumerate(self.words))
 
 
-def colour_swaps(settings: EvalSettings, name_size: bool) -> list[tuple[Swap, ObjectSpec]]:
-    """The colour swaps of ``swap_specs``; ``name_size=False`` leaves the size to the seed."""
+def colour_swaps(
+    settings: EvalSettings, name_size: bool, name_position: bool = True
+) -> list[tuple[Swap, ObjectSpec]]:
+    """The colour swaps of ``swap_specs``; ``name_size=False`` leaves the size to the seed,
+    ``name_position=False`` the position (``a red circle`` → ``a blue circle``)."""
     swaps = []
     for k, (spec, new_colour) in enumerate(swap_specs(settings.swaps)):
         words = [w for w in spec.words() if name_size or w != spec.size]
-        words += shapes_data.POSITION_PHRASES[spec.position].split()
+        if name_position:
+            words += shapes_data.POSITION_PHRASES[spec.position].split()
         swaps.append((Swap(tuple(words), words.index(spec.colour), new_colour,
                            settings.seed + 77 + k), spec))  # fmt: skip
     return swaps
@@ -580,6 +584,12 @@ def summarise_colour_swaps(
     }
 
 
+def position_shares(positions: list[str | None]) -> dict[str, float]:
+    """Share of images at each of the five positions (and ``none``: no object found)."""
+    names = [*shapes_data.POSITIONS, None]
+    return {str(name).lower(): positions.count(name) / len(positions) for name in names}
+
+
 def matching_share(read: list[str | None], wanted: list[str | None]) -> float:
     """Share of pairs where what was read off an image is what was wanted."""
     return float(np.mean([a == b for a, b in zip(read, wanted, strict=True)]))
@@ -593,8 +603,10 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     in the model's layers: every layer for the shapes model). ``self_sd_layers`` injects
     self-attention only where Stable Diffusion's rule puts it (layers of at most a quarter of
     the latent's side: only the 4×4 middle block here); ``size_unnamed`` leaves the size to
-    the seed; ``position_swap`` swaps the side word instead (left↔right, top↔bottom), where
-    the layout is what injection has to hold against the prompt.
+    the seed; ``layout_unnamed`` names neither size nor position (``a red circle``), so that
+    the seed alone lays the image out, as in most of Stable Diffusion's prompts;
+    ``position_swap`` swaps the side word instead (left↔right, top↔bottom), where the layout
+    is what injection has to hold against the prompt.
     """
     try:
         from p2p_teach.engine import edit
@@ -616,8 +628,20 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
         **summarise_colour_swaps(named_injected, named_plain, named),
         "self_sd_layers": summarise_colour_swaps(sd_layers, named_plain, named),
         "size_unnamed": summarise_colour_swaps(injected(unnamed), plain(unnamed), unnamed),
-        "edit_seconds_median": float(statistics.median(named_injected["seconds"])),
     }
+    free = colour_swaps(settings, name_size=False, name_position=False)
+    free_injected, free_plain = injected(free), plain(free)
+    results["layout_unnamed"] = {
+        **summarise_colour_swaps(free_injected, free_plain, free),
+        "source_position_shares": position_shares(free_injected["source_position"]),
+        "kept_source_position_injected": matching_share(
+            free_injected["position"], free_injected["source_position"]
+        ),
+        "kept_source_position_no_injection": matching_share(
+            free_plain["position"], free_plain["source_position"]
+        ),
+    }
+    results["edit_seconds_median"] = float(statistics.median(named_injected["seconds"]))
     if settings.position_swaps:
         layout = position_swaps(settings)
         layout_injected, layout_plain = injected(layout), plain(layout)
@@ -672,6 +696,16 @@ def summary(results: dict) -> str:
                      f"{open_size['iou_median_no_injection']:.3f} not; background kept "
                      f"{open_size['background_kept_injected']:.3f} injected, "
                      f"{open_size['background_kept_no_injection']:.3f} not")  # fmt: skip
+        free = swap["layout_unnamed"]
+        spread = ", ".join(f"{name} {share:.2f}"
+                           for name, share in free["source_position_shares"].items())
+        lines.append(f"layout left to the seed (no size, no position): swap IoU "
+                     f"{free['iou_median_injected']:.3f} injected, "
+                     f"{free['iou_median_no_injection']:.3f} not; the object stays put "
+                     f"{free['kept_source_position_injected']:.3f} injected, "
+                     f"{free['kept_source_position_no_injection']:.3f} not; "
+                     f"edit success {free['edit_success_share']:.3f}; "
+                     f"sources at {spread}")  # fmt: skip
         sd_layers = swap["self_sd_layers"]
         lines.append(f"self-attention injected only in SD's layers (4×4 here): swap IoU "
                      f"{sd_layers['iou_median_injected']:.3f}, edit success "

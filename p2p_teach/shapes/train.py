@@ -124,7 +124,9 @@ class CaptionIds:
         return ids + [eos] * pad, slot_owners + [-1] * pad
 
 
-def build_dataset(n_images: int, seed: int) -> dict[str, torch.Tensor]:
+def build_dataset(
+    n_images: int, seed: int, position_unnamed_share: float = 0.0
+) -> dict[str, torch.Tensor]:
     """Images, masks, token ids and token owners of samples 0..n_images-1 of ``seed``."""
     encoder = CaptionIds()
     images = np.empty((n_images, 64, 64, 3), np.uint8)
@@ -132,7 +134,7 @@ def build_dataset(n_images: int, seed: int) -> dict[str, torch.Tensor]:
     ids = np.empty((n_images, shapes_model.MAX_TOKENS), np.int32)
     owners = np.empty((n_images, shapes_model.MAX_TOKENS), np.int8)
     for index in range(n_images):
-        item = shapes_data.sample(index, seed)
+        item = shapes_data.sample(index, seed, position_unnamed_share)
         images[index] = item.image
         masks[index, : len(item.objects)] = item.masks
         ids[index], owners[index] = encoder.encode(item.words, item.word_objects)
@@ -488,14 +490,18 @@ def object_weights(masks: torch.Tensor, weight: float, side: int = 16) -> torch.
 def train_unet(
     dataset: dict, latents: torch.Tensor, text_hidden: torch.Tensor,
     empty_hidden: torch.Tensor, out: Path, args: argparse.Namespace,
+    init_state: dict | None = None,
 ) -> dict:  # fmt: skip
     """Train the UNet for ``args.minutes`` on frozen caption embeddings; its EMA state dict.
 
     ``text_hidden``: (n, 77, hidden) fp16 embeddings of the dataset's captions;
-    ``empty_hidden``: (77, hidden), the empty caption's.
+    ``empty_hidden``: (77, hidden), the empty caption's; ``init_state``: weights to start
+    from (a fine-tune) instead of a fresh initialisation, when there is no checkpoint yet.
     """
     torch.manual_seed(args.seed + 1)
     unet = shapes_model.build_unet()
+    if init_state is not None:
+        unet.load_state_dict(init_state)
     record = shapes_model.AttentionRecord()
     shapes_model.install_recording(unet, record)
     noise_scheduler = shapes_model.build_noise_scheduler()
@@ -582,6 +588,26 @@ def train_unet(
     checkpoint()
     log(f"unet: done, {step} steps")
     return ema_state_dict(unet, ema)
+
+
+def init_from_pipeline(folder: Path, out: Path) -> dict:
+    """Start this run from an exported pipeline (a fine-tune): its VAE and text encoder become
+    the run's ``vae_final.pt`` and ``text_final.pt``, so those phases are skipped; its UNet
+    and scaling factor are kept in ``init.pt``, which is returned.
+    """
+    init_path = out / "init.pt"
+    if init_path.exists():
+        return torch.load(init_path, weights_only=False)
+    from p2p_teach.shapes import load_shapes_pipeline
+
+    pipe = load_shapes_pipeline(folder, dtype=torch.float32)
+    save_atomic(pipe.vae.state_dict(), out / "vae_final.pt")
+    save_atomic(pipe.text_encoder.state_dict(), out / "text_final.pt")
+    init = {"unet": pipe.unet.state_dict(), "scaling_factor": pipe.vae.config.scaling_factor,
+            "folder": str(folder)}  # fmt: skip
+    save_atomic(init, init_path)
+    log(f"init: VAE, text encoder and UNet from {folder}")
+    return init
 
 
 def unet_minutes_trained(out: Path) -> float:
@@ -688,6 +714,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--text-targets", choices=TEXT_TARGETS, default="word",
         help="what each slot's embedding is trained to name: its own word, or all said so far",
     )  # fmt: skip
+    parser.add_argument(
+        "--position-unnamed-share", type=float, default=0.0,
+        help="share of one-object captions that leave the position to the seed",
+    )  # fmt: skip
+    parser.add_argument(
+        "--init-from", type=Path, default=None,
+        help="fine-tune: start from this exported pipeline's weights (its VAE and text "
+        "encoder are kept; the decoder is not fine-tuned again)",
+    )  # fmt: skip
     parser.add_argument("--minutes", type=float, default=42.0, help="UNet training time")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=8e-4)
@@ -736,6 +771,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"{out / name} exists: pass --resume or use another --out")
     (out / "args.json").write_text(json.dumps(vars(args), default=str, indent=1))
     log(f"args: {vars(args)}")
+    init = init_from_pipeline(args.init_from, out) if args.init_from is not None else None
 
     data_path = out / "data.pt"
     if data_path.exists():
@@ -744,7 +780,7 @@ def main(argv: list[str] | None = None) -> None:
         dataset = {key: value[: args.n_images] for key, value in dataset.items()}
     else:
         t0 = time.time()
-        dataset = build_dataset(args.n_images, args.seed)
+        dataset = build_dataset(args.n_images, args.seed, args.position_unnamed_share)
         save_atomic(dataset, data_path)
         log(f"data: {args.n_images} samples in {time.time() - t0:.0f} s")
 
@@ -773,6 +809,8 @@ def main(argv: list[str] | None = None) -> None:
             f"latents: {tuple(latents.shape)} in {time.time() - t0:.0f} s, scaling factor "
             f"{scaling_factor:.4f}, VAE PSNR {psnr:.1f} dB"
         )
+    if init is not None:  # the UNet it starts from was trained at that scale
+        scaling_factor = init["scaling_factor"]
     args.scaling_factor = scaling_factor
 
     text_path = out / "text_final.pt"
@@ -797,11 +835,14 @@ def main(argv: list[str] | None = None) -> None:
     else:  # a new UNet phase, a resumed one, or a finished one given a larger --minutes
         if (out / "final.pt").exists():
             log(f"unet: extending the finished run from {trained:.1f} to {args.minutes:g} min")
-        unet_state = train_unet(dataset, latents, text_hidden, empty_hidden, out, args)
+        unet_state = train_unet(dataset, latents, text_hidden, empty_hidden, out, args,
+                                init_state=None if init is None else init["unet"])  # fmt: skip
         final = {"unet": unet_state, "text_encoder": text_state, "vae": vae_state,
                  "scaling_factor": scaling_factor}  # fmt: skip
         save_atomic(final, out / "final.pt")
-    if args.decoder_minutes > 0 and not (out / "vae_decoder_final.pt").exists():
+    if init is not None:
+        log("decoder: kept from the pipeline the run started from")
+    elif args.decoder_minutes > 0 and not (out / "vae_decoder_final.pt").exists():
         finetune_decoder(out, args.decoder_minutes, args.seed, args.checkpoint_minutes)
     export_from_run(out, out / "pipeline", torch.float32)
     log(f"exported fp32 pipeline to {out / 'pipeline'}")

@@ -206,6 +206,13 @@ def test_unet_minutes_trained_reads_the_checkpoint_clock(tmp_path):
     optimizer = torch.optim.AdamW(model.parameters())
     shapes_train.save_phase(tmp_path / "unet_ckpt.pt", "unet", model, optimizer, 9, 2520.0)
     assert shapes_train.unet_minutes_trained(tmp_path) == 42.0
+    # read from the small clock file beside the checkpoint, which matches it
+    clock = json.loads((tmp_path / "unet_ckpt.pt.json").read_text())
+    assert clock == {"step": 9, "elapsed": 2520.0}
+    (tmp_path / "unet_ckpt.pt.json").write_text(json.dumps({"step": 1, "elapsed": 60.0}))
+    assert shapes_train.unet_minutes_trained(tmp_path) == 1.0  # the checkpoint is not loaded
+    (tmp_path / "unet_ckpt.pt.json").unlink()  # an older checkpoint, without the clock file
+    assert shapes_train.unet_minutes_trained(tmp_path) == 42.0
 
 
 def _decode_targets(targets: np.ndarray) -> dict:

@@ -62,10 +62,18 @@ def save_atomic(obj: object, path: Path) -> None:
 
 
 def save_phase(path: Path, key: str, model, optimizer, step: int, elapsed: float, **extra) -> None:
-    """Checkpoint a training phase: ``model`` under ``key``, optimizer, step, wall clock, RNG."""
+    """Checkpoint a training phase: ``model`` under ``key``, optimizer, step, wall clock, RNG.
+
+    The step and the clock also go to a small ``<path>.json`` beside it, which can be read
+    without loading the checkpoint.
+    """
     state = {key: model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
              "elapsed": elapsed, "rng": torch.get_rng_state(), **extra}  # fmt: skip
     save_atomic(state, path)
+    clock = path.with_suffix(path.suffix + ".json")
+    tmp = clock.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"step": step, "elapsed": elapsed}))
+    os.replace(tmp, clock)
 
 
 def resume_phase(path: Path, key: str, model, optimizer, phase: str) -> tuple[int, float, dict]:
@@ -611,8 +619,14 @@ def init_from_pipeline(folder: Path, out: Path) -> dict:
 
 
 def unet_minutes_trained(out: Path) -> float:
-    """Minutes of UNet training in the run's checkpoint (0 without one)."""
+    """Minutes of UNet training in the run's checkpoint (0 without one).
+
+    Read from the checkpoint's ``.json`` clock; a checkpoint written without one is loaded.
+    """
     path = out / "unet_ckpt.pt"
+    clock = path.with_suffix(path.suffix + ".json")
+    if clock.exists() and path.exists():
+        return json.loads(clock.read_text())["elapsed"] / 60
     return torch.load(path, weights_only=False)["elapsed"] / 60 if path.exists() else 0.0
 
 

@@ -363,9 +363,10 @@ def test_swaps_change_exactly_one_word_into_another_value_of_its_attribute():
             assert changed == [swap.index]
             assert source[swap.index] == spec.colour and target[swap.index] in shapes_data.COLOURS
             assert (spec.size in source) is name_size
-    for swap, spec in shapes_eval.colour_swaps(settings, name_size=False, name_position=False):
-        assert swap.source == f"a {spec.colour} {spec.shape}"
-        assert swap.target == f"a {swap.new_word} {spec.shape}" and swap.new_word != spec.colour
+    for swap, spec in shapes_eval.colour_swaps(settings, name_size=True, name_position=False):
+        assert swap.source == f"a {spec.size} {spec.colour} {spec.shape}"
+        assert swap.target == f"a {spec.size} {swap.new_word} {spec.shape}"
+        assert swap.new_word != spec.colour
     layout = shapes_eval.position_swaps(settings)
     assert len(layout) == 8
     for swap, spec in layout:

@@ -45,7 +45,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from p2p_teach.schedules import DEFAULT_SELF_RATIO  # noqa: E402
-from p2p_teach.shapes import GUIDANCE  # noqa: E402
+from p2p_teach.shapes import GUIDANCE, SELF_MAX_RATIO  # noqa: E402
 from p2p_teach.shapes import data as shapes_data  # noqa: E402
 from p2p_teach.shapes import model as shapes_model  # noqa: E402
 
@@ -603,8 +603,8 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     in the model's layers: every layer for the shapes model). ``self_sd_layers`` injects
     self-attention only where Stable Diffusion's rule puts it (layers of at most a quarter of
     the latent's side: only the 4×4 middle block here); ``size_unnamed`` leaves the size to
-    the seed; ``layout_unnamed`` names neither size nor position (``a red circle``), so that
-    the seed alone lays the image out, as in most of Stable Diffusion's prompts;
+    the seed; ``position_unnamed`` leaves out the position (``a big red circle``), so that the
+    seed alone decides where the object goes, as it lays out most of Stable Diffusion's images;
     ``position_swap`` swaps the side word instead (left↔right, top↔bottom), where the layout
     is what injection has to hold against the prompt.
     """
@@ -613,8 +613,13 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     except ImportError as error:  # the engine is optional for this script
         return {"skipped": f"p2p_teach.engine.edit is not available: {error}"}
 
-    def injected(swaps: list[tuple[Swap, ObjectSpec]], **injection) -> dict[str, list]:
-        return run_swaps(pipe, swaps, settings, edit, edit="replace", cross_steps=0.8, **injection)
+    # the shapes model's own settings, also for a training run's folder (which `edit` does not
+    # know as the built-in model, so it would use SD's layers)
+    def injected(
+        swaps: list[tuple[Swap, ObjectSpec]], self_max_ratio: float = SELF_MAX_RATIO
+    ) -> dict[str, list]:
+        return run_swaps(pipe, swaps, settings, edit, edit="replace", cross_steps=0.8,
+                         self_max_ratio=self_max_ratio)  # fmt: skip
 
     def plain(swaps: list[tuple[Swap, ObjectSpec]]) -> dict[str, list]:
         return run_swaps(pipe, swaps, settings, edit, edit="none")
@@ -629,9 +634,9 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
         "self_sd_layers": summarise_colour_swaps(sd_layers, named_plain, named),
         "size_unnamed": summarise_colour_swaps(injected(unnamed), plain(unnamed), unnamed),
     }
-    free = colour_swaps(settings, name_size=False, name_position=False)
+    free = colour_swaps(settings, name_size=True, name_position=False)
     free_injected, free_plain = injected(free), plain(free)
-    results["layout_unnamed"] = {
+    results["position_unnamed"] = {
         **summarise_colour_swaps(free_injected, free_plain, free),
         "source_position_shares": position_shares(free_injected["source_position"]),
         "kept_source_position_injected": matching_share(
@@ -665,7 +670,7 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     swap, _ = named[0]
     start = time.perf_counter()
     edit(pipe, swap.source, swap.target, edit="replace", seed=1, steps=25,
-         guidance=settings.guidance, progress=False)  # fmt: skip
+         guidance=settings.guidance, self_max_ratio=SELF_MAX_RATIO, progress=False)  # fmt: skip
     results["edit_25_steps_seconds_recording"] = time.perf_counter() - start
     return results
 
@@ -696,10 +701,10 @@ def summary(results: dict) -> str:
                      f"{open_size['iou_median_no_injection']:.3f} not; background kept "
                      f"{open_size['background_kept_injected']:.3f} injected, "
                      f"{open_size['background_kept_no_injection']:.3f} not")  # fmt: skip
-        free = swap["layout_unnamed"]
+        free = swap["position_unnamed"]
         spread = ", ".join(f"{name} {share:.2f}"
                            for name, share in free["source_position_shares"].items())
-        lines.append(f"layout left to the seed (no size, no position): swap IoU "
+        lines.append(f"position left to the seed: swap IoU "
                      f"{free['iou_median_injected']:.3f} injected, "
                      f"{free['iou_median_no_injection']:.3f} not; the object stays put "
                      f"{free['kept_source_position_injected']:.3f} injected, "

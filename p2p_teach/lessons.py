@@ -79,12 +79,14 @@ SLIDES = LessonPrompts(
     model="Stable Diffusion (the recitation's prompts)",
 )
 
+# no position word: as with most of Stable Diffusion's prompts, the seed decides the layout,
+# which is what the attention injection has to keep
 SHAPES = LessonPrompts(
-    source="a big red circle on the left",
+    source="a big red circle",
     kept="circle",
     swapped="red",
-    swaps=_swaps("a big red circle on the left", "red", ("blue", "cyan")),
-    refined="a big red circle on the left on a black background",
+    swaps=_swaps("a big red circle", "red", ("blue", "cyan")),
+    refined="a big red circle on a black background",
     reweighted="red",
     model="the built-in shapes model (it knows only coloured shapes)",
 )

@@ -420,3 +420,11 @@ def test_quick_evaluation_of_the_shipped_model():
     # (here: 0.0 and 1.0 of the edits reach the new side)
     assert swap["position_swap"]["moved_to_new_position_injected"] <= 0.5
     assert swap["position_swap"]["moved_to_new_position_no_injection"] >= 0.5
+    # a colour swap whose place the seed decides: injection keeps the object where it was
+    # (the full evaluation: 1.0 of the edits with injection, 0.375 without)
+    assert swap["position_unnamed"]["kept_source_position_injected"] >= 0.5
+    # the summary table reads every target's value out of the nested results
+    table = shapes_eval.summary(results)
+    for name, (path, target) in shapes_eval.TARGETS.items():
+        assert f"{name:<22} {shapes_eval.result_at(results, path):>7.3f}   ≥ {target}" in table
+    assert shapes_eval.result_at(results, ("colour_swap", "no such key")) is None

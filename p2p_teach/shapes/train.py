@@ -21,6 +21,11 @@ Phases (each one resumes or is skipped when its output already exists in ``--out
 7. export: the EMA weights (and the fine-tuned decoder) as a ``StableDiffusionPipeline``
    folder: ``--export DIR`` writes fp16 safetensors, ``--export-only`` does only that.
 
+``--position-unnamed-share`` leaves the position out of that share of the one-object captions
+(the seed then decides where the object goes). ``--init-from FOLDER`` fine-tunes an exported
+pipeline instead of training from scratch: its VAE (decoder included) and text encoder are
+kept, phases 2, 4 and 6 are skipped, and the UNet starts from its weights.
+
 Checkpoints are written every ``--checkpoint-minutes``; ``--resume`` continues from them.
 The learning rate follows the wall clock (warm-up, then cosine), so a resumed run follows
 the same schedule. ``--resume`` with a larger ``--minutes`` than a finished run's trains its

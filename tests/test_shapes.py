@@ -199,6 +199,17 @@ def test_a_fine_tune_starts_from_the_pipeline_and_keeps_its_vae_and_text_encoder
             item.caption, padding="max_length", max_length=77)["input_ids"]  # fmt: skip
 
 
+def test_bad_fine_tune_options_are_refused_with_the_fix(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        shapes_train.parse_args(["--position-unnamed-share", "1.5"])
+    assert "--position-unnamed-share must be in [0, 1], got 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        shapes_train.parse_args(["--init-from", str(tmp_path)])
+    error = capsys.readouterr().err
+    assert "not an exported pipeline folder" in error and "p2p_teach/shapes/weights" in error
+    assert shapes_train.parse_args(["--init-from", str(WEIGHTS_DIR)]).init_from == WEIGHTS_DIR
+
+
 def test_unet_minutes_trained_reads_the_checkpoint_clock(tmp_path):
     # what --resume compares with --minutes to decide whether a finished UNet trains further
     assert shapes_train.unet_minutes_trained(tmp_path) == 0.0

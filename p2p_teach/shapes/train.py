@@ -769,7 +769,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--decoder-minutes", type=float, default=8.0,
         help="VAE decoder fine-tune time, after the UNet phase",
     )  # fmt: skip
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    share = args.position_unnamed_share
+    if not 0.0 <= share <= 1.0:
+        parser.error(f"--position-unnamed-share must be in [0, 1], got {share}")
+    if args.init_from is not None and not (args.init_from / "model_index.json").exists():
+        parser.error(f"--init-from {args.init_from}: not an exported pipeline folder (no "
+                     "model_index.json); pass one such as p2p_teach/shapes/weights")  # fmt: skip
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -185,6 +185,8 @@ def test_a_fine_tune_starts_from_the_pipeline_and_keeps_its_vae_and_text_encoder
         before, after = getattr(start, part).state_dict(), getattr(tuned, part).state_dict()
         assert all(torch.equal(before[name], after[name]) for name in before)
     assert tuned.vae.config.scaling_factor == start.vae.config.scaling_factor
+    # the cached latents carry that scale too, so a mid-run export of a checkpoint agrees
+    assert torch.load(out / "latents.pt")["scaling_factor"] == start.vae.config.scaling_factor
     # a few steps from the shipped UNet: close to it, not to a fresh initialisation
     before = torch.cat([p.flatten() for p in start.unet.parameters()])
     after = torch.cat([p.flatten() for p in tuned.unet.parameters()])
@@ -220,6 +222,7 @@ def test_unet_minutes_trained_reads_the_checkpoint_clock(tmp_path):
     # read from the small clock file beside the checkpoint, which matches it
     clock = json.loads((tmp_path / "unet_ckpt.pt.json").read_text())
     assert clock == {"step": 9, "elapsed": 2520.0}
+    assert not list(tmp_path.glob("*.tmp"))  # both files were moved into place
     (tmp_path / "unet_ckpt.pt.json").write_text(json.dumps({"step": 1, "elapsed": 60.0}))
     assert shapes_train.unet_minutes_trained(tmp_path) == 1.0  # the checkpoint is not loaded
     (tmp_path / "unet_ckpt.pt.json").unlink()  # an older checkpoint, without the clock file

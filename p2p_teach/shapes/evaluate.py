@@ -17,7 +17,9 @@ generator's own definitions (palette, anchor positions, shapes):
   object masks of source and edit, with cross-attention injection over 0.8 of the steps and
   without any injection (same seed), the share of edits whose object takes the new colour,
   and the time of a 2-prompt edit at 25 steps; also with self-attention injected only in
-  Stable Diffusion's layers, and with the size left to the seed;
+  Stable Diffusion's layers, with the size left to the seed, and with the position left to
+  the seed (``a big red circle``: where the object goes is the seed's, and injection should
+  keep it there);
 - **side-word swap** (``on the left`` → ``on the right``): with injection the object should
   stay where the source put it, without it the object should move;
 - **guidance**: colour, shape and position accuracy at several classifier-free guidance scales
@@ -595,6 +597,11 @@ def matching_share(read: list[str | None], wanted: list[str | None]) -> float:
     return float(np.mean([a == b for a, b in zip(read, wanted, strict=True)]))
 
 
+def kept_position_share(runs: dict[str, list]) -> float:
+    """Share of the :func:`run_swaps` edits whose object is where the source's is."""
+    return matching_share(runs["position"], runs["source_position"])
+
+
 def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     """Colour-swap IoU with and without injection, edit success and edit time (engine API).
 
@@ -639,12 +646,8 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     results["position_unnamed"] = {
         **summarise_colour_swaps(free_injected, free_plain, free),
         "source_position_shares": position_shares(free_injected["source_position"]),
-        "kept_source_position_injected": matching_share(
-            free_injected["position"], free_injected["source_position"]
-        ),
-        "kept_source_position_no_injection": matching_share(
-            free_plain["position"], free_plain["source_position"]
-        ),
+        "kept_source_position_injected": kept_position_share(free_injected),
+        "kept_source_position_no_injection": kept_position_share(free_plain),
     }
     results["edit_seconds_median"] = float(statistics.median(named_injected["seconds"]))
     if settings.position_swaps:
@@ -658,9 +661,7 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
             "source_position_right_share": matching_share(
                 layout_injected["source_position"], [spec.position for _, spec in layout]
             ),
-            "kept_source_position_injected": matching_share(
-                layout_injected["position"], layout_injected["source_position"]
-            ),
+            "kept_source_position_injected": kept_position_share(layout_injected),
             "moved_to_new_position_injected": moved_injected,
             "moved_to_new_position_no_injection": moved_plain,
             "iou_median_injected": float(statistics.median(layout_injected["iou"])),

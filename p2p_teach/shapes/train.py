@@ -76,7 +76,7 @@ def save_phase(path: Path, key: str, model, optimizer, step: int, elapsed: float
              "elapsed": elapsed, "rng": torch.get_rng_state(), **extra}  # fmt: skip
     save_atomic(state, path)
     clock = path.with_suffix(path.suffix + ".json")
-    tmp = clock.with_suffix(".tmp")
+    tmp = clock.with_suffix(clock.suffix + ".tmp")  # not the checkpoint's own temporary file
     tmp.write_text(json.dumps({"step": step, "elapsed": elapsed}))
     os.replace(tmp, clock)
 
@@ -616,8 +616,7 @@ def init_from_pipeline(folder: Path, out: Path) -> dict:
     pipe = load_shapes_pipeline(folder, dtype=torch.float32)
     save_atomic(pipe.vae.state_dict(), out / "vae_final.pt")
     save_atomic(pipe.text_encoder.state_dict(), out / "text_final.pt")
-    init = {"unet": pipe.unet.state_dict(), "scaling_factor": pipe.vae.config.scaling_factor,
-            "folder": str(folder)}  # fmt: skip
+    init = {"unet": pipe.unet.state_dict(), "scaling_factor": pipe.vae.config.scaling_factor}
     save_atomic(init, init_path)
     log(f"init: VAE, text encoder and UNet from {folder}")
     return init
@@ -829,14 +828,14 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.time()
         latents = encode_latents(vae, dataset["images"])
         scaling_factor = float(1.0 / latents.std())
+        if init is not None:  # the UNet it starts from was trained at that scale
+            scaling_factor = init["scaling_factor"]
         psnr = vae_psnr(vae, dataset["images"][-256:])
         save_atomic({"latents": latents, "scaling_factor": scaling_factor}, latents_path)
         log(
             f"latents: {tuple(latents.shape)} in {time.time() - t0:.0f} s, scaling factor "
             f"{scaling_factor:.4f}, VAE PSNR {psnr:.1f} dB"
         )
-    if init is not None:  # the UNet it starts from was trained at that scale
-        scaling_factor = init["scaling_factor"]
     args.scaling_factor = scaling_factor
 
     text_path = out / "text_final.pt"

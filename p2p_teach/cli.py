@@ -92,7 +92,7 @@ def _cmd_edit(args: argparse.Namespace) -> None:
     from .engine import edit
     from .figures.attention import word_steps_figure
     from .models import load_pipeline
-    from .schedules import resolve_schedule
+    from .schedules import DEFAULT_SELF_STEPS, resolve_schedule
     from .tokens import WordNotFoundError, tokenize
 
     base = {"replace": Replace(), "refine": Refine(), "none": None}[args.edit]
@@ -125,7 +125,8 @@ def _cmd_edit(args: argparse.Namespace) -> None:
 
     # Check the prompts, the edit and the schedules before loading a model (errors come fast).
     chosen.resolve(tokenize(args.source), tokenize(args.target))
-    resolve_schedule(args.cross, args.self_, args.steps, tokenize(args.target))
+    self_steps = DEFAULT_SELF_STEPS if args.self_ is None else args.self_  # any model's is valid
+    resolve_schedule(args.cross, self_steps, args.steps, tokenize(args.target))
     pipe = load_pipeline(args.model)  # prints which model runs
     if args.scheduler:
         from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
@@ -169,8 +170,9 @@ def _add_edit(subparsers) -> None:
         help="cross-attention injection: share of the steps, or START:END (default 0.8)",
     )  # fmt: skip
     parser.add_argument(
-        "--self", dest="self_", type=_fraction_or_pair, default=0.4, metavar="F|START:END",
-        help="self-attention injection: share of the steps, or START:END (default 0.4)",
+        "--self", dest="self_", type=_fraction_or_pair, default=None, metavar="F|START:END",
+        help="self-attention injection: share of the steps, or START:END (default: the "
+        "model's own, 0.4 for SD, 0.6 for the built-in model)",
     )  # fmt: skip
     parser.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
     parser.add_argument("--seed", type=int, default=0, help="seed of z_T (default 0)")

@@ -46,7 +46,7 @@ from .edits import (
     step_coefficients,
 )
 from .history import AttentionHistory, KeepSetting, LayerInfo, check_keep, keep_layer
-from .models import default_guidance, default_self_max_ratio
+from .models import default_guidance, default_self_max_ratio, default_self_steps
 from .processors import EditRun, PromptToPromptProcessor, attention_processors, plan_layers
 from .schedules import (
     CrossSteps,
@@ -382,7 +382,7 @@ def edit(
     steps: int = 25,
     guidance: float | None = None,
     cross_steps: CrossSteps = 0.8,
-    self_steps: SelfSteps = 0.4,
+    self_steps: SelfSteps | None = None,
     self_max_ratio: float | None = None,
     height: int | None = None,
     width: int | None = None,
@@ -413,7 +413,9 @@ def edit(
             for the built-in shapes model).
         cross_steps: cross-attention injection: a fraction, a ``(start, end)`` pair, or a
             per-word dict with a ``"default"`` (:mod:`p2p_teach.schedules`).
-        self_steps: self-attention injection: a fraction or a ``(start, end)`` pair.
+        self_steps: self-attention injection: a fraction or a ``(start, end)`` pair; None:
+            the model's own (:func:`~p2p_teach.models.default_self_steps`: 0.4 for SD v1.x,
+            the original's; 0.6 for the built-in shapes model).
         self_max_ratio: self-attention is injected in layers whose side is at most this share
             of the latent's side; None: the model's own
             (:func:`~p2p_teach.models.default_self_max_ratio`: 0.25 for SD v1.x, the
@@ -449,6 +451,8 @@ def edit(
     guidance = _check_guidance(default_guidance(pipe) if guidance is None else guidance)
     if self_max_ratio is None:
         self_max_ratio = default_self_max_ratio(pipe)
+    if self_steps is None:
+        self_steps = default_self_steps(pipe)
     seed = _check_seed(seed)
     if preview not in ("auto", "vae", "linear"):
         raise ValueError(f"preview={preview!r}: use 'auto', 'vae' or 'linear'")

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import torch
 
-from .schedules import DEFAULT_SELF_RATIO
+from .schedules import DEFAULT_SELF_RATIO, DEFAULT_SELF_STEPS
 from .shapes import GUIDANCE as SHAPES_GUIDANCE
 from .shapes import SELF_MAX_RATIO as SHAPES_SELF_MAX_RATIO
+from .shapes import SELF_STEPS as SHAPES_SELF_STEPS
 from .tokens import BOS_ID, EOS_ID, MAX_SLOTS, VOCAB_SIZE, load_clip_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class BuiltinModel:
     guidance: float = SD_GUIDANCE  # the classifier-free guidance scale the model runs at
     # self-attention is injected in layers of side ≤ this share of the latent's side
     self_max_ratio: float = DEFAULT_SELF_RATIO
+    # self-attention is injected over this share of the steps (from the first)
+    self_steps: float = DEFAULT_SELF_STEPS
 
 
 def _sd_v1_scheduler_config() -> dict:
@@ -148,6 +151,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         build_shapes_pipeline,
         guidance=SHAPES_GUIDANCE,
         self_max_ratio=SHAPES_SELF_MAX_RATIO,
+        self_steps=SHAPES_SELF_STEPS,
     ),
     "tiny-random": BuiltinModel(
         "tiny-random",
@@ -271,8 +275,8 @@ def builtin_name(pipe) -> str | None:
 
 
 def _builtin_setting(pipe, field: str, otherwise: float) -> float:
-    """A setting (``guidance``, ``self_max_ratio``) of the built-in model ``pipe`` is, or
-    ``otherwise`` (Stable Diffusion v1's) for any other pipeline."""
+    """A setting (``guidance``, ``self_max_ratio``, ``self_steps``) of the built-in model
+    ``pipe`` is, or ``otherwise`` (Stable Diffusion v1's) for any other pipeline."""
     name = builtin_name(pipe)
     return getattr(BUILTIN_MODELS[name], field) if name is not None else otherwise
 
@@ -294,6 +298,15 @@ def default_self_max_ratio(pipe) -> float:
     nothing; it injects in every layer (:data:`p2p_teach.shapes.SELF_MAX_RATIO`).
     """
     return _builtin_setting(pipe, "self_max_ratio", DEFAULT_SELF_RATIO)
+
+
+def default_self_steps(pipe) -> float:
+    """The share of the steps (from the first) over which ``pipe``'s edits inject self-attention.
+
+    Stable Diffusion's is the original's 0.4. The shapes model settles an object's outline
+    later, so its edits inject over 0.6 (:data:`p2p_teach.shapes.SELF_STEPS`).
+    """
+    return _builtin_setting(pipe, "self_steps", DEFAULT_SELF_STEPS)
 
 
 def count_parameters(module: torch.nn.Module | None) -> int:

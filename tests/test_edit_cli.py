@@ -43,6 +43,16 @@ def test_edit_command_writes_images_figure_and_settings(tmp_path, capsys):
     assert settings["self_steps"] == [0.0, 0.4]
 
 
+def test_edit_command_injects_self_attention_over_the_models_own_steps(tmp_path):
+    from p2p_teach.shapes import SELF_STEPS
+
+    out = tmp_path / "run"
+    assert main(["edit", "a big red circle", "a big blue circle", "--steps", "2",
+                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["self_steps"] == [0.0, SELF_STEPS]  # the built-in model's, not SD's 0.4
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [

@@ -14,6 +14,7 @@ from p2p_teach.models import (
     builtin_name,
     default_guidance,
     default_self_max_ratio,
+    default_self_steps,
     describe_pipeline,
     load_pipeline,
 )
@@ -112,6 +113,29 @@ def test_each_model_injects_self_attention_in_its_own_layers_unless_told(tiny):
     # self-attention injected in the 16×16 and 8×8 layers changes the edit
     assert not torch.equal(ran.latents[1], told.latents[1])
     torch.testing.assert_close(ran.latents[0], told.latents[0])  # the source never changes
+
+
+def test_each_model_injects_self_attention_over_its_own_steps_unless_told(tiny):
+    from p2p_teach import edit
+    from p2p_teach.schedules import DEFAULT_SELF_STEPS, window_steps
+    from p2p_teach.shapes import SELF_STEPS
+    from p2p_teach.widgets import EditRunner
+
+    shapes = load_pipeline(verbose=False)
+    assert default_self_steps(shapes) == SELF_STEPS == 0.6
+    assert default_self_steps(tiny) == DEFAULT_SELF_STEPS == 0.4
+    prompts = ("a big red circle", "a big blue circle")
+    ran = edit(shapes, *prompts, steps=5, record="none", progress=False)
+    assert ran.settings["self_steps"] == [0.0, 0.6]
+    assert list(window_steps((0.0, 0.6), 5)) == [0, 1, 2]  # one step more than 0.4's
+    told = edit(shapes, *prompts, steps=5, self_steps=0.4, record="none", progress=False)
+    assert told.settings["self_steps"] == [0.0, 0.4]
+    assert not torch.equal(ran.latents[1], told.latents[1])  # the third step's injection counts
+    torch.testing.assert_close(ran.latents[0], told.latents[0])  # the source never changes
+    on_tiny = edit(tiny, "a cat", "a dog", steps=2, record="none", progress=False)
+    assert on_tiny.settings["self_steps"] == [0.0, 0.4]
+    assert EditRunner(shapes, *prompts, threaded=False).self_slider.value == SELF_STEPS
+    assert EditRunner(tiny, threaded=False).self_slider.value == DEFAULT_SELF_STEPS
 
 
 def test_pipeline_object_passes_through(tiny):

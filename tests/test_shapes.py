@@ -387,6 +387,12 @@ def test_swaps_change_exactly_one_word_into_another_value_of_its_attribute():
         assert swap.source == spec.phrase()
         assert swap.target == spec.phrase().replace(spec.position, opposite[spec.position])
     assert len({swap.seed for swap, _ in layout}) == 8
+    shape_swaps = shapes_eval.shape_swaps(settings)
+    assert len(shape_swaps) == 12
+    for swap, spec in shape_swaps:
+        assert swap.source == f"a {spec.size} {spec.colour} {spec.shape}"  # the seed's layout
+        assert swap.target == f"a {spec.size} {spec.colour} {swap.new_word}"
+        assert swap.new_word in shapes_data.SHAPES and swap.new_word != spec.shape
 
 
 # ---- the shipped weights ------------------------------------------------------------------------
@@ -437,6 +443,10 @@ def test_quick_evaluation_of_the_shipped_model():
     # a colour swap whose place the seed decides: injection keeps the object where it was
     # (the full evaluation: 1.0 of the edits with injection, 0.375 without)
     assert swap["position_unnamed"]["kept_source_position_injected"] >= 0.5
+    assert swap["self_steps"] == shapes_eval.SELF_STEPS
+    # a shape swap draws the new shape, in the source's colour (here: 1.0 and 1.0)
+    assert results["shape_swap"]["injected"]["new_shape_share"] >= 0.5
+    assert results["shape_swap"]["injected"]["colour_kept_share"] >= 0.5
     # the summary table reads every target's value out of the nested results
     table = shapes_eval.summary(results)
     for name, (path, target) in shapes_eval.TARGETS.items():

@@ -17,9 +17,11 @@ generator's own definitions (palette, anchor positions, shapes):
   object masks of source and edit, with cross-attention injection over 0.8 of the steps and
   without any injection (same seed), the share of edits whose object takes the new colour,
   and the time of a 2-prompt edit at 25 steps; also with self-attention injected only in
-  Stable Diffusion's layers, with the size left to the seed, and with the position left to
-  the seed (``a big red circle``: where the object goes is the seed's, and injection should
-  keep it there);
+  Stable Diffusion's layers or over its 0.4 of the steps, with the size left to the seed, and
+  with the position left to the seed (``a big red circle``: where the object goes is the
+  seed's, and injection should keep it there);
+- **shape swap** (``a big red circle`` → ``a big red square``): the new shape should be drawn
+  in the source's colour and place; self-attention injection held too long keeps the old one;
 - **side-word swap** (``on the left`` → ``on the right``): with injection the object should
   stay where the source put it, without it the object should move;
 - **guidance**: colour, shape and position accuracy at several classifier-free guidance scales
@@ -46,8 +48,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from p2p_teach.schedules import DEFAULT_SELF_RATIO  # noqa: E402
-from p2p_teach.shapes import GUIDANCE, SELF_MAX_RATIO  # noqa: E402
+from p2p_teach.schedules import DEFAULT_SELF_RATIO, DEFAULT_SELF_STEPS  # noqa: E402
+from p2p_teach.shapes import GUIDANCE, SELF_MAX_RATIO, SELF_STEPS  # noqa: E402
 from p2p_teach.shapes import data as shapes_data  # noqa: E402
 from p2p_teach.shapes import model as shapes_model  # noqa: E402
 
@@ -343,6 +345,7 @@ class EvalSettings:
     sweep_prompts: int = 12
     sweep_samples: int = 4
     position_swaps: int = 12
+    timed_edits: int = 5  # 2-prompt edits timed (the median is reported)
     classifier_train: int = 2400
     classifier_steps: int = 300
     seed: int = 0
@@ -351,6 +354,7 @@ class EvalSettings:
     def quick(cls) -> EvalSettings:
         return cls(
             single_prompts=5, two_object_prompts=2, samples=2, swaps=2, position_swaps=2, steps=20,
+            timed_edits=1,
             sweep_guidances=(), classifier_train=1200, classifier_steps=150,
         )  # fmt: skip
 
@@ -475,6 +479,8 @@ def evaluate(pipe, settings: EvalSettings, grid_path: Path | None = None) -> dic
 
     # ---- Prompt-to-Prompt colour swaps -------------------------------------------------------
     results["colour_swap"] = colour_swap_results(pipe, settings)
+    if "skipped" not in results["colour_swap"]:
+        results["shape_swap"] = shape_swap_results(pipe, settings, classifier)
 
     # ---- the guidance scale ------------------------------------------------------------------
     if settings.sweep_guidances:
@@ -535,19 +541,36 @@ def position_swaps(settings: EvalSettings) -> list[tuple[Swap, ObjectSpec]]:
     return swaps
 
 
+def shape_swaps(settings: EvalSettings) -> list[tuple[Swap, ObjectSpec]]:
+    """Shape-word swaps with the place left to the seed (``a big red circle`` → ``a big red
+    square``): what self-attention injection must not hold too long."""
+    rng = np.random.default_rng(2029)
+    swaps = []
+    for k, spec in enumerate(single_object_specs(settings.swaps, seed=2028)):
+        others = [s for s in shapes_data.SHAPES if s != spec.shape]
+        swaps.append((Swap(tuple(spec.words()), 3, str(others[rng.integers(len(others))]),
+                           settings.seed + 277 + k), spec))  # fmt: skip
+    return swaps
+
+
 def run_swaps(
-    pipe, swaps: list[tuple[Swap, ObjectSpec]], settings: EvalSettings, edit_fn, **edit_kwargs
+    pipe,
+    swaps: list[tuple[Swap, ObjectSpec]],
+    settings: EvalSettings,
+    edit_fn,
+    classifier: torch.nn.Module | None = None,
+    **edit_kwargs,
 ) -> dict[str, list]:
     """Each swap edited once with ``edit_fn(..., **edit_kwargs)``: ``edit="replace",
     cross_steps=0.8`` for Prompt-to-Prompt, ``edit="none"`` for both prompts generated plainly
     (the source is the same either way: it never sees the target).
 
     Per swap: mask IoU of source and edit, background kept, the edit's colour and position,
-    the source's, and the seconds of the edit.
+    the source's, and the seconds of the edit; with a ``classifier``, also both shapes.
     """
     runs: dict[str, list] = {key: [] for key in (
         "iou", "background_kept", "colour", "position", "source_colour", "source_position",
-        "seconds",
+        "shape", "source_shape", "seconds",
     )}  # fmt: skip
     for swap, _spec in swaps:
         start = time.perf_counter()
@@ -565,6 +588,9 @@ def run_swaps(
         runs["position"].append(object_position(edited_mask))
         runs["source_colour"].append(object_colour(source, source_mask))
         runs["source_position"].append(object_position(source_mask))
+        if classifier is not None:
+            runs["shape"].append(classify_shape(classifier, edited_mask))
+            runs["source_shape"].append(classify_shape(classifier, source_mask))
     return runs
 
 
@@ -606,10 +632,11 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     """Colour-swap IoU with and without injection, edit success and edit time (engine API).
 
     The main numbers are for prompts that name the size, with cross-attention injected over
-    0.8 of the steps and self-attention as the engine does by default (over 0.4 of the steps,
-    in the model's layers: every layer for the shapes model). ``self_sd_layers`` injects
-    self-attention only where Stable Diffusion's rule puts it (layers of at most a quarter of
-    the latent's side: only the 4×4 middle block here); ``size_unnamed`` leaves the size to
+    0.8 of the steps and self-attention as the engine does by default for the shapes model
+    (over :data:`~p2p_teach.shapes.SELF_STEPS` of the steps, in every layer).
+    ``self_sd_layers`` injects self-attention only where Stable Diffusion's rule puts it
+    (layers of at most a quarter of the latent's side: only the 4×4 middle block here),
+    ``self_sd_steps`` over Stable Diffusion's 0.4 of the steps; ``size_unnamed`` leaves the size to
     the seed; ``position_unnamed`` leaves out the position (``a big red circle``), so that the
     seed alone decides where the object goes, as it lays out most of Stable Diffusion's images;
     ``position_swap`` swaps the side word instead (left↔right, top↔bottom), where the layout
@@ -621,12 +648,14 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
         return {"skipped": f"p2p_teach.engine.edit is not available: {error}"}
 
     # the shapes model's own settings, also for a training run's folder (which `edit` does not
-    # know as the built-in model, so it would use SD's layers)
+    # know as the built-in model, so it would use SD's layers and steps)
     def injected(
-        swaps: list[tuple[Swap, ObjectSpec]], self_max_ratio: float = SELF_MAX_RATIO
+        swaps: list[tuple[Swap, ObjectSpec]],
+        self_max_ratio: float = SELF_MAX_RATIO,
+        self_steps: float = SELF_STEPS,
     ) -> dict[str, list]:
         return run_swaps(pipe, swaps, settings, edit, edit="replace", cross_steps=0.8,
-                         self_max_ratio=self_max_ratio)  # fmt: skip
+                         self_steps=self_steps, self_max_ratio=self_max_ratio)  # fmt: skip
 
     def plain(swaps: list[tuple[Swap, ObjectSpec]]) -> dict[str, list]:
         return run_swaps(pipe, swaps, settings, edit, edit="none")
@@ -634,11 +663,14 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     named, unnamed = colour_swaps(settings, name_size=True), colour_swaps(settings, name_size=False)
     named_injected, named_plain = injected(named), plain(named)
     sd_layers = injected(named, self_max_ratio=DEFAULT_SELF_RATIO)
+    sd_steps = injected(named, self_steps=DEFAULT_SELF_STEPS)
     results = {
         "swaps": settings.swaps,
         "cross_steps": 0.8,
+        "self_steps": SELF_STEPS,
         **summarise_colour_swaps(named_injected, named_plain, named),
         "self_sd_layers": summarise_colour_swaps(sd_layers, named_plain, named),
+        "self_sd_steps": summarise_colour_swaps(sd_steps, named_plain, named),
         "size_unnamed": summarise_colour_swaps(injected(unnamed), plain(unnamed), unnamed),
     }
     free = colour_swaps(settings, name_size=True, name_position=False)
@@ -667,13 +699,48 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
             "iou_median_injected": float(statistics.median(layout_injected["iou"])),
             "iou_median_no_injection": float(statistics.median(layout_plain["iou"])),
         }  # fmt: skip
-    # timing: one more 2-prompt edit at 25 steps, the pipeline already warm, recording maps
+    # timing: 2-prompt edits at 25 steps, the pipeline already warm, recording maps (the
+    # median of a few, as a shared machine's single runs vary by half)
     swap, _ = named[0]
-    start = time.perf_counter()
-    edit(pipe, swap.source, swap.target, edit="replace", seed=1, steps=25,
-         guidance=settings.guidance, self_max_ratio=SELF_MAX_RATIO, progress=False)  # fmt: skip
-    results["edit_25_steps_seconds_recording"] = time.perf_counter() - start
+    seconds = []
+    for _ in range(settings.timed_edits):
+        start = time.perf_counter()
+        edit(pipe, swap.source, swap.target, edit="replace", seed=1, steps=25,
+             guidance=settings.guidance, self_steps=SELF_STEPS, self_max_ratio=SELF_MAX_RATIO,
+             progress=False)  # fmt: skip
+        seconds.append(time.perf_counter() - start)
+    results["edit_25_steps_seconds_recording"] = float(statistics.median(seconds))
     return results
+
+
+def shape_swap_results(pipe, settings: EvalSettings, classifier: torch.nn.Module) -> dict:
+    """Shape swaps (place left to the seed): the new shape drawn, the colour and place kept,
+    mask IoU; injected as the edits do by default, with SD's self-attention steps, and not."""
+    from p2p_teach.engine import edit
+
+    swaps = shape_swaps(settings)
+    new_shapes = [swap.new_word for swap, _ in swaps]
+    source_colours = [spec.colour for _, spec in swaps]
+
+    def measured(runs: dict[str, list]) -> dict[str, float]:
+        return {
+            "new_shape_share": matching_share(runs["shape"], new_shapes),
+            "colour_kept_share": matching_share(runs["colour"], source_colours),
+            "kept_source_position_share": kept_position_share(runs),
+            "iou_median": float(statistics.median(runs["iou"])),
+        }
+
+    def injected(self_steps: float) -> dict[str, list]:
+        return run_swaps(pipe, swaps, settings, edit, classifier, edit="replace",
+                         cross_steps=0.8, self_steps=self_steps,
+                         self_max_ratio=SELF_MAX_RATIO)  # fmt: skip
+
+    return {
+        "swaps": len(swaps),
+        "injected": measured(injected(SELF_STEPS)),
+        "self_sd_steps": measured(injected(DEFAULT_SELF_STEPS)),
+        "no_injection": measured(run_swaps(pipe, swaps, settings, edit, classifier, edit="none")),
+    }
 
 
 TARGETS = {  # name: (path of keys into the results, lower bound)
@@ -726,15 +793,22 @@ def summary(results: dict) -> str:
                      f"{free['kept_source_position_no_injection']:.3f} not; "
                      f"edit success {free['edit_success_share']:.3f}; "
                      f"sources at {spread}")  # fmt: skip
-        sd_layers = swap["self_sd_layers"]
-        lines.append(f"self-attention injected only in SD's layers (4×4 here): swap IoU "
-                     f"{sd_layers['iou_median_injected']:.3f}, edit success "
-                     f"{sd_layers['edit_success_share']:.3f}")  # fmt: skip
+        for key, label in (("self_sd_layers", "only in SD's layers (4×4 here)"),
+                           ("self_sd_steps", f"over SD's {DEFAULT_SELF_STEPS:g} of the steps")):
+            lines.append(f"self-attention injected {label}: swap IoU "
+                         f"{swap[key]['iou_median_injected']:.3f}, edit success "
+                         f"{swap[key]['edit_success_share']:.3f}")  # fmt: skip
         if "position_swap" in swap:
             kept = swap["position_swap"]["kept_source_position_injected"]
             moved = swap["position_swap"]["moved_to_new_position_no_injection"]
             lines.append(f"side-word swap: the object stays put {kept:.3f} injected; it moves "
                          f"to the new side {moved:.3f} without injection")  # fmt: skip
+        if "shape_swap" in results:
+            parts = [f"{label} {results['shape_swap'][key]['new_shape_share']:.3f}"
+                     for key, label in (("injected", "injected"),
+                                        ("self_sd_steps", f"self {DEFAULT_SELF_STEPS:g}"),
+                                        ("no_injection", "none"))]  # fmt: skip
+            lines.append("shape swap, new shape drawn: " + ", ".join(parts))
         seconds = swap["edit_25_steps_seconds_recording"]
         lines.append(f"{'2-prompt edit, 25 steps':<22} {seconds:>6.2f}s   < 2 s")
     lines.append(

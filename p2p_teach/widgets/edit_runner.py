@@ -39,7 +39,7 @@ from PIL import Image
 from ..engine import EditResult, StepInfo, edit
 from ..figures.images import figure_png, image_png, side_by_side
 from ..figures.timeline import maps_mosaic
-from ..models import default_guidance
+from ..models import default_guidance, default_self_steps
 from ..timeline import layer_choices, step_word_maps
 from .common import png_image, set_png
 from .run_guard import GuardedEditWidget, RunGuard
@@ -78,7 +78,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         steps: int = 10,
         guidance: float | None = None,
         cross: float = 0.8,
-        self_steps: float = 0.4,
+        self_steps: float | None = None,
         edit_kind: str = "replace",
         save_folder: str = "p2p_edit_result",
         live_maps: bool = True,
@@ -116,7 +116,8 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
             value=cross, min=0.0, max=1.0, step=0.05, description="cross inj."
         )
         self.self_slider = widgets.FloatSlider(
-            value=self_steps, min=0.0, max=1.0, step=0.05, description="self inj."
+            value=default_self_steps(pipe) if self_steps is None else self_steps,
+            min=0.0, max=1.0, step=0.05, description="self inj.",
         )
         self.run_button = _styled(
             widgets.Button(description="Run", button_style="primary", icon="play"),

@@ -303,8 +303,9 @@ def default_self_max_ratio(pipe) -> float:
 def default_self_steps(pipe) -> float:
     """The share of the steps (from the first) over which ``pipe``'s edits inject self-attention.
 
-    Stable Diffusion's is the original's 0.4. The shapes model settles an object's outline
-    later, so its edits inject over 0.6 (:data:`p2p_teach.shapes.SELF_STEPS`).
+    Stable Diffusion's is the original's 0.4. With 0.4 the shapes model's colour swaps lose
+    part of an object's outline more often, so its edits inject over 0.6
+    (:data:`p2p_teach.shapes.SELF_STEPS`).
     """
     return _builtin_setting(pipe, "self_steps", DEFAULT_SELF_STEPS)
 

@@ -387,6 +387,14 @@ def test_swaps_change_exactly_one_word_into_another_value_of_its_attribute():
         assert swap.source == spec.phrase()
         assert swap.target == spec.phrase().replace(spec.position, opposite[spec.position])
     assert len({swap.seed for swap, _ in layout}) == 8
+    # the check set: other prompts and other seeds than the main swaps
+    other = shapes_eval.colour_swaps(
+        shapes_eval.EvalSettings(swaps=12, other_swaps=12), name_size=True, other=True
+    )
+    main = shapes_eval.colour_swaps(settings, name_size=True)
+    assert len(other) == 12
+    assert not {swap.seed for swap, _ in other} & {swap.seed for swap, _ in main}
+    assert [swap.source for swap, _ in other] != [swap.source for swap, _ in main]
     shape_swaps = shapes_eval.shape_swaps(settings)
     assert len(shape_swaps) == 12
     for swap, spec in shape_swaps:

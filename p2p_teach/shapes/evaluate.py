@@ -19,7 +19,8 @@ generator's own definitions (palette, anchor positions, shapes):
   and the time of a 2-prompt edit at 25 steps; also with self-attention injected only in
   Stable Diffusion's layers or over its 0.4 of the steps, with the size left to the seed, and
   with the position left to the seed (``a big red circle``: where the object goes is the
-  seed's, and injection should keep it there);
+  seed's, and injection should keep it there); and on other prompts and seeds, to check
+  that the edit settings chosen on these swaps hold beyond them;
 - **shape swap** (``a big red circle`` → ``a big red square``): the new shape should be drawn
   in the source's colour and place; self-attention injection held too long keeps the old one;
 - **side-word swap** (``on the left`` → ``on the right``): with injection the object should
@@ -346,6 +347,7 @@ class EvalSettings:
     sweep_samples: int = 4
     position_swaps: int = 12
     timed_edits: int = 5  # 2-prompt edits timed (the median is reported)
+    other_swaps: int = 32  # colour swaps of other prompts and seeds (0: none)
     classifier_train: int = 2400
     classifier_steps: int = 300
     seed: int = 0
@@ -354,7 +356,7 @@ class EvalSettings:
     def quick(cls) -> EvalSettings:
         return cls(
             single_prompts=5, two_object_prompts=2, samples=2, swaps=2, position_swaps=2, steps=20,
-            timed_edits=1,
+            timed_edits=1, other_swaps=0,
             sweep_guidances=(), classifier_train=1200, classifier_steps=150,
         )  # fmt: skip
 
@@ -514,17 +516,25 @@ class Swap:
 
 
 def colour_swaps(
-    settings: EvalSettings, name_size: bool, name_position: bool = True
+    settings: EvalSettings, name_size: bool, name_position: bool = True, other: bool = False
 ) -> list[tuple[Swap, ObjectSpec]]:
     """The colour swaps of ``swap_specs``; ``name_size=False`` leaves the size to the seed,
-    ``name_position=False`` the position (``a red circle`` → ``a blue circle``)."""
+    ``name_position=False`` the position (``a red circle`` → ``a blue circle``).
+
+    ``other=True``: ``settings.other_swaps`` swaps of other prompts and seeds, which check
+    that the edit settings chosen on the main swaps hold beyond them.
+    """
+    count, specs_seed, first_seed = (
+        (settings.other_swaps, 4242, settings.seed + 5000) if other
+        else (settings.swaps, 2026, settings.seed + 77)
+    )  # fmt: skip
     swaps = []
-    for k, (spec, new_colour) in enumerate(swap_specs(settings.swaps)):
+    for k, (spec, new_colour) in enumerate(swap_specs(count, specs_seed)):
         words = [w for w in spec.words() if name_size or w != spec.size]
         if name_position:
             words += shapes_data.POSITION_PHRASES[spec.position].split()
         swaps.append((Swap(tuple(words), words.index(spec.colour), new_colour,
-                           settings.seed + 77 + k), spec))  # fmt: skip
+                           first_seed + k), spec))  # fmt: skip
     return swaps
 
 
@@ -681,6 +691,14 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
         "kept_source_position_injected": kept_position_share(free_injected),
         "kept_source_position_no_injection": kept_position_share(free_plain),
     }
+    if settings.other_swaps:
+        results["other_prompts"] = {"swaps": settings.other_swaps}
+        for key, name_position in (("place_named", True), ("position_unnamed", False)):
+            other = colour_swaps(settings, name_size=True, name_position=name_position,
+                                 other=True)  # fmt: skip
+            results["other_prompts"][key] = summarise_colour_swaps(
+                injected(other), plain(other), other
+            )
     results["edit_seconds_median"] = float(statistics.median(named_injected["seconds"]))
     if settings.position_swaps:
         layout = position_swaps(settings)
@@ -803,6 +821,13 @@ def summary(results: dict) -> str:
             moved = swap["position_swap"]["moved_to_new_position_no_injection"]
             lines.append(f"side-word swap: the object stays put {kept:.3f} injected; it moves "
                          f"to the new side {moved:.3f} without injection")  # fmt: skip
+        if "other_prompts" in swap:
+            other = swap["other_prompts"]
+            for key, label in (("place_named", "place named"), ("position_unnamed", "seed layout")):
+                lines.append(f"{other['swaps']} other colour swaps, {label}: swap IoU "
+                             f"{other[key]['iou_median_injected']:.3f} injected, "
+                             f"{other[key]['iou_median_no_injection']:.3f} not; edit success "
+                             f"{other[key]['edit_success_share']:.3f}")  # fmt: skip
         if "shape_swap" in results:
             parts = [f"{label} {results['shape_swap'][key]['new_shape_share']:.3f}"
                      for key, label in (("injected", "injected"),

@@ -452,6 +452,11 @@ def test_quick_evaluation_of_the_shipped_model():
     # (the full evaluation: 1.0 of the edits with injection, 0.375 without)
     assert swap["position_unnamed"]["kept_source_position_injected"] >= 0.5
     assert swap["self_steps"] == shapes_eval.SELF_STEPS
+    # one swap of other prompts and seeds, injected over 0.8 and 0.7 of the steps
+    other = swap["other_prompts"]["position_unnamed"]
+    assert other["edit_success_share"] in (0.0, 1.0)
+    assert other["shorter_cross"]["edit_success_share"] in (0.0, 1.0)
+    assert "1 other colour swaps, seed layout" in shapes_eval.summary(results)
     # a shape swap draws the new shape, in the source's colour (here: 1.0 and 1.0)
     assert results["shape_swap"]["injected"]["new_shape_share"] >= 0.5
     assert results["shape_swap"]["injected"]["colour_kept_share"] >= 0.5

@@ -356,7 +356,7 @@ class EvalSettings:
     def quick(cls) -> EvalSettings:
         return cls(
             single_prompts=5, two_object_prompts=2, samples=2, swaps=2, position_swaps=2, steps=20,
-            timed_edits=1, other_swaps=0,
+            timed_edits=1, other_swaps=1,
             sweep_guidances=(), classifier_train=1200, classifier_steps=150,
         )  # fmt: skip
 
@@ -638,6 +638,11 @@ def kept_position_share(runs: dict[str, list]) -> float:
     return matching_share(runs["position"], runs["source_position"])
 
 
+# the colour swaps also run with cross-attention injected over fewer steps, which leaves the new
+# colour more steps of its own attention
+SHORTER_CROSS = 0.7
+
+
 def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     """Colour-swap IoU with and without injection, edit success and edit time (engine API).
 
@@ -663,8 +668,9 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
         swaps: list[tuple[Swap, ObjectSpec]],
         self_max_ratio: float = SELF_MAX_RATIO,
         self_steps: float = SELF_STEPS,
+        cross_steps: float = 0.8,
     ) -> dict[str, list]:
-        return run_swaps(pipe, swaps, settings, edit, edit="replace", cross_steps=0.8,
+        return run_swaps(pipe, swaps, settings, edit, edit="replace", cross_steps=cross_steps,
                          self_steps=self_steps, self_max_ratio=self_max_ratio)  # fmt: skip
 
     def plain(swaps: list[tuple[Swap, ObjectSpec]]) -> dict[str, list]:
@@ -674,6 +680,7 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     named_injected, named_plain = injected(named), plain(named)
     sd_layers = injected(named, self_max_ratio=DEFAULT_SELF_RATIO)
     sd_steps = injected(named, self_steps=DEFAULT_SELF_STEPS)
+    shorter_cross = injected(named, cross_steps=SHORTER_CROSS)
     results = {
         "swaps": settings.swaps,
         "cross_steps": 0.8,
@@ -682,6 +689,10 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
         "self_sd_layers": summarise_colour_swaps(sd_layers, named_plain, named),
         "self_sd_steps": summarise_colour_swaps(sd_steps, named_plain, named),
         "size_unnamed": summarise_colour_swaps(injected(unnamed), plain(unnamed), unnamed),
+        "shorter_cross": {
+            "cross_steps": SHORTER_CROSS,
+            **summarise_colour_swaps(shorter_cross, named_plain, named),
+        },
     }
     free = colour_swaps(settings, name_size=True, name_position=False)
     free_injected, free_plain = injected(free), plain(free)
@@ -696,8 +707,12 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
         for key, name_position in (("place_named", True), ("position_unnamed", False)):
             other = colour_swaps(settings, name_size=True, name_position=name_position,
                                  other=True)  # fmt: skip
+            other_plain = plain(other)
             results["other_prompts"][key] = summarise_colour_swaps(
-                injected(other), plain(other), other
+                injected(other), other_plain, other
+            )
+            results["other_prompts"][key]["shorter_cross"] = summarise_colour_swaps(
+                injected(other, cross_steps=SHORTER_CROSS), other_plain, other
             )
     results["edit_seconds_median"] = float(statistics.median(named_injected["seconds"]))
     if settings.position_swaps:
@@ -811,11 +826,13 @@ def summary(results: dict) -> str:
                      f"{free['kept_source_position_no_injection']:.3f} not; "
                      f"edit success {free['edit_success_share']:.3f}; "
                      f"sources at {spread}")  # fmt: skip
-        for key, label in (("self_sd_layers", "only in SD's layers (4×4 here)"),
-                           ("self_sd_steps", f"over SD's {DEFAULT_SELF_STEPS:g} of the steps")):
-            lines.append(f"self-attention injected {label}: swap IoU "
-                         f"{swap[key]['iou_median_injected']:.3f}, edit success "
-                         f"{swap[key]['edit_success_share']:.3f}")  # fmt: skip
+        for key, label in (("self_sd_layers", "self-attention only in SD's layers (4×4 here)"),
+                           ("self_sd_steps", f"self-attention over SD's {DEFAULT_SELF_STEPS:g} "
+                                             "of the steps"),
+                           ("shorter_cross", f"cross-attention over {SHORTER_CROSS:g} of the "
+                                             "steps")):  # fmt: skip
+            lines.append(f"{label}: swap IoU {swap[key]['iou_median_injected']:.3f}, edit "
+                         f"success {swap[key]['edit_success_share']:.3f}")  # fmt: skip
         if "position_swap" in swap:
             kept = swap["position_swap"]["kept_source_position_injected"]
             moved = swap["position_swap"]["moved_to_new_position_no_injection"]
@@ -824,10 +841,13 @@ def summary(results: dict) -> str:
         if "other_prompts" in swap:
             other = swap["other_prompts"]
             for key, label in (("place_named", "place named"), ("position_unnamed", "seed layout")):
+                shorter = other[key]["shorter_cross"]
                 lines.append(f"{other['swaps']} other colour swaps, {label}: swap IoU "
                              f"{other[key]['iou_median_injected']:.3f} injected, "
                              f"{other[key]['iou_median_no_injection']:.3f} not; edit success "
-                             f"{other[key]['edit_success_share']:.3f}")  # fmt: skip
+                             f"{other[key]['edit_success_share']:.3f}; with cross "
+                             f"{SHORTER_CROSS:g}: IoU {shorter['iou_median_injected']:.3f}, "
+                             f"success {shorter['edit_success_share']:.3f}")  # fmt: skip
         if "shape_swap" in results:
             parts = [f"{label} {results['shape_swap'][key]['new_shape_share']:.3f}"
                      for key, label in (("injected", "injected"),

@@ -655,7 +655,9 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     the seed; ``position_unnamed`` leaves out the position (``a big red circle``), so that the
     seed alone decides where the object goes, as it lays out most of Stable Diffusion's images;
     ``position_swap`` swaps the side word instead (left↔right, top↔bottom), where the layout
-    is what injection has to hold against the prompt.
+    is what injection has to hold against the prompt. ``shorter_cross`` injects
+    cross-attention over :data:`SHORTER_CROSS` of the steps instead; ``other_prompts`` repeats
+    the place-named and seed-layout swaps on other prompts and seeds, at both.
     """
     try:
         from p2p_teach.engine import edit

@@ -457,9 +457,13 @@ def test_quick_evaluation_of_the_shipped_model():
     assert other["edit_success_share"] in (0.0, 1.0)
     assert other["shorter_cross"]["edit_success_share"] in (0.0, 1.0)
     assert "1 other colour swaps, seed layout" in shapes_eval.summary(results)
+    # the summary line reads both runs of that swap (0.8 and 0.7) out of the results
+    assert (f"edit success {other['edit_success_share']:.3f}; with cross 0.7: IoU "
+            f"{other['shorter_cross']['iou_median_injected']:.3f}") in shapes_eval.summary(results)
     # a shape swap draws the new shape, in the source's colour (here: 1.0 and 1.0)
     assert results["shape_swap"]["injected"]["new_shape_share"] >= 0.5
     assert results["shape_swap"]["injected"]["colour_kept_share"] >= 0.5
+    assert results["shape_swap"]["injected"]["source_shape_right_share"] >= 0.5
     # the summary table reads every target's value out of the nested results
     table = shapes_eval.summary(results)
     for name, (path, target) in shapes_eval.TARGETS.items():

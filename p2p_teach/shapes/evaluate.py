@@ -558,8 +558,10 @@ def shape_swaps(settings: EvalSettings) -> list[tuple[Swap, ObjectSpec]]:
     swaps = []
     for k, spec in enumerate(single_object_specs(settings.swaps, seed=2028)):
         others = [s for s in shapes_data.SHAPES if s != spec.shape]
-        swaps.append((Swap(tuple(spec.words()), 3, str(others[rng.integers(len(others))]),
-                           settings.seed + 277 + k), spec))  # fmt: skip
+        words = spec.words()
+        swaps.append((Swap(tuple(words), words.index(spec.shape),
+                           str(others[rng.integers(len(others))]), settings.seed + 277 + k),
+                      spec))  # fmt: skip
     return swaps
 
 
@@ -638,9 +640,29 @@ def kept_position_share(runs: dict[str, list]) -> float:
     return matching_share(runs["position"], runs["source_position"])
 
 
+CROSS_STEPS = 0.8  # the cross-attention injection the targets are measured at
 # the colour swaps also run with cross-attention injected over fewer steps, which leaves the new
 # colour more steps of its own attention
 SHORTER_CROSS = 0.7
+
+
+def run_injected(
+    pipe,
+    swaps: list[tuple[Swap, ObjectSpec]],
+    settings: EvalSettings,
+    edit_fn,
+    classifier: torch.nn.Module | None = None,
+    *,
+    cross_steps: float = CROSS_STEPS,
+    self_steps: float = SELF_STEPS,
+    self_max_ratio: float = SELF_MAX_RATIO,
+) -> dict[str, list]:
+    """:func:`run_swaps` with Prompt-to-Prompt word swaps, at the shapes model's own injection
+    settings unless told: also for a training run's folder, which ``edit`` does not know as
+    the built-in model (it would use Stable Diffusion's layers and steps)."""
+    return run_swaps(pipe, swaps, settings, edit_fn, classifier, edit="replace",
+                     cross_steps=cross_steps, self_steps=self_steps,
+                     self_max_ratio=self_max_ratio)  # fmt: skip
 
 
 def colour_swap_results(pipe, settings: EvalSettings) -> dict:
@@ -664,16 +686,8 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     except ImportError as error:  # the engine is optional for this script
         return {"skipped": f"p2p_teach.engine.edit is not available: {error}"}
 
-    # the shapes model's own settings, also for a training run's folder (which `edit` does not
-    # know as the built-in model, so it would use SD's layers and steps)
-    def injected(
-        swaps: list[tuple[Swap, ObjectSpec]],
-        self_max_ratio: float = SELF_MAX_RATIO,
-        self_steps: float = SELF_STEPS,
-        cross_steps: float = 0.8,
-    ) -> dict[str, list]:
-        return run_swaps(pipe, swaps, settings, edit, edit="replace", cross_steps=cross_steps,
-                         self_steps=self_steps, self_max_ratio=self_max_ratio)  # fmt: skip
+    def injected(swaps: list[tuple[Swap, ObjectSpec]], **injection: float) -> dict[str, list]:
+        return run_injected(pipe, swaps, settings, edit, **injection)
 
     def plain(swaps: list[tuple[Swap, ObjectSpec]]) -> dict[str, list]:
         return run_swaps(pipe, swaps, settings, edit, edit="none")
@@ -685,7 +699,7 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     shorter_cross = injected(named, cross_steps=SHORTER_CROSS)
     results = {
         "swaps": settings.swaps,
-        "cross_steps": 0.8,
+        "cross_steps": CROSS_STEPS,
         "self_steps": SELF_STEPS,
         **summarise_colour_swaps(named_injected, named_plain, named),
         "self_sd_layers": summarise_colour_swaps(sd_layers, named_plain, named),
@@ -755,25 +769,23 @@ def shape_swap_results(pipe, settings: EvalSettings, classifier: torch.nn.Module
 
     swaps = shape_swaps(settings)
     new_shapes = [swap.new_word for swap, _ in swaps]
+    source_shapes = [spec.shape for _, spec in swaps]
     source_colours = [spec.colour for _, spec in swaps]
 
     def measured(runs: dict[str, list]) -> dict[str, float]:
         return {
             "new_shape_share": matching_share(runs["shape"], new_shapes),
+            "source_shape_right_share": matching_share(runs["source_shape"], source_shapes),
             "colour_kept_share": matching_share(runs["colour"], source_colours),
             "kept_source_position_share": kept_position_share(runs),
             "iou_median": float(statistics.median(runs["iou"])),
         }
 
-    def injected(self_steps: float) -> dict[str, list]:
-        return run_swaps(pipe, swaps, settings, edit, classifier, edit="replace",
-                         cross_steps=0.8, self_steps=self_steps,
-                         self_max_ratio=SELF_MAX_RATIO)  # fmt: skip
-
     return {
         "swaps": len(swaps),
-        "injected": measured(injected(SELF_STEPS)),
-        "self_sd_steps": measured(injected(DEFAULT_SELF_STEPS)),
+        "injected": measured(run_injected(pipe, swaps, settings, edit, classifier)),
+        "self_sd_steps": measured(run_injected(pipe, swaps, settings, edit, classifier,
+                                               self_steps=DEFAULT_SELF_STEPS)),  # fmt: skip
         "no_injection": measured(run_swaps(pipe, swaps, settings, edit, classifier, edit="none")),
     }
 

@@ -827,9 +827,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         t0 = time.time()
         latents = encode_latents(vae, dataset["images"])
-        scaling_factor = float(1.0 / latents.std())
-        if init is not None:  # the UNet it starts from was trained at that scale
-            scaling_factor = init["scaling_factor"]
+        # a fine-tune keeps the scale its UNet was trained at
+        scaling_factor = float(1.0 / latents.std()) if init is None else init["scaling_factor"]
         psnr = vae_psnr(vae, dataset["images"][-256:])
         save_atomic({"latents": latents, "scaling_factor": scaling_factor}, latents_path)
         log(

@@ -672,6 +672,6 @@ def _denoise(
             images, output_type="pil", do_denormalize=denormalize
         )
     if run.history is not None:
-        run.history._sync()
+        run.history.wait_for_copies()
     return pil_images[0], pil_images[1], latents.float().cpu()
 

@@ -230,8 +230,9 @@ class AttentionHistory:
         """Mark steps up to ``step`` as recorded (the engine calls it once per step)."""
         self.steps_recorded = max(self.steps_recorded, step + 1)
 
-    def _sync(self) -> None:
-        """Wait for non-blocking device-to-CPU copies before the maps are read."""
+    def wait_for_copies(self) -> None:
+        """Wait for the non-blocking device-to-CPU copies of :meth:`record` (a no-op on the
+        CPU); every reading method calls it, and the engine once the loop ends."""
         if self._copies_in_flight:
             torch.cuda.synchronize()
             self._copies_in_flight = False
@@ -318,7 +319,7 @@ class AttentionHistory:
         """One layer's maps: (steps, H, W, columns) float32 (no step axis for an int step)."""
         layer = self.layer(name)
         indices, squeeze = self._steps(steps)
-        self._sync()
+        self.wait_for_copies()
         stored = self._maps[name][indices, self._prompt_index(prompt)]  # (n, pixels, columns)
         # (n, pixels, columns) → (n, H, W, columns)
         maps = stored.float().view(len(indices), layer.height, layer.width, self.n_columns)
@@ -423,7 +424,7 @@ class AttentionHistory:
         """
         if not 0 <= step < self.steps_recorded:
             raise IndexError(f"step {step} is not recorded (0–{self.steps_recorded - 1} are)")
-        self._sync()
+        self.wait_for_copies()
         return {  # (2, pixels, columns) → (2, H, W, columns)
             layer.name: self._maps[layer.name][step].view(
                 len(PROMPTS), layer.height, layer.width, self.n_columns
@@ -459,7 +460,7 @@ class AttentionHistory:
         from safetensors.torch import save_file
 
         path = Path(path)
-        self._sync()
+        self.wait_for_copies()
         metadata = {
             "format_version": FORMAT_VERSION,
             "source_prompt": self.source.prompt,

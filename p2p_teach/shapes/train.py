@@ -733,7 +733,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="what each slot's embedding is trained to name: its own word, or all said so far",
     )  # fmt: skip
     parser.add_argument(
-        "--position-unnamed-share", type=float, default=0.0,
+        "--position-unnamed-share", type=float, default=0.35,
         help="share of one-object captions that leave the position to the seed",
     )  # fmt: skip
     parser.add_argument(
@@ -741,7 +741,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="fine-tune: start from this exported pipeline's weights (its VAE and text "
         "encoder are kept; the decoder is not fine-tuned again)",
     )  # fmt: skip
-    parser.add_argument("--minutes", type=float, default=42.0, help="UNet training time")
+    parser.add_argument("--minutes", type=float, default=110.0, help="UNet training time")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=8e-4)
     parser.add_argument("--warmup", type=int, default=200)

@@ -294,8 +294,8 @@ def default_self_max_ratio(pipe) -> float:
     """The share of the latent's side up to which ``pipe``'s edits inject self-attention.
 
     Stable Diffusion's is the original's 16×16 of a 64×64 latent (0.25). The shapes model's
-    16×16 latent would keep only its 4×4 middle block that way, where injection changes
-    nothing; it injects in every layer (:data:`p2p_teach.shapes.SELF_MAX_RATIO`).
+    16×16 latent would keep only its 4×4 middle block that way, where injection does little;
+    it injects in every layer (:data:`p2p_teach.shapes.SELF_MAX_RATIO`).
     """
     return _builtin_setting(pipe, "self_max_ratio", DEFAULT_SELF_RATIO)
 
@@ -303,8 +303,8 @@ def default_self_max_ratio(pipe) -> float:
 def default_self_steps(pipe) -> float:
     """The share of the steps (from the first) over which ``pipe``'s edits inject self-attention.
 
-    Stable Diffusion's is the original's 0.4. With 0.4 the shapes model's colour swaps lose
-    part of an object's outline more often, so its edits inject over 0.6
+    Stable Diffusion's is the original's 0.4. The shapes model's colour swaps keep the object's
+    outline a little closer with 0.6, so its edits inject over that
     (:data:`p2p_teach.shapes.SELF_STEPS`).
     """
     return _builtin_setting(pipe, "self_steps", DEFAULT_SELF_STEPS)

@@ -22,7 +22,8 @@ generator's own definitions (palette, anchor positions, shapes):
   seed's, and injection should keep it there); and on other prompts and seeds, to check
   that the edit settings chosen on these swaps hold beyond them;
 - **shape swap** (``a big red circle`` → ``a big red square``): the new shape should be drawn
-  in the source's colour and place; self-attention injection held too long keeps the old one;
+  in the source's colour and place; injection held too long keeps the old one, so these also
+  run with both injections over fewer steps;
 - **side-word swap** (``on the left`` → ``on the right``): with injection the object should
   stay where the source put it, without it the object should move;
 - **guidance**: colour, shape and position accuracy at several classifier-free guidance scales
@@ -644,6 +645,10 @@ CROSS_STEPS = 0.8  # the cross-attention injection the targets are measured at
 # the colour swaps also run with cross-attention injected over fewer steps, which leaves the new
 # colour more steps of its own attention
 SHORTER_CROSS = 0.7
+# a new shape needs more steps of its own attention than a new colour: the source's maps hold
+# its outline (the slides' bicycle → train), so the shape swaps also run with both injections
+# over this share of the steps
+SHAPE_SWAP_STEPS = 0.4
 
 
 def run_injected(
@@ -764,7 +769,8 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
 
 def shape_swap_results(pipe, settings: EvalSettings, classifier: torch.nn.Module) -> dict:
     """Shape swaps (place left to the seed): the new shape drawn, the colour and place kept,
-    mask IoU; injected as the edits do by default, with SD's self-attention steps, and not."""
+    mask IoU; injected as the edits do by default, with SD's self-attention steps, with both
+    injections over :data:`SHAPE_SWAP_STEPS` of the steps, and not."""
     from p2p_teach.engine import edit
 
     swaps = shape_swaps(settings)
@@ -786,6 +792,12 @@ def shape_swap_results(pipe, settings: EvalSettings, classifier: torch.nn.Module
         "injected": measured(run_injected(pipe, swaps, settings, edit, classifier)),
         "self_sd_steps": measured(run_injected(pipe, swaps, settings, edit, classifier,
                                                self_steps=DEFAULT_SELF_STEPS)),  # fmt: skip
+        "shorter_injection": {
+            "cross_steps": SHAPE_SWAP_STEPS,
+            "self_steps": SHAPE_SWAP_STEPS,
+            **measured(run_injected(pipe, swaps, settings, edit, classifier,
+                                    cross_steps=SHAPE_SWAP_STEPS, self_steps=SHAPE_SWAP_STEPS)),
+        },  # fmt: skip
         "no_injection": measured(run_swaps(pipe, swaps, settings, edit, classifier, edit="none")),
     }
 
@@ -866,6 +878,8 @@ def summary(results: dict) -> str:
             parts = [f"{label} {results['shape_swap'][key]['new_shape_share']:.3f}"
                      for key, label in (("injected", "injected"),
                                         ("self_sd_steps", f"self {DEFAULT_SELF_STEPS:g}"),
+                                        ("shorter_injection",
+                                         f"cross and self {SHAPE_SWAP_STEPS:g}"),
                                         ("no_injection", "none"))]  # fmt: skip
             lines.append("shape swap, new shape drawn: " + ", ".join(parts))
         seconds = swap["edit_25_steps_seconds_recording"]

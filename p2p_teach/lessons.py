@@ -20,7 +20,9 @@ class LessonPrompts:
     ``swaps`` maps each replacement word to its target prompt: the source with ``swapped``
     replaced by that word (a word swap, so the mapper is exact). ``refined`` adds words to the
     source (a refinement). ``kept`` is a word that every edit keeps, ``reweighted`` the word the
-    re-weighting lesson scales.
+    re-weighting lesson scales. ``new_outline`` is a word swap, ``(source, target)``, whose new
+    word needs an outline of its own (the slides' bicycle → train): what long injection holds
+    back.
     """
 
     source: str
@@ -30,6 +32,7 @@ class LessonPrompts:
     refined: str
     reweighted: str
     model: str
+    new_outline: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         source_words = self.source.split()
@@ -42,6 +45,14 @@ class LessonPrompts:
                 raise ValueError(
                     f"swap to {word!r} should be {expected!r} (the source with "
                     f"{self.swapped!r} replaced), got {target!r}"
+                )
+        if self.new_outline is not None:
+            source, target = (prompt.split() for prompt in self.new_outline)
+            changed = [(a, b) for a, b in zip(source, target) if a != b]
+            if len(source) != len(target) or len(changed) != 1:
+                raise ValueError(
+                    f"new_outline {self.new_outline!r} should be a word swap: the same words "
+                    "but one, e.g. ('a big red heart', 'a big red star')"
                 )
 
     @property
@@ -59,6 +70,9 @@ class LessonPrompts:
         lines = [f"prompts for {self.model}:", f"  source:  {self.source!r}"]
         lines += [f"  → {word}: {target!r}" for word, target in self.swaps.items()]
         lines.append(f"  refined: {self.refined!r}")
+        if self.new_outline is not None:
+            source, target = self.new_outline
+            lines.append(f"  new outline: {source!r} → {target!r}")
         return "\n".join(lines)
 
 
@@ -77,6 +91,7 @@ SLIDES = LessonPrompts(
     refined="photo of a fluffy cat riding on a red bicycle",
     reweighted="bicycle",
     model="Stable Diffusion (the recitation's prompts)",
+    new_outline=("photo of a cat riding on a bicycle", "photo of a cat riding on a train"),
 )
 
 # no position word: as with most of Stable Diffusion's prompts, the seed decides the layout,
@@ -89,6 +104,11 @@ SHAPES = LessonPrompts(
     refined="a big red circle on a black background",
     reweighted="red",
     model="the built-in shapes model (it knows only coloured shapes)",
+    # a new colour takes even under full injection (it reaches the image through the target's
+    # values); a new shape needs steps of its own attention, as the slides' train does. From a
+    # heart: swaps away from a heart, triangle or hexagon keep the old outline most often
+    # (MODEL_CARD.md: the shape swaps)
+    new_outline=("a big red heart", "a big red star"),
 )
 
 BY_BUILTIN: dict[str, LessonPrompts] = {"shapes": SHAPES}

@@ -53,7 +53,7 @@ def test_refined_prompt_keeps_every_source_word_in_order(prompts):
 
 
 def test_shape_prompts_speak_the_training_captions_language():
-    # a caption of the fine-tune that leaves the position to the seed
+    # a training caption that leaves the position to the seed (--position-unnamed-share)
     objects = [shapes_data.ShapeObject("circle", "red", "big", "left", (17.0, 32.0), 13.0,
                                        position_in_caption=False)]  # fmt: skip
     words, _ = caption_words(objects, None)
@@ -64,11 +64,28 @@ def test_shape_prompts_speak_the_training_captions_language():
     assert set(SHAPES.swap_words) <= vocabulary
 
 
+@pytest.mark.parametrize("prompts", [SLIDES, SHAPES], ids=["slides", "shapes"])
+def test_new_outline_is_a_word_swap_of_an_object_word(prompts):
+    source, target = prompts.new_outline
+    swaps = word_swap_mapper(source, target).swaps
+    assert len(swaps) == 1
+    old, new = swaps[0].source_word.text, swaps[0].target_word.text
+    if prompts is SHAPES:  # a shape for another, in the captions' words
+        assert {old, new} <= set(shapes_data.SHAPES) and old != new
+        assert set(source.split()) <= set(SHAPES.source.split()) | set(shapes_data.SHAPES)
+    else:  # the slides' bicycle → train, the source of every other swap
+        assert (source, old, new) == (SLIDES.source, SLIDES.swapped, "train")
+    assert f"new outline: {source!r} → {target!r}" in str(prompts)
+
+
 def test_bad_lesson_prompts_are_refused_with_the_fix():
     with pytest.raises(ValueError, match="'dog' is not a word of the source prompt"):
         LessonPrompts("a cat", "dog", "cat", {}, "a cat", "cat", "test")
     with pytest.raises(ValueError, match="should be 'a dog'"):
         LessonPrompts("a cat", "cat", "cat", {"dog": "the dog"}, "a cat", "cat", "test")
+    with pytest.raises(ValueError, match="new_outline .* should be a word swap"):
+        LessonPrompts("a cat", "cat", "cat", {}, "a cat", "cat", "test",
+                      new_outline=("a big cat", "a small black dog"))  # fmt: skip
     with pytest.raises(KeyError, match="the lessons swap to: motorcycle, train"):
         SLIDES.target("boat")
 

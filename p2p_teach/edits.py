@@ -35,13 +35,16 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
 from .schedules import InjectionSchedule, ScheduleError, parse_window, window_steps
 from .tokens import MAX_SLOTS, TokenView
+
+if TYPE_CHECKING:
+    from .mapper import MapperRule
 
 StepMode = Literal["none", "source", "mixed"]
 
@@ -100,8 +103,18 @@ class Replace(Edit):
             code's mapper, which misaligns later tokens when piece counts differ).
     """
 
-    rule: str = "course"
+    rule: MapperRule = "course"
     kind: ClassVar[str] = "replace"
+
+    def __post_init__(self) -> None:
+        from .mapper import RULES
+
+        if self.rule not in RULES:
+            raise ValueError(
+                f"Replace(rule={self.rule!r}): the mapper rule is one of {list(RULES)}. "
+                "Fix: Replace() for the course's rule, Replace(rule='original') for the "
+                "original code's."
+            )
 
     def resolve(self, source: TokenView, target: TokenView) -> TokenEdit:
         from .mapper import WordCountMismatchError, word_swap_mapper
@@ -178,8 +191,8 @@ class Reweight(Edit):
                 raise ValueError(
                     f"Reweight weight of {word_text!r} must be a finite number, not {scale!r}"
                 )
-            word = target.find_word(word_text)  # WordNotFoundError lists the target's words
-            weights[word.start : word.stop] = float(scale)
+            for word in target.find_words(word_text):  # every copy; lists words if none
+                weights[word.core_start : word.core_stop] = float(scale)  # not its "," etc.
         return TokenEdit(base.mapper, base.source_share, weights)
 
     def describe(self) -> dict:
@@ -302,7 +315,9 @@ class LocalBlend:
 
     def resolve(self, source: TokenView, target: TokenView, num_steps: int) -> BlendPlan:
         """Look up the words' slots and the first blended step; validate the numbers."""
-        if not (isinstance(self.threshold, Real) and 0.0 <= self.threshold <= 1.0):
+        if isinstance(self.threshold, bool) or not (
+            isinstance(self.threshold, Real) and 0.0 <= self.threshold <= 1.0
+        ):
             raise ValueError(
                 f"LocalBlend threshold={self.threshold!r}: it is a share of the map's maximum, "
                 "in [0, 1]. Fix: e.g. threshold=0.3."
@@ -314,7 +329,9 @@ class LocalBlend:
                 f"LocalBlend start={self.start!r}: a fraction in [0, 1]. Fix: e.g. start=0.2."
             ) from error
         if self.resolution is not None and (
-            not isinstance(self.resolution, int) or self.resolution < 1
+            isinstance(self.resolution, bool)
+            or not isinstance(self.resolution, int)
+            or self.resolution < 1
         ):
             raise ValueError(f"LocalBlend resolution={self.resolution!r}: a side ≥ 1, or None")
         source_words = _as_words(self.source_words)
@@ -359,8 +376,8 @@ def _as_words(words: str | Sequence[str]) -> list[str]:
 def _word_slots(view: TokenView, words: list[str]) -> list[int]:
     slots: list[int] = []
     for word_text in words:
-        word = view.find_word(word_text)  # WordNotFoundError lists the prompt's words
-        slots.extend(word.slots)
+        for word in view.find_words(word_text):  # every copy; lists the words if none
+            slots.extend(word.core)  # the word proper, not its edge punctuation
     return slots
 
 

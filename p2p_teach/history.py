@@ -188,7 +188,7 @@ class AttentionHistory:
         self.has_padding_column = self.n_kept < MAX_SLOTS
         self.n_columns = self.n_kept + int(self.has_padding_column)
         self.steps_recorded = 0
-        self._copies_in_flight = False
+        self._copies_in_flight: set[torch.device] = set()  # GPUs with copies to wait for
         self._layer_by_name = {layer.name: layer for layer in self.layers}
         self._maps: dict[str, torch.Tensor] = {
             # (T steps, 2 prompts, pixels, columns)
@@ -224,7 +224,8 @@ class AttentionHistory:
         """
         compressed = self.compress(maps).to(torch.float16)  # (2, pixels, columns)
         self._maps[name][step].copy_(compressed, non_blocking=True)
-        self._copies_in_flight = self._copies_in_flight or compressed.is_cuda
+        if compressed.is_cuda:
+            self._copies_in_flight.add(compressed.device)
 
     def end_step(self, step: int) -> None:
         """Mark steps up to ``step`` as recorded (the engine calls it once per step)."""
@@ -233,9 +234,9 @@ class AttentionHistory:
     def wait_for_copies(self) -> None:
         """Wait for the non-blocking device-to-CPU copies of :meth:`record` (a no-op on the
         CPU); every reading method calls it, and the engine once the loop ends."""
-        if self._copies_in_flight:
-            torch.cuda.synchronize()
-            self._copies_in_flight = False
+        for device in self._copies_in_flight:  # the pipeline's GPU, not only the current one
+            torch.cuda.synchronize(device)
+        self._copies_in_flight.clear()
 
     # ---------------------------------------------------------------- reading
 
@@ -400,7 +401,8 @@ class AttentionHistory:
         size: tuple[int, int] | int | None = None,
         reduce: Literal["sum", "mean"] = "sum",
     ) -> torch.Tensor:
-        """A word's maps (all its pieces, summed or averaged), aggregated like :meth:`maps`.
+        """A word's maps (the pieces of the word proper, without edge punctuation such as the
+        comma of ``"lion,"``; summed or averaged), aggregated like :meth:`maps`.
 
         Raises:
             WordNotFoundError: the word is not in that prompt (the message lists its words).
@@ -410,7 +412,7 @@ class AttentionHistory:
         if found.n_slots == 0:
             raise WordNotFoundError(f"{word!r} occupies no slot of {view.prompt!r}")
         maps = self.maps(prompt, steps=steps, resolution=resolution, place=place, size=size)
-        pieces = maps[..., found.start : found.stop]  # (..., pieces)
+        pieces = maps[..., found.core_start : found.core_stop]  # (..., pieces)
         if reduce == "sum":
             return pieces.sum(dim=-1)
         if reduce == "mean":

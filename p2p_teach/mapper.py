@@ -16,11 +16,14 @@ a target index ``j`` from BOS. At a swapped word with ``n`` source and ``m`` tar
 
 then advance ``i`` by ``n`` and ``j`` by ``m``. Every other slot (words, BOS, EOS, padding) maps
 ``i → j`` with weight 1 and both indices advance by one, so later tokens stay aligned. Slots
-pushed past 77 drop out.
+pushed past 77 drop out. Punctuation that both words share is not part of the swap: in
+"a lion, eating" → "a hippopotamus, eating" the block is lion → hippo·potam·us (1-to-N) and
+the comma maps one to one.
 
 The original Prompt-to-Prompt code (``seq_aligner.get_replacement_mapper_``) differs in two
 ways, and ``rule="original"`` reproduces it for comparison: an n≠m block holds ``1 / m``, and
-after the last swapped word it sets ``M[j, j] = 1`` instead of ``M[i, j] = 1``. When n≠m the
+after the last swapped word it sets ``M[j, j] = 1`` instead of ``M[i, j] = 1``. (It also swaps
+whole space-separated words, punctuation included.) When n≠m the
 source and target indices no longer agree there, so every later target token receives the
 attention of the wrong source token (the slot ``n - m`` places off).
 """
@@ -77,26 +80,47 @@ class WordCountMismatchError(ValueError):
 
 @dataclass(frozen=True)
 class Swap:
-    """One swapped word: the source word, the target word that replaces it, and its case."""
+    """One swapped word: the source word, the target word that replaces it, the slots that
+    swap, and the case.
+
+    The slots are the words' own pieces without edge punctuation that both words share: in
+    ``"lion,"`` → ``"hippopotamus,"`` the block is lion → hippo·potam·us (1-to-N) and the comma
+    maps one to one like any unchanged slot. Where the punctuation differs too, the whole
+    words swap.
+    """
 
     source_word: Word
     target_word: Word
+    source_slots: range
+    target_slots: range
     case: SwapCase
 
     @property
     def n_source(self) -> int:
-        """How many slots (BPE pieces) the source word occupies."""
-        return self.source_word.n_slots
+        """How many slots (BPE pieces) of the source swap."""
+        return len(self.source_slots)
 
     @property
     def n_target(self) -> int:
-        """How many slots (BPE pieces) the target word occupies."""
-        return self.target_word.n_slots
+        """How many slots (BPE pieces) of the target swap."""
+        return len(self.target_slots)
+
+    @property
+    def source_text(self) -> str:
+        return self._text(self.source_word, self.source_slots)
+
+    @property
+    def target_text(self) -> str:
+        return self._text(self.target_word, self.target_slots)
+
+    @staticmethod
+    def _text(word: Word, slots: range) -> str:
+        return word.core_text if slots == word.core else word.text
 
     def __str__(self) -> str:
         return (
-            f"{self.source_word.text!r} (slots {_span(self.source_word)}) → "
-            f"{self.target_word.text!r} (slots {_span(self.target_word)}): {self.case}"
+            f"{self.source_text!r} (slots {_span(self.source_slots)}) → "
+            f"{self.target_text!r} (slots {_span(self.target_slots)}): {self.case}"
         )
 
 
@@ -130,8 +154,15 @@ def swap_case(n_source: int, n_target: int) -> SwapCase:
     return "N-to-M"
 
 
-def find_swaps(source: TokenView, target: TokenView) -> tuple[Swap, ...]:
+def find_swaps(
+    source: TokenView, target: TokenView, whole_words: bool = False
+) -> tuple[Swap, ...]:
     """The words that differ, position by position.
+
+    Args:
+        source, target: the prompts' token views.
+        whole_words: swap whole space-separated words, edge punctuation included, as the
+            original code does; by default punctuation both words share stays out of the swap.
 
     Raises:
         WordCountMismatchError: the prompts have different numbers of words.
@@ -146,9 +177,24 @@ def find_swaps(source: TokenView, target: TokenView) -> tuple[Swap, ...]:
             "p2p_teach.alignment.refinement_alignment(source, target)."
         )
     return tuple(
-        Swap(source_word, target_word, swap_case(source_word.n_slots, target_word.n_slots))
+        _swap(source_word, target_word, whole_words)
         for source_word, target_word in zip(source.words, target.words)
         if source_word.text != target_word.text
+    )
+
+
+def _swap(source_word: Word, target_word: Word, whole_words: bool) -> Swap:
+    """The swap of two differing words: their cores if they share their edge punctuation."""
+    if not whole_words and source_word.edges == target_word.edges:
+        source_slots, target_slots = source_word.core, target_word.core
+    else:
+        source_slots, target_slots = source_word.slots, target_word.slots
+    return Swap(
+        source_word,
+        target_word,
+        source_slots,
+        target_slots,
+        swap_case(len(source_slots), len(target_slots)),
     )
 
 
@@ -171,14 +217,14 @@ def word_swap_mapper(
         raise ValueError(f"rule must be one of {list(RULES)}, not {rule!r}")
     source_view = source if isinstance(source, TokenView) else tokenize(source)
     target_view = target if isinstance(target, TokenView) else tokenize(target)
-    swaps = find_swaps(source_view, target_view)
+    swaps = find_swaps(source_view, target_view, whole_words=rule == "original")
     matrix = _course_matrix(swaps) if rule == "course" else _original_matrix(swaps)
     return WordSwapMapper(source_view, target_view, matrix, swaps, rule)  # type: ignore[arg-type]
 
 
 def _course_matrix(swaps: tuple[Swap, ...]) -> torch.Tensor:
     matrix = torch.zeros(MAX_SLOTS, MAX_SLOTS)  # (77 source slots, 77 target slots)
-    swap_at = {swap.source_word.start: swap for swap in swaps}
+    swap_at = {swap.source_slots.start: swap for swap in swaps}
     i = j = 0
     while i < MAX_SLOTS and j < MAX_SLOTS:
         swap = swap_at.get(i)
@@ -202,7 +248,7 @@ def _original_matrix(swaps: tuple[Swap, ...]) -> torch.Tensor:
     i = j = 0
     next_swap = 0
     while i < MAX_SLOTS and j < MAX_SLOTS:
-        if next_swap < len(swaps) and swaps[next_swap].source_word.start == i:
+        if next_swap < len(swaps) and swaps[next_swap].source_slots.start == i:
             swap = swaps[next_swap]
             n, m = swap.n_source, swap.n_target
             if n == m:
@@ -324,7 +370,7 @@ class MapperCheck:
 
 
 def check_mapper(
-    answer,
+    answer: object,
     source: str | TokenView,
     target: str | TokenView,
     rule: str = "course",
@@ -366,20 +412,38 @@ def check_mapper(
     return MapperCheck(expected, (rows, columns), differences)
 
 
-def _as_float_rows(answer):
+def _as_float_rows(answer: object) -> torch.Tensor:
+    """A learner's answer as a float64 matrix; rows may hold Fractions, floats or ints."""
     if isinstance(answer, torch.Tensor):
         return answer.detach().cpu().double()
-    if isinstance(answer, (list, tuple)):  # nested lists may hold Fractions: make them floats
-        return [
-            [float(value) for value in row] if isinstance(row, (list, tuple)) else float(row)
-            for row in answer
-        ]
-    return answer
+    try:
+        rows = [list(row) for row in answer]  # a nested list, tuple or NumPy array
+    except TypeError:
+        raise ValueError(
+            "the answer must be a 2-D matrix of at most 77×77 (rows = source slots, columns = "
+            f"target slots): a nested list, NumPy array or tensor, not {answer!r:.60}"
+        ) from None
+    lengths = {len(row) for row in rows}
+    if len(lengths) > 1:
+        short = min(range(len(rows)), key=lambda i: len(rows[i]))
+        raise ValueError(
+            f"the answer's rows have different lengths {sorted(lengths)} (row {short} has "
+            f"{len(rows[short])}). Fix: give every row the same number of columns."
+        )
+    try:
+        return torch.tensor(  # (rows, columns)
+            [[float(value) for value in row] for row in rows], dtype=torch.float64
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"every cell of the answer must be a number such as 1, 0.5 or Fraction(1, 3): "
+            f"{error}"
+        ) from None
 
 
 def _slot_label(view: TokenView, index: int) -> str:
     return view.slots[index].label
 
 
-def _span(word: Word) -> str:
-    return str(word.start) if word.n_slots == 1 else f"{word.start}–{word.stop - 1}"
+def _span(slots: range) -> str:
+    return str(slots.start) if len(slots) == 1 else f"{slots.start}–{slots.stop - 1}"

@@ -33,13 +33,16 @@ import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from .edits import StepCoefficients
 from .history import AttentionHistory, LayerInfo, layer_place
+
+if TYPE_CHECKING:
+    from diffusers.models.attention_processor import Attention
 
 
 def plan_layers(unet: torch.nn.Module, latent_height: int, latent_width: int) -> list[LayerInfo]:
@@ -54,7 +57,7 @@ def plan_layers(unet: torch.nn.Module, latent_height: int, latent_width: int) ->
         down_factors.append(factor)
         if getattr(block, "downsamplers", None) is not None:
             factor *= 2
-    mid_factor = down_factors[-1] if down_factors else 1
+    mid_factor = factor  # after every downsampler
     up_factors, factor = [], mid_factor
     for block in unet.up_blocks:
         up_factors.append(factor)
@@ -114,7 +117,7 @@ class AttentionInputs(NamedTuple):
 
 
 def project_inputs(
-    attn: Any,
+    attn: Attention,
     hidden_states: torch.Tensor,
     encoder_hidden_states: torch.Tensor | None = None,
     temb: torch.Tensor | None = None,
@@ -144,7 +147,9 @@ def project_inputs(
     return AttentionInputs(query, key, value, residual, shape_4d)
 
 
-def project_output(attn: Any, hidden_states: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
+def project_output(
+    attn: Attention, hidden_states: torch.Tensor, inputs: AttentionInputs
+) -> torch.Tensor:
     """The part after attention: output projection of (batch, pixels, inner), the input's
     layout back, the residual and the rescale."""
     hidden_states = attn.to_out[0](hidden_states)  # linear projection
@@ -164,13 +169,13 @@ class ExplicitAttnProcessor:
     probabilities in :meth:`edit_probabilities`; this class leaves them as they are.
     """
 
-    def edit_probabilities(self, attn: Any, probabilities: torch.Tensor) -> torch.Tensor:
+    def edit_probabilities(self, attn: Attention, probabilities: torch.Tensor) -> torch.Tensor:
         """Hook on the (batch·heads, pixels, tokens) probabilities; returns those to use."""
         return probabilities
 
     def __call__(
         self,
-        attn: Any,
+        attn: Attention,
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
@@ -213,7 +218,6 @@ class EditRun:
     history: AttentionHistory | None = None
     blend_source_slots: torch.Tensor | None = None
     blend_target_slots: torch.Tensor | None = None
-    blend_size: tuple[int, int] | None = None
     step: int = 0
     record_call: bool = True
     blend_sum: torch.Tensor | None = field(default=None, repr=False)
@@ -262,7 +266,7 @@ class PromptToPromptProcessor:
 
     def __call__(
         self,
-        attn,
+        attn: Attention,
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
@@ -362,7 +366,12 @@ class PromptToPromptProcessor:
         coefficients = run.coefficients
         mode = coefficients.modes[step]
         pair = slice(source, target + 1)  # the conditional pair [source, target]
-        assert target == source + 1, "the conditional source and target must be adjacent"
+        if target != source + 1:
+            raise ValueError(
+                f"the conditional source and target are batch entries {source} and {target}; "
+                "the fused pair needs them adjacent (the engine's order is [u_src, u_tgt, "
+                "c_src, c_tgt])"
+            )
         pair_mask = None if attention_mask is None else attention_mask[pair]
         probs = attention_probabilities(query[pair], key[pair], pair_mask)  # (2, heads, pixels, 77)
         values = value[pair].float()  # (2, heads, 77, head_dim)
@@ -416,7 +425,10 @@ def attention_processors(
     previous = unet.attn_processors  # name → processor, a fresh dict
     unknown = sorted(set(processors) - set(previous))
     if unknown:
-        raise KeyError(f"not attention layers of this UNet: {unknown[:3]}")
+        raise KeyError(
+            f"not attention layers of this UNet: {unknown[:3]}. Fix: use names from "
+            f"unet.attn_processors, e.g. {sorted(previous)[:1]}"
+        )
     try:
         unet.set_attn_processor({**previous, **processors})  # a fresh dict: it is consumed
         yield dict(previous)

@@ -11,7 +11,11 @@ target's own details appear (the recitation's "Injection Step" slides). Two sche
 * **self-attention** (``self_steps``): a fraction or a ``(start, end)`` pair.
 
 A window ``(start, end)`` of fractions covers the steps ``k`` with
-``floor(start·T) ≤ k < floor(end·T)`` for ``T`` denoising steps, the original's rounding.
+``floor(start·T) ≤ k < floor(end·T)`` for ``T`` denoising steps, for both schedules, so one
+fraction means the same steps for both. The original code rounds self-attention this way; for
+cross-attention its table has ``T + 1`` rows and it rounds ``f·(T + 1)`` down, which is one step
+more for some ``(T, f)`` (``T = 25, f = 0.5``: 13 steps there, 12 here; ``f = 0.8`` gives 20 in
+both at 25 steps and 40 in both at 50).
 Self-attention is injected only in layers of a coarse resolution: the original does it at
 ≤ 16×16 for SD's 64×64 latent, a quarter of the latent's side, and
 :func:`self_injection_max_side` keeps that ratio for any model.
@@ -30,7 +34,7 @@ from numbers import Real
 
 import torch
 
-from .tokens import MAX_SLOTS, TokenView
+from .tokens import MAX_SLOTS, TokenView, Word, WordNotFoundError
 
 Window = tuple[float, float]
 StepFraction = float | tuple[float, float]
@@ -194,12 +198,24 @@ def resolve_schedule(
     for word_text, window in cross_windows.items():
         if word_text == "default":
             continue
-        word = target.find_word(word_text)  # raises WordNotFoundError listing the words
-        cross[:, word.start : word.stop] = 0.0
         steps = window_steps(window, num_steps)
-        cross[steps.start : steps.stop, word.start : word.stop] = 1.0
+        for word in _target_words(target, word_text):  # every copy of the word
+            cross[:, word.core_start : word.core_stop] = 0.0  # the word proper, not its ","
+            cross[steps.start : steps.stop, word.core_start : word.core_stop] = 1.0
 
     self_ = torch.zeros(num_steps, dtype=torch.bool)  # (T,)
     self_range = window_steps(self_window, num_steps)
     self_[self_range.start : self_range.stop] = True
     return InjectionSchedule(num_steps, cross, self_, cross_windows, self_window)
+
+
+def _target_words(target: TokenView, word_text: str) -> tuple[Word, ...]:
+    """The copies of a per-word ``cross_steps`` key in the target prompt."""
+    try:
+        return target.find_words(word_text)
+    except WordNotFoundError as error:
+        raise WordNotFoundError(
+            f"cross_steps key {word_text!r} is not a word of the target prompt "
+            f"{target.prompt!r} (per-word windows act on the target's maps); its words are "
+            f"{[w.text for w in target.words]}. Fix: use one of those words, or 'default'."
+        ) from error

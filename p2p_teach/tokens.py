@@ -22,11 +22,16 @@ import os
 import shutil
 import tempfile
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import regex
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 MAX_SLOTS = 77
 BOS_TOKEN = "<|startoftext|>"
@@ -177,7 +182,7 @@ def clip_tokenizer_dir() -> Path:
 
 
 @functools.cache
-def load_clip_tokenizer():  # -> transformers.CLIPTokenizer (imported lazily: it is slow)
+def load_clip_tokenizer() -> PreTrainedTokenizerBase:  # transformers is imported lazily: slow
     """The Stable Diffusion v1 tokenizer (CLIP ViT-L/14): 49,408 entries, 77 slots, offline."""
     from transformers import CLIPTokenizer
 
@@ -235,13 +240,17 @@ def bpe_with_trace(pretoken: str) -> BPETrace:
     return BPETrace(pretoken, tuple(steps), tuple(merges))
 
 
-def normalize(text: str) -> str:
+def normalize(text: str, fix_text: Callable[[str], str] | None = None) -> str:
     """The normalisation Stable Diffusion's tokenizer applies: NFC, collapse spaces, lower case.
 
     CLIP's original ``SimpleTokenizer`` also runs ftfy and unescapes HTML entities; the
-    Hugging Face ``CLIPTokenizer`` inside every SD pipeline does not, and the view follows what
-    the model is really fed (so ``&amp;`` stays four pieces).
+    Hugging Face ``CLIPTokenizer`` of transformers 5 does not, and the view follows what the
+    model is really fed (so ``&amp;`` stays four pieces). transformers 4's slow
+    ``CLIPTokenizer`` does run ftfy when it is installed; pass its ``fix_text`` to follow it
+    (:func:`tokenize` does so for the tokenizer it is given).
     """
+    if fix_text is not None:
+        text = fix_text(text)
     text = unicodedata.normalize("NFC", text)
     # Unicode White_Space, as the Rust tokenizer means it (Python's \s also takes \x1c-\x1f)
     return regex.sub(r"\p{White_Space}+", " ", text).strip(" ").lower()
@@ -286,6 +295,8 @@ class Word:
     text: str
     start: int  # first slot
     stop: int  # one past the last slot
+    core_start: int  # first slot of the word proper: edge punctuation left out ("lion," → lion)
+    core_stop: int  # one past its last slot (the whole word if it is only punctuation)
 
     @property
     def slots(self) -> range:
@@ -294,6 +305,26 @@ class Word:
     @property
     def n_slots(self) -> int:
         return self.stop - self.start
+
+    @property
+    def core(self) -> range:
+        """The slots of the word proper, without edge punctuation: what an edit acts on."""
+        return range(self.core_start, self.core_stop)
+
+    @property
+    def core_text(self) -> str:
+        """The text without edge punctuation (``"lion,"`` → ``"lion"``); all of it if none is
+        left."""
+        return _strip_punctuation(self.text) or self.text
+
+    @property
+    def edges(self) -> tuple[str, str]:
+        """The edge punctuation before and after the word proper (``"lion,"`` → ``("", ",")``)."""
+        if not _strip_punctuation(self.text):
+            return "", ""
+        lead = regex.match(r"^[^\p{L}\p{N}]*", self.text).group()
+        trail = regex.search(r"[^\p{L}\p{N}]*$", self.text).group()
+        return lead, trail
 
 
 @dataclass(frozen=True)
@@ -330,22 +361,40 @@ class TokenView:
         return spans
 
     def find_word(self, query: str | int) -> Word:
-        """The word matching ``query``: an index, or text (case and edge punctuation ignored)."""
-        if isinstance(query, int):
+        """The first word matching ``query``: an index, or text (case and edge punctuation
+        ignored). Edits that act on a word use :meth:`find_words`, which finds every copy."""
+        return self.find_words(query)[0]
+
+    def find_words(self, query: str | int) -> tuple[Word, ...]:
+        """Every word matching ``query``, in prompt order: the word at an index, or each copy
+        of a text, with case and edge punctuation ignored ("cat" finds "cat" and "cat,";
+        "cat," finds only "cat," where the prompt has it).
+
+        Raises:
+            WordNotFoundError: no word matches; the message lists the prompt's words.
+        """
+        if isinstance(query, bool) or not isinstance(query, (str, Integral)):
+            raise TypeError(
+                f"a word is its text or its index in the prompt, not {type(query).__name__} "
+                f"{query!r}"
+            )
+        if isinstance(query, Integral):
             if not -len(self.words) <= query < len(self.words):
                 raise WordNotFoundError(
                     f"word index {query} is out of range: the prompt has {len(self.words)} "
                     f"words {[w.text for w in self.words]}"
                 )
-            return self.words[query]
+            return (self.words[int(query)],)
         wanted = normalize(query)
-        for word in self.words:
-            if word.text == wanted:
-                return word
         bare = _strip_punctuation(wanted)
-        for word in self.words:
-            if bare and _strip_punctuation(word.text) == bare:
-                return word
+        exact = tuple(word for word in self.words if word.text == wanted)
+        if exact and wanted != bare:
+            return exact  # the query names its punctuation ("cat,"): only those copies
+        loose = tuple(w for w in self.words if bare and _strip_punctuation(w.text) == bare)
+        if loose:
+            return loose
+        if exact:
+            return exact  # a word made only of punctuation, e.g. "&"
         raise WordNotFoundError(
             f"{query!r} is not a word of the prompt {self.prompt!r}; its words are "
             f"{[w.text for w in self.words]}. Fix: use one of those words (or its index)."
@@ -387,7 +436,7 @@ def _strip_punctuation(text: str) -> str:
     return regex.sub(r"^[^\p{L}\p{N}]+|[^\p{L}\p{N}]+$", "", text)
 
 
-def tokenize(prompt: str, tokenizer=None) -> TokenView:
+def tokenize(prompt: str, tokenizer: PreTrainedTokenizerBase | None = None) -> TokenView:
     """Turn a prompt into its 77 slots, showing every intermediate stage.
 
     Args:
@@ -398,10 +447,20 @@ def tokenize(prompt: str, tokenizer=None) -> TokenView:
     Raises:
         PromptTooLongError: the prompt needs more than 77 slots.
         TypeError: the prompt is not a string.
+        ValueError: the prompt holds a special token's text (``<|endoftext|>``), or the
+            tokenizer given does not split as CLIP does.
     """
     if not isinstance(prompt, str):
         raise TypeError(f"a prompt must be a string, not {type(prompt).__name__}")
-    normalized = normalize(prompt)
+    # transformers 4's slow CLIPTokenizer runs ftfy first (its ``fix_text``); version 5's doesn't
+    normalized = normalize(prompt, getattr(tokenizer, "fix_text", None))
+    marker = regex.search(r"<\|(startoftext|endoftext)\|>", normalized)
+    if marker:
+        raise ValueError(
+            f"the prompt {prompt!r} contains {marker.group()!r}, the text of one of CLIP's "
+            "special tokens; a tokenizer reads it as the special token itself (BOS or EOS), "
+            "not as words. Fix: remove it from the prompt."
+        )
     vocab = clip_vocab()
 
     # Words are the space-separated parts of the normalised text; every pre-token lies inside
@@ -437,12 +496,25 @@ def tokenize(prompt: str, tokenizer=None) -> TokenView:
     while len(slots) < MAX_SLOTS:
         slots.append(Slot(len(slots), EOS_ID, EOS_TOKEN, EOS_TOKEN, "pad", None))
 
+    # The word proper runs from its first to its last pre-token holding a letter or digit;
+    # punctuation pre-tokens outside it ("lion," → "lion" + ",") are its edges.
+    core_slots: dict[int, list[int]] = {i: [] for i in range(len(word_texts))}
+    position = 1
+    for trace, word_index in zip(traces, pretoken_words):
+        pieces = range(position, position + len(trace.pieces))
+        if regex.search(r"[\p{L}\p{N}]", trace.pretoken):
+            core_slots[word_index].extend(pieces)
+        position = pieces.stop
+
     words = []
     for index, text in enumerate(word_texts):
         indices = word_slots[index]
         # A word made only of characters CLIP drops (none here, but keep it honest): empty span.
         start = indices[0] if indices else (words[-1].stop if words else 1)
-        words.append(Word(index, text, start, start + len(indices)))
+        stop = start + len(indices)
+        core = core_slots[index]
+        core_start, core_stop = (core[0], core[-1] + 1) if core else (start, stop)
+        words.append(Word(index, text, start, stop, core_start, core_stop))
 
     view = TokenView(
         prompt=prompt,
@@ -458,7 +530,7 @@ def tokenize(prompt: str, tokenizer=None) -> TokenView:
     return view
 
 
-def _check_against(view: TokenView, tokenizer) -> None:
+def _check_against(view: TokenView, tokenizer: PreTrainedTokenizerBase) -> None:
     reference = tokenizer(
         view.prompt, padding="max_length", max_length=MAX_SLOTS, truncation=True
     ).input_ids

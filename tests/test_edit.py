@@ -368,6 +368,8 @@ BAD_INPUTS = [
     (dict(record_slots="some"), ValueError, "record_slots='some'"),
     (dict(self_max_ratio=2.0), ScheduleError, "self_max_ratio=2.0"),
     (dict(seed=-1), ValueError, "seed=-1"),
+    (dict(seed=2**64), ValueError, "to 2**64 - 1"),
+    (dict(blend="bicycle"), TypeError, "blend=LocalBlend('bicycle')"),
 ]
 
 
@@ -400,3 +402,24 @@ def test_an_exception_in_the_callback_leaves_the_pipeline_untouched(pipe, interr
     with pytest.raises(type(interruption)):
         run(pipe, callback=callback)
     assert_same(before, snapshot(pipe))
+
+
+def test_a_numpy_seed_is_the_same_seed(pipe):
+    numpy = pytest.importorskip("numpy")
+    assert run(pipe, seed=numpy.int64(3), steps=2).settings["seed"] == 3
+
+
+def test_model_hooks_are_freed_after_the_edit_even_on_an_error(pipe, monkeypatch):
+    """As pipe(...) does, the edit hands offloaded models back (maybe_free_model_hooks)."""
+    calls = []
+    free = lambda: calls.append("freed")  # noqa: E731
+    monkeypatch.setattr(pipe, "maybe_free_model_hooks", free, raising=False)
+    run(pipe, steps=2, record="none")
+    assert calls == ["freed"]
+
+    def callback(info):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        run(pipe, steps=2, record="none", callback=callback)
+    assert calls == ["freed", "freed"]

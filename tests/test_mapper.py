@@ -479,6 +479,20 @@ def test_check_mapper_against_the_original_rule():
 def test_check_mapper_rejects_a_wrong_shape():
     with pytest.raises(ValueError, match="2-D"):
         check_mapper([1, 0, 0], "a cat", "a dog")
+    with pytest.raises(ValueError, match=r"different lengths \[2, 3\] \(row 1 has 2\)"):
+        check_mapper([[1, 0, 0], [0, 1]], "a cat", "a dog")
+    with pytest.raises(ValueError, match="must be a number"):
+        check_mapper([[1, 0], [0, "one"]], "a cat", "a dog")
+
+
+def test_check_mapper_takes_a_numpy_array_of_fractions():
+    numpy = pytest.importorskip("numpy")
+    third = Fraction(1, 3)
+    answer = numpy.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, third, third]], dtype=object)
+    assert check_mapper(answer, "A lion eating", "A hippopotamus eating").ok
+    answer[2, 3] = Fraction(1, 2)
+    (difference,) = check_mapper(answer, "A lion eating", "A hippopotamus eating").differences
+    assert (difference.row, difference.column) == (2, 3)
 
 
 def test_examples_have_the_case_their_name_says():
@@ -490,3 +504,26 @@ def test_examples_have_the_case_their_name_says():
             assert cases == ["N-to-M", "1-to-N"]
         else:
             assert cases == [name.split(":")[0]]
+
+
+def test_shared_punctuation_stays_out_of_the_swap():
+    """"lion," → "hippopotamus," is a 1-to-N swap with the comma mapped one to one: the same
+    matrix as when the comma is a word of its own."""
+    mapper = word_swap_mapper("A lion, eating", "A hippopotamus, eating")
+    (swap,) = mapper.swaps
+    assert swap.case == "1-to-N" and (swap.source_slots, swap.target_slots) == (
+        range(2, 3),
+        range(2, 5),
+    )
+    assert str(swap) == "'lion' (slots 2) → 'hippopotamus' (slots 2–4): 1-to-N"
+    spaced = word_swap_mapper("A lion , eating", "A hippopotamus , eating")
+    assert spaced.source.ids == mapper.source.ids and spaced.target.ids == mapper.target.ids
+    assert torch.equal(mapper.matrix, spaced.matrix)
+    assert mapper.matrix[3, 5] == 1.0  # source ',' → target ','
+
+
+def test_differing_punctuation_swaps_the_whole_words_and_original_rule_always_does():
+    (swap,) = word_swap_mapper("A lion, eating", "A hippopotamus! eating").swaps
+    assert swap.case == "N-to-M" and swap.source_slots == range(2, 4)
+    (original,) = word_swap_mapper("A lion, eating", "A hippopotamus, eating", "original").swaps
+    assert original.case == "N-to-M" and original.target_slots == range(2, 6)

@@ -27,7 +27,7 @@ def test_fraction_injects_the_first_steps():
     assert schedule.self_.tolist() == [True] * 4 + [False] * 6
 
 
-def test_pair_window_and_rounding_like_the_original():
+def test_pair_window_and_floor_rounding():
     schedule = resolve_schedule((0.2, 0.6), (0.1, 0.3), 10, TARGET)
     assert schedule.cross[:, 0].tolist() == [0, 0, 1, 1, 1, 1, 0, 0, 0, 0]
     assert schedule.self_.nonzero().flatten().tolist() == [1, 2]

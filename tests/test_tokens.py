@@ -252,3 +252,63 @@ def test_any_text_matches_reference(text, reference, hf_tokenizer):
     assert view.ids[: view.n_used] == expected
     if html.unescape(html.unescape(ftfy.fix_text(text))) == unicodedata.normalize("NFC", text):
         assert [BOS_ID, *reference.encode(text), EOS_ID] == expected
+
+
+def test_find_words_returns_every_copy_and_find_word_the_first():
+    view = tokenize("a cat and a cat.")
+    copies = view.find_words("Cat")  # case and edge punctuation ignored: "cat" and "cat."
+    assert [word.index for word in copies] == [1, 4]
+    assert view.find_word("cat") == copies[0]
+    assert [word.index for word in view.find_words("cat.")] == [4]  # punctuation named: only it
+    assert view.find_words(-1) == (view.words[-1],)
+
+
+def test_find_words_takes_numpy_indices_and_refuses_other_types():
+    numpy = pytest.importorskip("numpy")
+    view = tokenize("a red circle")
+    assert view.find_words(numpy.int64(2)) == (view.words[2],)
+    with pytest.raises(TypeError, match="its text or its index"):
+        view.find_words(True)
+    with pytest.raises(TypeError, match="its text or its index"):
+        view.find_words(1.0)
+
+
+def test_word_core_leaves_out_edge_punctuation():
+    view = tokenize("A (hippopotamus), eating!! it's")
+    hippo, eating, its = view.find_word("hippopotamus"), view.find_word(2), view.find_word(3)
+    assert [view.slots[i].text for i in hippo.slots] == ["(", "hippo", "potam", "us", "),"]
+    assert [view.slots[i].text for i in hippo.core] == ["hippo", "potam", "us"]
+    assert hippo.edges == ("(", "),") and hippo.core_text == "hippopotamus"
+    assert [view.slots[i].text for i in eating.core] == ["eating"]
+    assert its.core == its.slots  # a contraction is part of the word proper
+    only_punctuation = tokenize("a & b").words[1]
+    assert only_punctuation.core == only_punctuation.slots and only_punctuation.edges == ("", "")
+
+
+@pytest.mark.parametrize("marker", ["<|endoftext|>", "<|startoftext|>", "<|EndOfText|>"])
+def test_special_token_text_in_a_prompt_is_refused(marker):
+    with pytest.raises(ValueError, match="special tokens.*Fix: remove it"):
+        tokenize(f"a cat {marker} dog")
+
+
+@pytest.mark.parametrize(
+    "sentence", ["mojibake â€œfixed by ftfyâ€\x9d", "fullwidth ＡＢＣ ﬁne", "a “cat” riding"]
+)
+def test_view_follows_a_tokenizer_that_runs_ftfy(sentence, reference, hf_tokenizer):
+    """transformers 4's slow CLIPTokenizer runs ``fix_text`` (ftfy) first; the view follows the
+    tokenizer it is given. openai-clip's SimpleTokenizer, which also runs ftfy, is the
+    reference for these sentences (they hold no HTML entities)."""
+
+    class FtfyTokenizer:  # the behaviour of transformers 4's CLIPTokenizer with ftfy installed
+        fix_text = staticmethod(ftfy.fix_text)
+
+        def __call__(self, text, **kwargs):
+            class Encoding:
+                ids = [BOS_ID, *reference.encode(text), EOS_ID]
+                input_ids = ids + [EOS_ID] * (MAX_SLOTS - len(ids))
+
+            return Encoding()
+
+    view = tokenize(sentence, FtfyTokenizer())  # checks itself against that tokenizer
+    assert view.ids[: view.n_used] == [BOS_ID, *reference.encode(sentence), EOS_ID]
+    assert view.ids != tokenize(sentence, hf_tokenizer).ids  # transformers 5: no ftfy

@@ -53,7 +53,7 @@ def _zoom_axis(axis, mapper: WordSwapMapper, size: int, annotate_cases: bool = T
     if not annotate_cases:
         return
     for swap in mapper.swaps:
-        rows, columns = swap.source_word.slots, swap.target_word.slots
+        rows, columns = swap.source_slots, swap.target_slots
         if rows.start >= size or columns.start >= size:
             continue
         axis.add_patch(

@@ -39,6 +39,8 @@ def _as_maps(maps: torch.Tensor | np.ndarray) -> torch.Tensor:
             f"an attention map is (H, W) or (..., H, W); got shape {tuple(tensor.shape)}"
         )
     tensor = tensor.detach().to("cpu", torch.float64)
+    if not bool(tensor.isfinite().all()):
+        raise ValueError("attention maps are finite; got NaN or infinite values")
     if bool((tensor < 0).any()):
         raise ValueError("attention maps are non-negative; got negative values")
     return tensor.flatten(-2)  # (..., H, W) -> (..., H·W)
@@ -77,17 +79,28 @@ def top_k_mass(maps: torch.Tensor | np.ndarray, fraction: float = 0.1) -> torch.
 
 
 def _rgb(image: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
-    """An image as an (H, W, C) float64 array in [0, 1]: C = 3 for RGB, 1 for grayscale."""
+    """An image as an (H, W, C) float64 array in [0, 1]: C = 3 for RGB, 1 for grayscale.
+
+    Arrays and tensors may be (H, W), (H, W, C) or a tensor's (C, H, W); integer ones are
+    0–255, float ones 0–1 (or 0–255 when any value is above 1).
+    """
     if isinstance(image, Image.Image):
-        array = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0  # (H, W, 3)
-    else:
-        array = np.asarray(image, dtype=np.float64)
-        if array.max(initial=0.0) > 1.0:  # [0, 255]
-            array = array / 255.0
-        if array.ndim == 2:
-            array = array[..., None]  # (H, W) -> (H, W, 1)
+        return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0  # (H, W, 3)
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+            image = image.permute(1, 2, 0)  # (C, H, W) -> (H, W, C)
+        image = image.numpy()
+    raw = np.asarray(image)
+    array = raw.astype(np.float64)
+    if np.issubdtype(raw.dtype, np.integer) or array.max(initial=0.0) > 1.0:  # 0–255
+        array = array / 255.0
+    if array.ndim == 2:
+        array = array[..., None]  # (H, W) -> (H, W, 1)
     if array.ndim != 3 or array.shape[-1] not in (1, 3):
-        raise ValueError(f"an image is (H, W) or (H, W, 3); got shape {array.shape}")
+        raise ValueError(
+            f"an image is (H, W), (H, W, 3) or a tensor's (3, H, W); got shape {array.shape}"
+        )
     return array
 
 

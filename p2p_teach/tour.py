@@ -346,8 +346,7 @@ def flow_shapes(pipe: Any, batch: int = 1) -> dict[str, str]:
     unet_config = pipe.unet.config
     latent_side = int(unet_config.sample_size)
     channels = int(unet_config.in_channels)
-    # each VAE down block but the last halves the side: SD v1's 512 image → 64 latent (factor 8)
-    scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    scale = int(pipe.vae_scale_factor)  # image side / latent side: SD v1's 512 → 64 is 8
     image_side = latent_side * scale
     hidden = int(pipe.text_encoder.config.hidden_size)
     slots = int(pipe.tokenizer.model_max_length)

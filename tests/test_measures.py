@@ -49,6 +49,8 @@ def test_zero_maps_and_bad_input():
         concentration(torch.ones(4))
     with pytest.raises(ValueError, match="fraction"):
         top_k_mass(torch.ones(4, 4), 0.0)
+    with pytest.raises(ValueError, match="NaN"):
+        concentration(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]))
 
 
 def test_top_k_mass_hand_values():
@@ -117,3 +119,16 @@ def test_layout_similarity_of_unrelated_noise_is_near_zero_and_flat_images():
     assert layout_similarity(flat, flat) == 1.0
     assert layout_similarity(flat, np.full((32, 32), 0.2)) == 0.0
     assert layout_similarity(flat, noise_a) == 0.0
+
+
+def test_an_image_reads_the_same_as_pil_uint8_hwc_array_or_chw_tensor():
+    step = np.zeros((8, 8, 3), dtype=np.uint8)
+    step[:, 4:] = (153, 0, 204)  # the 0.6 / 0 / 0.8 edge in 0–255
+    reference = edge_strength(Image.fromarray(step)).numpy()
+    assert np.allclose(reference[:, 2], np.hypot(0.3, 0.4))
+    as_float = step.astype(np.float64) / 255.0
+    chw = torch.from_numpy(as_float).permute(2, 0, 1)  # (3, H, W), as torchvision gives
+    for other in (step, as_float, torch.from_numpy(as_float), chw, chw.requires_grad_()):
+        assert np.allclose(edge_strength(other).numpy(), reference)
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        edge_strength(np.zeros((8, 8, 4)))

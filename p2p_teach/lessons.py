@@ -4,6 +4,9 @@ The recitation's prompts (a cat riding a bicycle) mean something to Stable Diffu
 built-in ``shapes`` model only knows coloured shapes, so its lessons swap shapes and colours
 instead. Notebooks call :func:`lesson_prompts` once and never hard-code a prompt, so the same
 notebook teaches the same steps on either model.
+
+:data:`SLIDE_SPLITS` holds the word splits the recitation's slides drew by hand;
+:func:`slide_splits_table` sets them beside the real CLIP splits (:func:`word_pieces`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .models import builtin_name
+from .tokens import TokenView, tokenize
+
+PIECE_SEPARATOR = "·"
 
 
 @dataclass(frozen=True)
@@ -117,3 +123,43 @@ BY_BUILTIN: dict[str, LessonPrompts] = {"shapes": SHAPES}
 def lesson_prompts(pipe) -> LessonPrompts:
     """The lesson prompts for ``pipe``: shapes for the built-in shapes model, else the slides'."""
     return BY_BUILTIN.get(builtin_name(pipe) or "", SLIDES)
+
+
+# word -> the split the recitation's slides drew (illustrations; the real CLIP splits differ)
+SLIDE_SPLITS: dict[str, tuple[str, ...]] = {
+    "haunted": ("haunt", "ed"),
+    "magical": ("magic", "al"),
+    "lion": ("lion",),
+    "hippopotamus": ("hippo", "pot", "amus"),
+    "unimaginably": ("un", "imagin", "ably"),
+    "inconceivably": ("in", "con", "ceiv", "ably"),
+}
+
+
+def word_pieces(view: TokenView, word: int | str = 0) -> tuple[str, ...]:
+    """The CLIP pieces of one word of a prompt, as readable text (``"hippo", "potam", "us"``).
+
+    Args:
+        view: the prompt's :func:`~p2p_teach.tokens.tokenize` view.
+        word: the word's index (default the first) or its text.
+
+    Raises:
+        p2p_teach.tokens.WordNotFoundError: the prompt has no such word (the message lists its
+            words).
+    """
+    found = view.find_word(word)
+    return tuple(view.slots[index].text for index in found.slots)
+
+
+def slide_splits_table(splits: dict[str, tuple[str, ...]] | None = None) -> str:
+    """Each word's split on the slides beside its real CLIP split, one line per word.
+
+    ``splits`` defaults to :data:`SLIDE_SPLITS`; each word is tokenized on its own.
+    """
+    splits = SLIDE_SPLITS if splits is None else splits
+    lines = []
+    for word, slide_pieces in splits.items():
+        slide = PIECE_SEPARATOR.join(slide_pieces)
+        real = PIECE_SEPARATOR.join(word_pieces(tokenize(word)))
+        lines.append(f"{word:<14} slides: {slide:<17} real CLIP: {real}")
+    return "\n".join(lines)

@@ -10,21 +10,35 @@ The timeline puts a source map and a target map side by side. What is a "slot" o
   one column unless recorded with ``record_slots="all"``).
 
 :func:`slot_choices` lists them, :func:`choice_maps` returns their maps over the steps,
-:func:`layer_choices` lists the resolution/place groups a history holds, and
+:func:`layer_choices` lists the resolution/place groups a history holds,
 :func:`concentration_by_word` measures how each word's map gathers over the steps
-(:func:`p2p_teach.measures.concentration`). Pure functions: no model, no widgets.
+(:func:`p2p_teach.measures.concentration`) and :func:`early_late_means` compares its first and
+last quarter; :func:`mean_word_map` averages a word's map over the steps. For a finished edit,
+:func:`algorithm_trace` and :func:`injected_steps` say where the source's maps were injected
+(:func:`sweep_windows` for a whole sweep); :func:`similarity_to_final` and
+:func:`layout_similarities` compare layouts (:func:`p2p_teach.measures.layout_similarity`).
+Pure functions: no model, no widgets.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
+from PIL import Image
 
 from .history import AttentionHistory, Place
-from .measures import concentration, top_k_mass
+from .measures import concentration, layout_similarity, top_k_mass
 from .tokens import TokenView, WordNotFoundError
+
+if TYPE_CHECKING:
+    from .sweep import SweepResult
+
+ImageLike = Image.Image | np.ndarray | torch.Tensor
 
 # a word index, a slot index, "padding", or None (not in this prompt)
 SlotKey = (
@@ -240,8 +254,8 @@ def algorithm_trace(settings: dict, timesteps: list[float] | tuple[float, ...]) 
     steps = int(settings["steps"])
     if len(timesteps) != steps:
         raise ValueError(f"{len(timesteps)} timesteps for {steps} steps")
-    cross_ranges = {word: range(*bounds) for word, bounds in settings["cross_step_ranges"].items()}
-    self_range = range(*settings["self_step_range"])
+    cross_ranges = _cross_ranges(settings)
+    self_range = injected_steps(settings, "self")
     injects = settings["edit"]["kind"] != "none"
     lines = []
     width = len(str(steps))
@@ -261,6 +275,115 @@ def algorithm_trace(settings: dict, timesteps: list[float] | tuple[float, ...]) 
             f"cross-attention: {cross_text:<14}  self-attention: {self_text}"
         )
     return lines
+
+
+def _cross_ranges(settings: Mapping[str, Any]) -> dict[str, range]:
+    """The settings' cross-attention windows as step ranges: word (or "default") → range."""
+    return {word: range(*bounds) for word, bounds in settings["cross_step_ranges"].items()}
+
+
+def injected_steps(
+    settings: Mapping[str, Any],
+    kind: Literal["cross", "self"] = "cross",
+    word: str = "default",
+) -> range:
+    """The 0-based steps in which an edit injected the source's maps.
+
+    Args:
+        settings: an :class:`~p2p_teach.engine.EditResult`'s ``settings``.
+        kind: ``"cross"`` (cross-attention, line 8 of Algorithm 1) or ``"self"``.
+        word: for cross-attention, a word with its own window, or ``"default"`` (the rest).
+    """
+    if kind == "self":
+        return range(*settings["self_step_range"])
+    if kind != "cross":
+        raise ValueError(f"kind={kind!r}: use 'cross' or 'self'")
+    ranges = _cross_ranges(settings)
+    if word not in ranges:
+        raise KeyError(
+            f"no cross-attention window for {word!r}; the settings have: {', '.join(ranges)}"
+        )
+    return ranges[word]
+
+
+def steps_text(steps: range) -> str:
+    """A step range counted from 1, as the lessons do: ``"steps 1–5"``, ``"step 3"``, ``"no step"``.
+    """
+    if len(steps) == 0:
+        return "no step"
+    if len(steps) == 1:
+        return f"step {steps.start + 1}"
+    return f"steps {steps.start + 1}–{steps.stop}"
+
+
+def sweep_windows(sweep: SweepResult) -> list[str]:
+    """One line per cell of an injection sweep: which steps took the source's maps.
+
+    E.g. ``"cross 0.25 → the source's cross-attention in steps 1–5 of 20"``.
+    """
+    lines = []
+    for fraction in sweep.fractions:
+        settings = sweep.cells[fraction].settings
+        window = steps_text(injected_steps(settings, sweep.varied))
+        lines.append(
+            f"{sweep.varied} {fraction:<4} → the source's {sweep.varied}-attention in {window} "
+            f"of {settings['steps']}"
+        )
+    return lines
+
+
+def finest_side(history: AttentionHistory) -> int:
+    """The side of the finest (largest) recorded layer, e.g. 16 for 16×16."""
+    if not history.layers:
+        raise ValueError("the history holds no layers; record some (edit(..., record='auto'))")
+    return max(layer.side for layer in history.layers)
+
+
+def mean_word_map(
+    history: AttentionHistory,
+    word: str | int,
+    prompt: Literal["source", "target"],
+    *,
+    resolution: int | None = None,
+) -> torch.Tensor:
+    """A word's map averaged over all recorded steps: (H, W).
+
+    ``resolution`` defaults to the finest kept layers (:func:`finest_side`).
+    """
+    side = finest_side(history) if resolution is None else resolution
+    maps = history.word_maps(word, prompt, resolution=side)  # (steps, H, W)
+    return maps.mean(dim=0)  # (steps, H, W) -> (H, W)
+
+
+def early_late_means(
+    values: Mapping[str, Sequence[float] | torch.Tensor | np.ndarray],
+    share: float = 0.25,
+) -> dict[str, tuple[float, float]]:
+    """Each series' mean over its first and its last ``share`` of the steps: label → (early, late).
+
+    Both parts hold ``floor(share · steps)`` values (at least one), e.g. steps 1–5 and 16–20 of
+    20 for the default quarter. Pass :func:`concentration_by_word`'s output to see whether a
+    word's map gathers (late > early) or spreads out as denoising goes on.
+    """
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"share={share!r}: the fraction of the steps in each part, in (0, 1]")
+    means: dict[str, tuple[float, float]] = {}
+    for label, series in values.items():
+        array = np.asarray(series, dtype=np.float64).reshape(-1)  # (steps,)
+        if array.size == 0:
+            raise ValueError(f"{label!r} has no values; pass one value per step")
+        count = max(1, math.floor(share * array.size + 1e-9))
+        means[label] = (float(array[:count].mean()), float(array[-count:].mean()))
+    return means
+
+
+def layout_similarities(
+    reference: ImageLike, images: Mapping[str, ImageLike], grid: int = 8
+) -> dict[str, float]:
+    """:func:`p2p_teach.measures.layout_similarity` of each named image to ``reference``."""
+    return {
+        name: layout_similarity(reference, image, grid=grid) for name, image in images.items()
+    }
 
 
 class PreviewRecorder:
@@ -291,8 +414,8 @@ class PreviewRecorder:
         return len(self.steps)
 
 
-def similarity_to_final(images: list, final, grid: int = 8) -> list[float]:
+def similarity_to_final(
+    images: Sequence[ImageLike], final: ImageLike, grid: int = 8
+) -> list[float]:
     """:func:`p2p_teach.measures.layout_similarity` of each image to ``final`` (in order)."""
-    from .measures import layout_similarity
-
     return [layout_similarity(image, final, grid=grid) for image in images]

@@ -9,6 +9,7 @@ from matplotlib.colors import to_rgb
 from PIL import Image
 
 from p2p_teach.engine import edit
+from p2p_teach.figures.attention import pick_steps, word_steps_figure
 from p2p_teach.figures.images import figure_png, image_png, side_by_side
 from p2p_teach.figures.sweep import (
     fraction_label,
@@ -22,10 +23,12 @@ from p2p_teach.figures.timeline import (
     maps_mosaic,
     overlay_image,
     shared_vmax,
+    step_lines_figure,
     step_maps_figure,
     timeline_figure,
     upsample_map,
 )
+from p2p_teach.measures import layout_similarity
 from p2p_teach.sweep import SweepCache, injection_sweep, layout_survival
 from p2p_teach.timeline import (
     PreviewRecorder,
@@ -33,10 +36,17 @@ from p2p_teach.timeline import (
     changed_choices,
     choice_maps,
     concentration_by_word,
+    early_late_means,
+    finest_side,
+    injected_steps,
     layer_choices,
+    layout_similarities,
+    mean_word_map,
     similarity_to_final,
     slot_choices,
     step_word_maps,
+    steps_text,
+    sweep_windows,
 )
 from p2p_teach.tokens import tokenize
 
@@ -145,6 +155,69 @@ def test_concentration_by_word_gives_one_value_per_step_and_word(swap):
         concentration_by_word(swap.history, measure="gini")  # type: ignore[arg-type]
 
 
+def test_early_late_means_average_the_first_and_last_quarter():
+    rising = [float(k) for k in range(20)]  # steps 1-5 hold 0..4, steps 16-20 hold 15..19
+    means = early_late_means({"rising": rising, "flat": torch.full((8,), 0.5)})
+    assert means["rising"] == pytest.approx((sum(range(5)) / 5, sum(range(15, 20)) / 5))
+    assert means["flat"] == pytest.approx((0.5, 0.5))
+    # odd lengths: both parts have floor(share · steps) values, at least one
+    assert early_late_means({"x": [1.0, 2.0, 3.0]})["x"] == pytest.approx((1.0, 3.0))
+    assert early_late_means({"x": [1.0, 2.0, 3.0, 5.0]}, share=0.5)["x"] == pytest.approx(
+        (1.5, 4.0)
+    )
+    with pytest.raises(ValueError, match="share"):
+        early_late_means({"x": [1.0]}, share=0.0)
+    with pytest.raises(ValueError, match="no values"):
+        early_late_means({"x": []})
+
+
+def test_early_late_means_of_a_run_match_the_concentrations(swap):
+    values = concentration_by_word(swap.history, "source")
+    means = early_late_means(values, share=1 / 3)  # 3 steps: the first and the last
+    for word, series in values.items():
+        assert means[word] == pytest.approx((float(series[0]), float(series[-1])))
+
+
+def test_mean_word_map_averages_the_finest_maps_over_the_steps(swap):
+    history = swap.history
+    assert finest_side(history) == 16
+    steps = history.steps_recorded
+    per_step = [history.word_maps("bicycle", "source", steps=k, resolution=16)
+                for k in range(steps)]  # fmt: skip
+    total = sum(per_step)  # of (16, 16) maps
+    mean = mean_word_map(history, "bicycle", "source")
+    assert mean.shape == (16, 16)
+    torch.testing.assert_close(mean, total / steps)
+    coarse = mean_word_map(history, "bicycle", "source", resolution=8)
+    assert coarse.shape == (8, 8)
+
+
+def test_layout_similarities_name_each_image():
+    rng = np.random.default_rng(0)
+    reference = rng.random((32, 32, 3))
+    images = {"same": reference, "other": rng.random((32, 32, 3))}
+    scores = layout_similarities(reference, images)
+    assert list(scores) == ["same", "other"]
+    assert scores["same"] == pytest.approx(1.0)
+    assert scores["other"] == pytest.approx(layout_similarity(reference, images["other"]))
+
+
+def test_injected_steps_read_the_settings_windows():
+    settings = {
+        "steps": 20,
+        "cross_step_ranges": {"default": [0, 5], "train": [0, 1]},
+        "self_step_range": [0, 0],
+    }
+    assert injected_steps(settings) == range(0, 5)
+    assert injected_steps(settings, "cross", "train") == range(0, 1)
+    assert injected_steps(settings, "self") == range(0, 0)
+    with pytest.raises(KeyError, match="default, train"):
+        injected_steps(settings, "cross", "bicycle")
+    assert steps_text(range(0, 5)) == "steps 1–5"
+    assert steps_text(range(2, 3)) == "step 3"
+    assert steps_text(range(0, 0)) == "no step"
+
+
 # -------------------------------------------------------------------- the sweep
 
 
@@ -169,6 +242,11 @@ def test_sweep_caches_cells_and_its_ends_mean_what_the_slide_says(pipe):
     selfs = injection_sweep(pipe, SOURCE, TARGET, vary="self", fractions=(0.5,), steps=2,
                             seed=3, cache=cache)  # fmt: skip
     assert selfs.fixed == 0.8 and selfs.cells[0.5].settings["self_steps"] == [0.0, 0.5]
+    assert sweep_windows(sweep) == [
+        "cross 0.0  → the source's cross-attention in no step of 2",
+        "cross 1.0  → the source's cross-attention in steps 1–2 of 2",
+    ]
+    assert sweep_windows(selfs) == ["self 0.5  → the source's self-attention in step 1 of 2"]
     with pytest.raises(ValueError, match="vary"):
         injection_sweep(pipe, SOURCE, TARGET, vary="both")  # type: ignore[arg-type]
 
@@ -230,12 +308,54 @@ def _cmap_bottom():
 
 
 def test_step_maps_and_concentration_figures():
-    figure = step_maps_figure({"x": (np.ones((3, 3)), np.zeros((3, 3)))}, title="t")
-    assert len(figure.axes) == 3
+    figure = step_maps_figure(
+        {"x": (2 * np.ones((3, 3)), np.zeros((3, 3))), "y": (np.eye(3), 0.5 * np.ones((3, 3)))},
+        title="t",
+    )
+    assert len(figure.axes) == 5  # 2 rows × (source, target) and one colour bar
+    images = [image for axis in figure.axes for image in axis.images]
+    assert len(images) == 4
+    # one colour scale for every map: 0 to the largest value shown
+    assert {image.get_clim() for image in images} == {(0.0, 2.0)}
     lines = concentration_figure({"cat": [0.1, 0.2, 0.4], "bicycle": [0.0, 0.1, 0.1]})
     plotted = lines.axes[0].get_lines()
     assert [line.get_label() for line in plotted] == ["cat", "bicycle"]
     assert list(plotted[0].get_ydata()) == pytest.approx([0.1, 0.2, 0.4])
+    assert lines.axes[0].get_ylim()[0] == 0.0  # a concentration starts at 0
+
+
+def test_step_lines_figure_takes_a_y_range_for_measures_below_zero():
+    similarity = {"x0": [-0.4, 0.3, 0.9]}
+    fixed = step_lines_figure(similarity, steps=[1, 2, 3], ylim=(-1.0, 1.0))
+    assert fixed.axes[0].get_ylim() == (-1.0, 1.0)
+    assert list(fixed.axes[0].get_lines()[0].get_xdata()) == [1, 2, 3]
+    default = step_lines_figure(similarity).axes[0]
+    assert list(default.get_lines()[0].get_xdata()) == [1, 2, 3]  # steps count from 1
+    bottom, top = default.get_ylim()  # data-driven
+    assert bottom < -0.4 and top > 0.9
+    # concentration_figure passes the range on, so it can draw a similarity too
+    assert concentration_figure(similarity, ylim=(-1.0, 1.0)).axes[0].get_ylim() == (-1.0, 1.0)
+    with pytest.raises(ValueError, match="one value per step"):
+        step_lines_figure(similarity, steps=[1, 2])
+
+
+def test_word_steps_figure_counts_steps_from_one(swap):
+    figure = word_steps_figure(swap.history, max_columns=3)
+    panels = [axis for axis in figure.axes if axis.images]
+    titles = [axis.get_title() for axis in panels[:3]]
+    timesteps = swap.history.timesteps
+    assert titles == [f"step {k + 1}\nt={timesteps[k]:g}" for k in range(3)]
+    assert titles[0].startswith("step 1\n")
+
+
+def test_pick_steps_spreads_columns_and_handles_one_column():
+    assert pick_steps(5, 3) == [0, 2, 4]
+    assert pick_steps(3, 8) == [0, 1, 2]
+    assert pick_steps(20, 1) == [0]
+    assert pick_steps(1, 1) == [0]
+    assert pick_steps(20, 6) == [0, 4, 8, 11, 15, 19]
+    with pytest.raises(ValueError, match="max_columns"):
+        pick_steps(5, 0)
 
 
 def test_sweep_figures_label_every_cell():

@@ -10,9 +10,18 @@ from types import SimpleNamespace
 import pytest
 
 from p2p_teach import refinement_alignment, tokenize, word_swap_mapper
-from p2p_teach.lessons import SHAPES, SLIDES, LessonPrompts, lesson_prompts
+from p2p_teach.lessons import (
+    SHAPES,
+    SLIDE_SPLITS,
+    SLIDES,
+    LessonPrompts,
+    lesson_prompts,
+    slide_splits_table,
+    word_pieces,
+)
 from p2p_teach.shapes import data as shapes_data
 from p2p_teach.shapes.data import caption_words
+from p2p_teach.tokens import WordNotFoundError
 
 
 def test_builtin_shapes_model_gets_shape_prompts():
@@ -112,3 +121,24 @@ def test_lesson_notebooks_take_every_prompt_from_lesson_prompts(name):
         (i, word) for i, source in enumerate(code) for word in SLIDE_WORDS.findall(source)
     ]
     assert hard_coded == [], "code cells should take their prompts from PROMPTS"
+
+
+def test_word_pieces_are_the_slots_text_of_one_word():
+    view = tokenize("A hippopotamus eating")
+    assert word_pieces(view, "hippopotamus") == ("hippo", "potam", "us")
+    assert word_pieces(view, 2) == ("eating",)
+    assert word_pieces(tokenize("unimaginably")) == ("uni", "magin", "ably")  # word 0
+    with pytest.raises(WordNotFoundError):
+        word_pieces(view, "lion")
+
+
+def test_slide_splits_table_sets_the_slides_beside_the_real_splits():
+    lines = slide_splits_table().splitlines()
+    assert len(lines) == len(SLIDE_SPLITS)
+    assert lines[3] == "hippopotamus   slides: hippo·pot·amus    real CLIP: hippo·potam·us"
+    for line, (word, pieces) in zip(lines, SLIDE_SPLITS.items()):
+        assert line.startswith(word) and "·".join(pieces) in line
+        assert line.endswith("real CLIP: " + "·".join(word_pieces(tokenize(word))))
+    assert slide_splits_table({"lion": ("li", "on")}) == (
+        "lion           slides: li·on             real CLIP: lion"
+    )

@@ -10,6 +10,8 @@ import torch
 
 from p2p_teach.engine import edit
 from p2p_teach.figures.images import image_png
+from p2p_teach.models import load_pipeline
+from p2p_teach.timeline import mean_word_map
 from p2p_teach.widgets import (
     AttentionTimeline,
     EditRunner,
@@ -216,6 +218,7 @@ def test_sweep_widget_computes_once_and_sliders_read_the_cache(pipe):
     assert sweep.grid_image.layout.display is None
     assert sweep.cache.misses == 3 and len(sweep.cache) == 3
     assert sweep.status.value.startswith("Done: 3 edits computed, 0 from the cache")
+    assert sweep.sweeps[(TARGET, "cross")].fixed == 0.0  # injection_sweep's own default
     titles = [axis.get_title() for axis in sweep.grid_figure.axes]
     assert titles == ["source", "0 (w/o injection)", "0.5", "1 (full injection)"]
     assert set(sweep.survival[(TARGET, "cross")]) == {0.0, 0.5, 1.0}
@@ -276,7 +279,16 @@ def test_reweight_panel_scales_the_word_attention(pipe):
     assert [a.get_title() for a in panel.result_figure.axes] == ["plain (weight 1)",
                                                                  "'bicycle' × 2.5"]  # fmt: skip
     assert png(panel.result_image).startswith(PNG_MAGIC)
-    assert panel.maps_figure is not None
+    # the maps panel: the word's map averaged over the steps, source and target on one scale
+    axes = [axis for axis in panel.maps_figure.axes if axis.images]
+    assert len(axes) == 2 and axes[0].get_ylabel() == "bicycle (mean over steps)"
+    shown = [np.asarray(axis.images[0].get_array()) for axis in axes]
+    expected = [mean_word_map(history, "bicycle", side).numpy() for side in ("source", "target")]
+    for picture, mean_map in zip(shown, expected):
+        np.testing.assert_allclose(picture, mean_map, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(shown[1], 2.5 * shown[0], rtol=2e-2, atol=1e-3)
+    clims = {axis.images[0].get_clim() for axis in axes}
+    assert len(clims) == 1 and clims.pop()[1] == pytest.approx(float(shown[1].max()), rel=1e-5)
 
 
 def test_refine_panel_shows_the_alignment(pipe):
@@ -288,12 +300,23 @@ def test_refine_panel_shows_the_alignment(pipe):
 
 
 def test_local_blend_panel_keeps_the_mask_and_reports_bad_words(pipe):
+    # the trained built-in model: its colour and shape words attend to the object, so the mask
+    # covers part of the latent (random weights attend nearly evenly: the mask would be full)
+    shapes = load_pipeline("shapes", verbose=False)
+    blend = LocalBlendPanel(shapes, "a big red circle", "a big blue circle", "red circle",
+                            "blue circle", threshold=0.3, steps=6, threaded=False)  # fmt: skip
+    blend.run()
+    assert blend.error is None
+    side = shapes.unet.config.sample_size
+    assert blend.mask.shape == (side, side)
+    assert set(blend.mask.unique().tolist()) == {0.0, 1.0}  # a binary mask, neither empty nor full
+    assert 0.0 < float(blend.mask.mean()) < 1.0
+    assert "% of the latent may change" in blend.status.value
+
     panel = LocalBlendPanel(pipe, SOURCE, TARGET, "bicycle", "motorcycle", threshold=0.3,
                             steps=3, threaded=False)  # fmt: skip
     panel.run()
     assert panel.error is None
-    side = pipe.unet.config.sample_size
-    assert panel.mask.shape == (side, side)
     assert set(panel.mask.unique().tolist()) <= {0.0, 1.0}
     assert len(panel.result_figure.axes) == 3
     assert panel.result.settings["blend"]["threshold"] == 0.3

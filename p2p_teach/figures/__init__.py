@@ -1,21 +1,23 @@
 """Pure figure functions: data in, matplotlib Figure (or HTML text) out; no widgets, no model."""
 
-from .attention import changed_word_rows, word_steps_figure
+from .attention import changed_word_rows, pick_steps, word_steps_figure
 from .images import figure_png, image_png, side_by_side
 from .mapper import alignment_figure, mapper_comparison_figure, mapper_figure
 from .sweep import layout_survival_figure, sweep_grid_figure
-from .timeline import concentration_figure, timeline_figure
+from .timeline import concentration_figure, step_lines_figure, timeline_figure
 from .tokens import changed_words, token_table_figure, token_table_html
 from .tour import pipeline_diagram
 
 __all__ = [
     "changed_word_rows",
     "word_steps_figure",
+    "pick_steps",
     "alignment_figure",
     "changed_words",
     "concentration_figure",
     "layout_survival_figure",
     "sweep_grid_figure",
+    "step_lines_figure",
     "timeline_figure",
     "figure_png",
     "image_png",

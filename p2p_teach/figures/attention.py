@@ -35,9 +35,19 @@ def changed_word_rows(history: AttentionHistory) -> list[WordRow]:
 
 
 def pick_steps(num_steps: int, max_columns: int) -> list[int]:
-    """At most ``max_columns`` steps spread evenly from the first to the last."""
+    """At most ``max_columns`` step indices (0-based) spread evenly from the first to the last.
+
+    With ``max_columns=1`` that is the first step alone.
+    """
+    if max_columns < 1:
+        raise ValueError(
+            f"max_columns={max_columns!r}: at least one step must be shown. Fix: pass "
+            "max_columns ≥ 1."
+        )
     if num_steps <= max_columns:
         return list(range(num_steps))
+    if max_columns == 1:
+        return [0]
     return sorted({round(i * (num_steps - 1) / (max_columns - 1)) for i in range(max_columns)})
 
 
@@ -55,7 +65,8 @@ def word_steps_figure(
     Args:
         history: the edit's attention history.
         rows: ``(word, prompt)`` pairs; default: the swapped words (:func:`changed_word_rows`).
-        steps: the steps to show; default: up to ``max_columns`` spread over the run.
+        steps: the step indices to show (0-based; the titles count from 1); default: up to
+            ``max_columns`` spread over the run.
         max_columns: the most steps shown when ``steps`` is not given.
         resolution: which layers to average (see :meth:`AttentionHistory.maps`); default all
             kept layers, each resized to the largest.
@@ -88,7 +99,8 @@ def word_steps_figure(
             axis.set_xticks([])
             axis.set_yticks([])
             if row == 0:
-                axis.set_title(f"step {step}\nt={history.timesteps[step]:g}", fontsize=8)
+                # steps count from 1, as in algorithm_trace and the widgets
+                axis.set_title(f"step {step + 1}\nt={history.timesteps[step]:g}", fontsize=8)
             if column == 0:
                 label = "edited target" if prompt == "target" else "source"
                 axis.set_ylabel(f"{word!r}\n({label})", fontsize=8)

@@ -148,18 +148,23 @@ def step_maps_figure(
     return figure
 
 
-def concentration_figure(
+def step_lines_figure(
     values: Mapping[str, Sequence[float] | np.ndarray | torch.Tensor],
     *,
     steps: Sequence[int] | None = None,
-    ylabel: str = "concentration (1 − normalised entropy)",
-    title: str = "How concentrated each word's map is, step by step",
+    ylabel: str = "value",
+    title: str = "",
+    ylim: tuple[float | None, float | None] | None = None,
 ) -> Figure:
-    """Lines of a per-step measure (e.g. :func:`p2p_teach.measures.concentration`), one per word.
+    """Lines of any per-step measure, one per label; denoising goes left to right.
 
     Args:
         values: label → one value per step.
-        steps: the x values (default 0, 1, …); denoising goes left to right.
+        steps: the x values (default 1, 2, …: steps count from 1, as in
+            :func:`p2p_teach.timeline.algorithm_trace`).
+        ylabel, title: the axis label and the title.
+        ylim: ``(bottom, top)`` of the y axis; ``None`` on either side (or for the pair) lets
+            the data decide. A layout similarity, for instance, lies in (−1, 1).
     """
     import seaborn as sns
 
@@ -168,16 +173,43 @@ def concentration_figure(
     palette = sns.color_palette("colorblind", n_colors=max(1, len(values)))
     for colour, (label, series) in zip(palette, values.items()):
         ys = _numpy(torch.as_tensor(np.asarray(series, dtype=np.float32)))
-        xs = list(steps) if steps is not None else list(range(len(ys)))
+        xs = list(steps) if steps is not None else list(range(1, len(ys) + 1))
+        if len(xs) != len(ys):
+            raise ValueError(
+                f"{label!r} has {len(ys)} values but there are {len(xs)} steps. Fix: pass one "
+                "value per step, or steps=None to number them 1, 2, …"
+            )
         axis.plot(xs, ys, marker="o", markersize=3, label=label, color=colour)
     axis.set_xlabel("denoising step (early → late)")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel(ylabel)
-    axis.set_ylim(bottom=0)
+    if ylim is not None:
+        axis.set_ylim(bottom=ylim[0], top=ylim[1])
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="best")
-    axis.set_title(title, fontsize=10)
+    if title:
+        axis.set_title(title, fontsize=10)
     return figure
+
+
+def concentration_figure(
+    values: Mapping[str, Sequence[float] | np.ndarray | torch.Tensor],
+    *,
+    steps: Sequence[int] | None = None,
+    ylabel: str = "concentration (1 − normalised entropy)",
+    title: str = "How concentrated each word's map is, step by step",
+    ylim: tuple[float | None, float | None] | None = (0.0, None),
+) -> Figure:
+    """Lines of a per-step concentration (:func:`p2p_teach.measures.concentration`), per word.
+
+    A concentration lies in [0, 1], so the y axis starts at 0 (``ylim``). For a measure with
+    another range use :func:`step_lines_figure` (or pass ``ylim``).
+
+    Args:
+        values: label → one value per step.
+        steps: the x values (default 1, 2, …); denoising goes left to right.
+    """
+    return step_lines_figure(values, steps=steps, ylabel=ylabel, title=title, ylim=ylim)
 
 
 def _font(size: int):

@@ -120,7 +120,7 @@ def pipeline_diagram(
                 fontsize=7,
                 color="#1f1f1f",
             )
-    axis.text(6.5, 3.75, "loop: one UNet call per step", ha="center", fontsize=7, color="#555")
+    axis.text(6.5, 3.75, "loop: one UNet call per timestep", ha="center", fontsize=7, color="#555")
     if title:
         figure.suptitle(title, fontsize=10)
     return figure

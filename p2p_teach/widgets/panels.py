@@ -39,6 +39,7 @@ from ..edits import LocalBlend, Reweight
 from ..engine import EditResult, StepInfo, edit
 from ..figures.images import figure_png, side_by_side
 from ..figures.timeline import step_maps_figure
+from ..timeline import mean_word_map
 from ..tokens import tokenize
 from .common import png_image, set_png
 from .run_guard import GuardedEditWidget, RunGuard
@@ -183,12 +184,6 @@ def _word_options(prompt: str) -> list[str]:
         return []
 
 
-def _mean_word_map(history: Any, word: str, prompt: str) -> torch.Tensor:
-    """A word's map averaged over all steps at the finest kept resolution: (H, W)."""
-    finest = max(layer.side for layer in history.layers)
-    return history.word_maps(word, prompt, resolution=finest).mean(dim=0)
-
-
 class ReweightPanel(_EditPanel):
     """Scale one word's attention in a prompt and compare with the plain image."""
 
@@ -263,8 +258,8 @@ class ReweightPanel(_EditPanel):
         if result.history is not None:
             label = f"{word} (mean over steps)"
             pair = (
-                _mean_word_map(result.history, word, "source"),
-                _mean_word_map(result.history, word, "target"),
+                mean_word_map(result.history, word, "source"),
+                mean_word_map(result.history, word, "target"),
             )
             self.maps_figure = step_maps_figure({label: pair}, title="the word's attention")
             set_png(self.maps_image, figure_png(self.maps_figure, tight=False))

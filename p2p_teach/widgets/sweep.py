@@ -61,8 +61,8 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
         seed: int = 1,
         steps: int = 10,
         guidance: float | None = None,
-        fixed_self: float = 0.0,
-        fixed_cross: float = 0.8,
+        fixed_self: float | None = None,
+        fixed_cross: float | None = None,
         cache: SweepCache | None = None,
         threaded: bool = True,
     ) -> None:
@@ -72,7 +72,8 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
         self.source = source
         self.fractions = sorted({round(float(f), 4) for f in fractions})
         self.seed, self.steps, self.guidance = seed, steps, guidance
-        self.fixed = {"cross": fixed_self, "self": fixed_cross}  # vary → the other's fraction
+        # vary → the other injection's fraction; None: injection_sweep's own default
+        self.fixed: dict[str, float | None] = {"cross": fixed_self, "self": fixed_cross}
         self.cache = cache if cache is not None else SweepCache()
         self.threaded = threaded
         self.sweeps: dict[tuple[str, str], SweepResult] = {}

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from ..figures.images import figure_png
 from ..figures.tokens import token_table_figure, token_table_html
-from ..tokens import TokenView, tokenize
+from ..tokens import MAX_SLOTS, TokenView, tokenize
 
 
 class TokenExplorer(widgets.VBox):
@@ -98,6 +98,6 @@ class TokenExplorer(widgets.VBox):
             f"<pre>{html.escape(view.show_work())}</pre>" for view in views
         )
         self.status.value = " | ".join(
-            f"{view.normalized!r}: {len(view.words)} words, {view.n_used} of 77 slots used"
+            f"{view.normalized!r}: {len(view.words)} words, {view.n_used} of {MAX_SLOTS} slots used"
             for view in views
         )

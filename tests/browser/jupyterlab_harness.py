@@ -74,7 +74,7 @@ def missing_requirements() -> list[str]:
     if not (CHROMIUM_PATH.is_file() and os.access(CHROMIUM_PATH, os.X_OK)):
         missing.append(
             f"Chromium at {CHROMIUM_PATH} (fix: bash .ci/install_browser.sh, i.e. "
-            "apt-get install chromium chromium-driver)"
+            "apt-get install chromium)"
         )
     for module, package in (("playwright", "playwright"), ("jupyterlab", "jupyterlab")):
         try:

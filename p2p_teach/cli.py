@@ -4,6 +4,8 @@
     p2p-teach tokens --work "An unimaginably large house"
     p2p-teach mapper "A lion eating" "A hippopotamus eating" [--rule original]
     p2p-teach mapper "a cat" "a fluffy cat" --refine
+    p2p-teach edit "a cat riding a bicycle" "a cat riding a motorcycle"   # images + attention
+    p2p-teach edit "a cat" "a fluffy cat" --edit refine --blend cat --out runs/fluffy
 
 Wrong input exits with status 2 and one line on stderr, never a traceback.
 """
@@ -11,8 +13,14 @@ Wrong input exits with status 2 and one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .tokens import TokenView, Word
 
 
 class UsageError(Exception):
@@ -87,46 +95,178 @@ def _word_scale(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{text!r}: give WORD=SCALE, e.g. smiling=3") from None
 
 
+def _words(view: TokenView) -> list[str]:
+    return [word.text for word in view.words]
+
+
+def _has_word(view: TokenView, text: str) -> bool:
+    from .tokens import WordNotFoundError
+
+    try:
+        view.find_words(text)
+    except WordNotFoundError:
+        return False
+    return True
+
+
+def _name_of(view: TokenView, word: Word) -> str | int:
+    """How a blend names ``word``: its text, or its index where the text occurs twice."""
+    return word.text if len(view.find_words(word.text)) == 1 else word.index
+
+
+def _blend_words(
+    items: Sequence[str], source: TokenView, target: TokenView
+) -> tuple[list[str | int], list[str | int]]:
+    """The source's and the target's blend words from ``--blend`` items.
+
+    ``WORD`` in both prompts is used in both. ``WORD`` in one prompt is used there, with the
+    word in its place in the other prompt, which is well defined when both prompts have the
+    same number of words (a word swap). ``SOURCE:TARGET`` names a word per prompt.
+    """
+    in_source: list[str | int] = []
+    in_target: list[str | int] = []
+    prompts = {"source": source, "target": target}
+    for item in items:
+        source_text, colon, target_text = item.partition(":")
+        in_either = _has_word(source, item) or _has_word(target, item)
+        if colon and source_text and target_text and not in_either:
+            for role, text in (("source", source_text), ("target", target_text)):
+                if not _has_word(prompts[role], text):
+                    raise UsageError(
+                        f"--blend {item!r}: {text!r} is not a word of the {role} prompt "
+                        f"{prompts[role].prompt!r}; its words are {_words(prompts[role])}"
+                    )
+            in_source.append(source_text)
+            in_target.append(target_text)
+            continue
+        found = {role: _has_word(view, item) for role, view in prompts.items()}
+        if found["source"] and found["target"]:
+            in_source.append(item)
+            in_target.append(item)
+            continue
+        if not any(found.values()):
+            raise UsageError(
+                f"--blend {item!r} is in neither prompt; source words {_words(source)}, target "
+                f"words {_words(target)}"
+            )
+        role, other = ("source", "target") if found["source"] else ("target", "source")
+        here, there = prompts[role], prompts[other]
+        if len(here.words) != len(there.words):
+            raise UsageError(_unpaired_blend_message(item, role, here, there))
+        (in_source if role == "source" else in_target).append(item)
+        for word in here.find_words(item):  # the word in its place in the other prompt
+            counterpart = _name_of(there, there.words[word.index])
+            (in_target if role == "source" else in_source).append(counterpart)
+    return list(dict.fromkeys(in_source)), list(dict.fromkeys(in_target))
+
+
+def _unpaired_blend_message(item: str, role: str, here: TokenView, there: TokenView) -> str:
+    """Say that a one-prompt blend word has no partner, and how to name words per prompt."""
+    other = "target" if role == "source" else "source"
+    index = here.find_words(item)[0].index
+    # the nearest word of this prompt that the other prompt has too: a likely partner
+    nearest = sorted(here.words, key=lambda word: (abs(word.index - index), -word.index))
+    shared = [w.core_text for w in nearest if w.index != index and _has_word(there, w.text)]
+    partner = shared[0] if shared else there.words[0].core_text
+    pair = f"{item}:{partner}" if role == "source" else f"{partner}:{item}"
+    return (
+        f"--blend {item!r} is only in the {role} prompt, and the {other} prompt has no word "
+        f"in its place (the prompts have {len(here.words)} and {len(there.words)} words). Fix: "
+        f"name a word per prompt as SOURCE:TARGET, e.g. --blend {pair}"
+        + (f", or give a word both prompts have, e.g. --blend {shared[0]}" if shared else "")
+    )
+
+
+def _output_folder(text: str) -> tuple[Path, Path | None]:
+    """Check that ``--out`` can be a folder and create it, before any model is loaded.
+
+    Returns the folder and the topmost folder this created (None if it existed), so a failed
+    run can remove what it made.
+    """
+    folder = Path(text).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(
+            f"--out {text!r} is an existing file, not a folder. Fix: give a folder path (it is "
+            "created if missing), or move the file away."
+        )
+    missing: Path | None = None
+    existing = folder
+    while not existing.exists():
+        missing, existing = existing, existing.parent
+    if not existing.is_dir():
+        raise UsageError(
+            f"--out {text!r}: {str(existing)!r} is a file, so no folder can be made under it. "
+            "Fix: choose another output folder."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--out {text!r}: the folder {str(existing)!r} is not writable. Fix: choose a "
+            "folder you can write to, e.g. --out ./p2p_edit."
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"--out {text!r}: the folder cannot be made ({error.strerror or error}). Fix: "
+            "choose a folder you can write to, e.g. --out ./p2p_edit."
+        ) from error
+    return folder, missing
+
+
+def _remove_empty(folder: Path, top: Path | None) -> None:
+    """Remove ``folder`` and its parents up to ``top`` (folders this run made) while empty."""
+    if top is None:
+        return
+    current = folder
+    while True:
+        try:
+            current.rmdir()
+        except OSError:
+            return
+        if current == top or current.parent == current:
+            return
+        current = current.parent
+
+
 def _cmd_edit(args: argparse.Namespace) -> None:
     from .edits import LocalBlend, Refine, Replace, Reweight, as_edit
-    from .engine import edit
-    from .figures.attention import word_steps_figure
-    from .models import load_pipeline
     from .schedules import DEFAULT_SELF_STEPS, resolve_schedule
-    from .tokens import WordNotFoundError, tokenize
+    from .tokens import tokenize
 
+    source, target = tokenize(args.source), tokenize(args.target)
+    same = source.ids == target.ids
     base = {"replace": Replace(), "refine": Refine(), "none": None}[args.edit]
     chosen = as_edit(base)
     if args.reweight:
-        if args.edit == "none":
-            raise UsageError("--reweight needs --edit replace or refine (or the same prompts)")
-        same = tokenize(args.source).ids == tokenize(args.target).ids
+        if args.edit == "none" and not same:
+            raise UsageError(
+                "--reweight with --edit none needs the same prompt twice (it then only scales "
+                "words). Fix: for two different prompts use --edit replace or --edit refine."
+            )
         chosen = Reweight(dict(args.reweight), base=None if same else base)
+
+    # Check the prompts, the edit, the blend, the schedules and the output folder before
+    # loading a model (errors come fast, and nothing is written).
+    chosen.resolve(source, target)
     blend = None
     if args.blend:
-        source, target = tokenize(args.source), tokenize(args.target)
-        in_source, in_target = [], []
-        for word in args.blend:
-            found = False
-            for view, bucket in ((source, in_source), (target, in_target)):
-                try:
-                    view.find_word(word)
-                except WordNotFoundError:
-                    continue
-                bucket.append(word)
-                found = True
-            if not found:
-                raise UsageError(
-                    f"--blend {word!r} is in neither prompt; source words "
-                    f"{[w.text for w in source.words]}, target words "
-                    f"{[w.text for w in target.words]}"
-                )
-        blend = LocalBlend(in_source or in_target, in_target or in_source)
-
-    # Check the prompts, the edit and the schedules before loading a model (errors come fast).
-    chosen.resolve(tokenize(args.source), tokenize(args.target))
+        blend = LocalBlend(*_blend_words(args.blend, source, target))
+        blend.resolve(source, target, args.steps)
     self_steps = DEFAULT_SELF_STEPS if args.self_ is None else args.self_  # any model's is valid
-    resolve_schedule(args.cross, self_steps, args.steps, tokenize(args.target))
+    resolve_schedule(args.cross, self_steps, args.steps, target)
+    folder, made = _output_folder(args.out)
+    try:
+        _run_edit(args, chosen, blend, folder)
+    except BaseException:
+        _remove_empty(folder, made)
+        raise
+
+
+def _run_edit(args: argparse.Namespace, chosen: object, blend: object, folder: Path) -> None:
+    from .engine import edit
+    from .figures.attention import word_steps_figure
+    from .models import load_pipeline
+
     pipe = load_pipeline(args.model)  # prints which model runs
     if args.scheduler:
         from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
@@ -138,12 +278,14 @@ def _cmd_edit(args: argparse.Namespace) -> None:
         steps=args.steps, guidance=args.guidance, cross_steps=args.cross, self_steps=args.self_,
         progress=not args.quiet,
     )  # fmt: skip
-    folder = result.save(args.out)
+    folder = result.save(folder)
     written = ["source.png", "edited.png", "settings.json"]
     if result.history is not None:
         figure = word_steps_figure(result.history)
         figure.savefig(folder / "attention.png", dpi=100, bbox_inches="tight")
         written += ["attention.png", "history.safetensors"]
+    if result.latents is not None:
+        written.append("latents.safetensors")
     print(f"edit: {args.source!r} → {args.target!r} ({result.settings['edit']['kind']}, "
           f"{args.steps} steps, seed {args.seed}, {result.settings['scheduler']})")  # fmt: skip
     for name in written:
@@ -155,15 +297,17 @@ def _add_edit(subparsers) -> None:
         "edit",
         help="run a Prompt-to-Prompt edit: two images, per-step attention, settings",
         description="Generate the source prompt's image and edit it into the target prompt's "
-        "(Prompt-to-Prompt). Writes source.png, edited.png, attention.png (per-step "
-        "attention of the swapped words), settings.json and the attention history.",
+        "(Prompt-to-Prompt). Writes source.png, edited.png, settings.json, "
+        "latents.safetensors and, when attention is recorded, attention.png (per-step "
+        "attention of the swapped words) and history.safetensors.",
     )
     parser.add_argument("source", help="the source prompt, quoted")
     parser.add_argument("target", help="the target prompt, quoted")
     parser.add_argument(
         "--edit", choices=("replace", "refine", "none"), default="replace",
         help="replace: word swap (same word count); refine: words added or removed; "
-        "none: both prompts plainly (default: replace)",
+        "none: both prompts plainly, or with --reweight the same prompt twice "
+        "(default: replace)",
     )  # fmt: skip
     parser.add_argument(
         "--cross", type=_fraction_or_pair, default=0.8, metavar="F|START:END",
@@ -186,7 +330,10 @@ def _add_edit(subparsers) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--blend", nargs="+", metavar="WORD",
-        help="local blend: change only near these words (looked up in both prompts)",
+        help="local blend: change only near these words. A word both prompts have is used in "
+        "both; a word only one prompt has is paired with the word in its place in the other "
+        "(prompts with the same word count); SOURCE:TARGET names a word per prompt, e.g. "
+        "cat:fluffy",
     )  # fmt: skip
     parser.add_argument(
         "--scheduler", choices=("pndm", "ddim", "euler"),
@@ -194,7 +341,9 @@ def _add_edit(subparsers) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--model", default="builtin",
-        help="'builtin' (offline, random weights), a hub id or a saved pipeline folder",
+        help="'builtin' (the default: the built-in offline 'shapes' model, trained on "
+        "pictures of coloured shapes), 'tiny-random' (offline, random weights), a hub id such "
+        "as stable-diffusion-v1-5/stable-diffusion-v1-5, or a saved pipeline folder",
     )  # fmt: skip
     parser.add_argument("--out", default="p2p_edit", help="output folder (default ./p2p_edit)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -220,14 +369,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # argparse itself exits 2 with a usage line
     try:
         args.run(args)
-    except (UsageError, ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
-        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        print(f"p2p-teach {args.command}: error: {message}", file=sys.stderr)
+    except (UsageError, ValueError, KeyError, TypeError, RuntimeError, OSError) as error:
+        print(f"p2p-teach {args.command}: error: {_error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"p2p-teach {args.command}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _error_line(error: BaseException) -> str:
+    """One line saying what went wrong (an OSError: what, and which file)."""
+    if isinstance(error, KeyError) and error.args:
+        message = str(error.args[0])
+    elif isinstance(error, OSError) and error.strerror and error.filename is not None:
+        message = f"{error.strerror}: {error.filename}"
+        if error.filename2 is not None:
+            message += f" → {error.filename2}"
+    else:
+        message = str(error) or type(error).__name__
+    return " ".join(message.split())  # one line
 
 
 if __name__ == "__main__":

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -29,6 +32,9 @@ from .shapes import GUIDANCE as SHAPES_GUIDANCE
 from .shapes import SELF_MAX_RATIO as SHAPES_SELF_MAX_RATIO
 from .shapes import SELF_STEPS as SHAPES_SELF_STEPS
 from .tokens import BOS_ID, EOS_ID, MAX_SLOTS, VOCAB_SIZE, load_clip_tokenizer
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +52,7 @@ class ModelNotAvailableError(RuntimeError):
 class BuiltinModel:
     name: str
     summary: str  # one line a learner reads before trusting the pictures
-    build: Callable[[int], object]  # seed -> StableDiffusionPipeline
+    build: Callable[[int], StableDiffusionPipeline]  # seed -> pipeline
     guidance: float = SD_GUIDANCE  # the classifier-free guidance scale the model runs at
     # self-attention is injected in layers of side ≤ this share of the latent's side
     self_max_ratio: float = DEFAULT_SELF_RATIO
@@ -68,7 +74,7 @@ def _sd_v1_scheduler_config() -> dict:
     }
 
 
-def build_tiny_random_pipeline(seed: int = 0):
+def build_tiny_random_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     """SD v1's architecture at toy size, random weights, real tokenizer; deterministic per seed.
 
     UNet: cross-attention at 16×16 and 8×8 (down and up) and 4×4 (mid), like SD's 64/32/16/8
@@ -135,7 +141,7 @@ def build_tiny_random_pipeline(seed: int = 0):
     return pipe
 
 
-def build_shapes_pipeline(seed: int = 0):
+def build_shapes_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     """The shipped shapes model (``seed`` is unused: its weights are trained)."""
     from .shapes import load_shapes_pipeline
 
@@ -173,6 +179,39 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32
 
 
+def choose_dtype(device: torch.device | str, dtype: torch.dtype | None = None) -> torch.dtype:
+    """The dtype a model loaded by name runs in: ``dtype`` if given, else
+    :func:`default_dtype` of ``device`` (fp16 on CUDA, fp32 elsewhere), for every model."""
+    return dtype if dtype is not None else default_dtype(device)
+
+
+# Messages printed while diffusers and transformers import and build a pipeline that say
+# nothing about the model being loaded (transformers falls back to its PIL image processors,
+# which a Stable Diffusion pipeline does not use for generation).
+_IRRELEVANT_LOG_MESSAGES = (re.compile(r"requires torchvision \(not installed\); falling back to"),)
+_IRRELEVANT_LOGGERS = ("transformers.utils.import_utils",)
+
+
+class _DropIrrelevant(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(pattern.search(message) for pattern in _IRRELEVANT_LOG_MESSAGES)
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide the known-irrelevant loading messages above, only while this block runs."""
+    dropper = _DropIrrelevant()
+    loggers = [logging.getLogger(name) for name in _IRRELEVANT_LOGGERS]
+    for each in loggers:
+        each.addFilter(dropper)
+    try:
+        yield
+    finally:
+        for each in loggers:
+            each.removeFilter(dropper)
+
+
 def load_pipeline(
     model: object = DEFAULT_MODEL,
     *,
@@ -180,7 +219,7 @@ def load_pipeline(
     dtype: torch.dtype | None = None,
     seed: int = 0,
     verbose: bool = True,
-):
+) -> StableDiffusionPipeline:
     """Return a ``StableDiffusionPipeline`` from a name, a folder, a hub id, or a pipeline.
 
     Args:
@@ -188,16 +227,28 @@ def load_pipeline(
             (``"shapes"``, ``"tiny-random"``),
             a local folder saved with ``save_pretrained``, a hub id such as
             ``"stable-diffusion-v1-5/stable-diffusion-v1-5"``, or a pipeline you already have
-            (returned as it is, moved to ``device``/``dtype`` if you give them).
+            (returned as it is, moved to ``device``/``dtype`` if you give them; a pipeline with
+            CPU offload enabled stays where the offload puts it).
         device: defaults to CUDA when available, else the CPU.
-        dtype: defaults to fp16 on CUDA and fp32 on the CPU.
+        dtype: defaults to fp16 on CUDA and fp32 on the CPU, for every model loaded by name
+            (:func:`choose_dtype`); a pipeline you pass keeps its own unless you give one.
         seed: weight seed of the random built-in model ``"tiny-random"``.
         verbose: print one line saying which model runs.
 
     Raises:
-        ModelNotAvailableError: the weights are not here and cannot be downloaded; the message
-            says how to get them and what runs instead.
+        ModelNotAvailableError: the weights are not here and cannot be downloaded, or the hub
+            id is wrong or gated; the message says how to get them and what runs instead.
     """
+    with _quiet_loading():
+        pipe = _load(model, device, dtype, seed)
+    if verbose:
+        print(f"p2p_teach: {describe_pipeline(pipe)}")
+    return pipe
+
+
+def _load(
+    model: object, device: torch.device | str | None, dtype: torch.dtype | None, seed: int
+) -> StableDiffusionPipeline:
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
     if isinstance(model, DiffusionPipeline):
@@ -213,10 +264,10 @@ def load_pipeline(
         builtin = BUILTIN_DEFAULT if builtin == "builtin" else builtin
         device = torch.device(device) if device is not None else default_device()
         if builtin in BUILTIN_MODELS:
-            pipe = _move(BUILTIN_MODELS[builtin].build(seed), device, dtype)
+            pipe = _move(BUILTIN_MODELS[builtin].build(seed), device, choose_dtype(device, dtype))
         elif Path(name).expanduser().is_dir():
             pipe = StableDiffusionPipeline.from_pretrained(
-                str(Path(name).expanduser()), **_dtype_kwarg(dtype or default_dtype(device))
+                str(Path(name).expanduser()), **_dtype_kwarg(choose_dtype(device, dtype))
             ).to(device)
         elif Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
             raise ModelNotAvailableError(
@@ -224,22 +275,68 @@ def load_pipeline(
                 "pipe.save_pretrained(folder), a hub id, or 'builtin'."
             )
         else:
-            pipe = _from_hub(name, device, dtype or default_dtype(device))
+            pipe = _from_hub(name, device, choose_dtype(device, dtype))
     if not isinstance(pipe, StableDiffusionPipeline):
         raise TypeError(
             f"p2p_teach edits StableDiffusionPipeline (SD v1.x); got {type(pipe).__name__}"
         )
-    if verbose:
-        print(f"p2p_teach: {describe_pipeline(pipe)}")
     return pipe
 
 
-def _move(pipe, device: torch.device | str | None, dtype: torch.dtype | None):
-    """Move a pipeline only where it is not already (``.to`` on a no-op still warns)."""
+def same_device(a: torch.device | str, b: torch.device | str) -> bool:
+    """Whether two devices are one: ``"cuda"`` is the current CUDA device (``"cuda:0"`` unless
+    set otherwise); a CPU is a CPU whatever its index."""
+    first, second = torch.device(a), torch.device(b)
+    if first.type != second.type:
+        return False
+    if first.type == "cpu" or first.index == second.index:
+        return True
+    return _device_index(first) == _device_index(second)
+
+
+def _device_index(device: torch.device) -> int:
+    if device.index is not None:
+        return device.index
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.current_device()
+    return 0
+
+
+def is_offloaded(pipe: DiffusionPipeline) -> bool:
+    """Whether diffusers places the pipeline's modules itself: model or sequential CPU offload
+    (accelerate's ``_hf_hook`` on a component), group offloading, or a device map."""
+    if getattr(pipe, "hf_device_map", None):
+        return True
+    components = getattr(pipe, "components", {}) or {}
+    for module in components.values():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        if hasattr(module, "_hf_hook"):
+            return True
+        registry = getattr(module, "_diffusers_hook", None)
+        get_hook = getattr(registry, "get_hook", None)
+        if get_hook is not None and get_hook("group_offloading") is not None:
+            return True
+    return False
+
+
+def _move(
+    pipe: StableDiffusionPipeline, device: torch.device | str | None, dtype: torch.dtype | None
+) -> StableDiffusionPipeline:
+    """Move a pipeline only where it is not already (``.to`` on a no-op still warns). An
+    offloaded pipeline is not moved: the offload places it, and ``.to`` on one raises."""
     unet = pipe.unet
-    if device is not None and torch.device(device) != unet.device:
+    offloaded = is_offloaded(pipe)
+    if device is not None and not offloaded and not same_device(device, unet.device):
         pipe = pipe.to(torch.device(device))
     if dtype is not None and dtype != unet.dtype:
+        if offloaded:
+            raise ValueError(
+                f"the pipeline has CPU offload enabled, so load_pipeline does not change its "
+                f"dtype ({unet.dtype} → {dtype}). Fix: load it in the dtype you want "
+                "(from_pretrained(..., torch_dtype=...)) before enabling offload, or leave "
+                "dtype unset."
+            )
         pipe = pipe.to(dtype=dtype)
     return pipe
 
@@ -251,37 +348,71 @@ def _dtype_kwarg(dtype: torch.dtype) -> dict:
     return {"dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype": dtype}
 
 
-def _from_hub(model_id: str, device: torch.device, dtype: torch.dtype):
+def _hub_error(error: BaseException, kind: str) -> BaseException | None:
+    """The first error of huggingface_hub's class ``kind`` in ``error``'s chain (diffusers
+    re-raises hub errors as ``OSError`` from them), or None."""
+    try:
+        from huggingface_hub import errors
+    except ImportError:  # huggingface_hub < 0.20 keeps them in utils
+        from huggingface_hub import utils as errors
+    wanted = getattr(errors, kind, None)
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen and wanted is not None:
+        if isinstance(current, wanted):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _from_hub(model_id: str, device: torch.device, dtype: torch.dtype) -> StableDiffusionPipeline:
     from diffusers import StableDiffusionPipeline
 
     builtin_names = ", ".join(repr(n) for n in BUILTIN_MODELS)
+    meanwhile = (
+        f"Meanwhile load_pipeline('builtin') runs offline (built-in models: {builtin_names})."
+    )
     try:
         return StableDiffusionPipeline.from_pretrained(model_id, **_dtype_kwarg(dtype)).to(device)
     except (OSError, ValueError, ConnectionError) as error:  # hub errors subclass these
+        if _hub_error(error, "GatedRepoError") is not None:
+            raise ModelNotAvailableError(
+                f"could not load {model_id!r}: it is a gated model, and this machine is not "
+                f"logged in with an account that accepted its licence. Fix: accept the licence "
+                f"on https://huggingface.co/{model_id}, then run `hf auth login` (or set "
+                f"HF_TOKEN) and try again. {meanwhile}"
+            ) from error
+        if _hub_error(error, "RepositoryNotFoundError") is not None:
+            raise ModelNotAvailableError(
+                f"could not load {model_id!r}: the hub has no such model, or it is private. "
+                f"Fix: check the id (SD v1.x ids: {', '.join(HUB_EXAMPLES)}); for a private "
+                f"model run `hf auth login` first. {meanwhile}"
+            ) from error
         raise ModelNotAvailableError(
             f"could not load {model_id!r}: its weights are not in the local Hugging Face cache "
-            f"and the hub could not be reached ({type(error).__name__}). To get them, on a "
-            f"machine with network run `hf download {model_id}` (about 4–5 GB for SD v1.x), "
-            "or copy a folder saved with pipe.save_pretrained() and pass its path. Meanwhile "
-            f"load_pipeline('builtin') runs offline (built-in models: {builtin_names})."
+            f"and the hub could not be reached ({type(error).__name__}: {error}). To get them, "
+            f"on a machine with network run `hf download {model_id}` (about 4–5 GB for SD "
+            "v1.x), or copy a folder saved with pipe.save_pretrained() and pass its path. "
+            f"{meanwhile}"
         ) from error
 
 
-def builtin_name(pipe) -> str | None:
+def builtin_name(pipe: StableDiffusionPipeline) -> str | None:
     """The built-in model's name if ``pipe`` is one, else None."""
     path = str(getattr(pipe, "name_or_path", "") or "")
     name = path.removeprefix(BUILTIN_PREFIX)
     return name if path.startswith(BUILTIN_PREFIX) and name in BUILTIN_MODELS else None
 
 
-def _builtin_setting(pipe, field: str, otherwise: float) -> float:
+def _builtin_setting(pipe: StableDiffusionPipeline, field: str, otherwise: float) -> float:
     """A setting (``guidance``, ``self_max_ratio``, ``self_steps``) of the built-in model
     ``pipe`` is, or ``otherwise`` (Stable Diffusion v1's) for any other pipeline."""
     name = builtin_name(pipe)
     return getattr(BUILTIN_MODELS[name], field) if name is not None else otherwise
 
 
-def default_guidance(pipe) -> float:
+def default_guidance(pipe: StableDiffusionPipeline) -> float:
     """The classifier-free guidance scale ``pipe`` is meant to run at.
 
     A built-in model's own scale (the shapes model follows its captions closely and runs at
@@ -290,7 +421,7 @@ def default_guidance(pipe) -> float:
     return _builtin_setting(pipe, "guidance", SD_GUIDANCE)
 
 
-def default_self_max_ratio(pipe) -> float:
+def default_self_max_ratio(pipe: StableDiffusionPipeline) -> float:
     """The share of the latent's side up to which ``pipe``'s edits inject self-attention.
 
     Stable Diffusion's is the original's 16×16 of a 64×64 latent (0.25). The shapes model's
@@ -300,7 +431,7 @@ def default_self_max_ratio(pipe) -> float:
     return _builtin_setting(pipe, "self_max_ratio", DEFAULT_SELF_RATIO)
 
 
-def default_self_steps(pipe) -> float:
+def default_self_steps(pipe: StableDiffusionPipeline) -> float:
     """The share of the steps (from the first) over which ``pipe``'s edits inject self-attention.
 
     Stable Diffusion's is the original's 0.4. The shapes model's colour swaps keep the object's
@@ -314,7 +445,7 @@ def count_parameters(module: torch.nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-def describe_pipeline(pipe) -> str:
+def describe_pipeline(pipe: StableDiffusionPipeline) -> str:
     """One plain line: which model this is, its size, device and dtype."""
     name = builtin_name(pipe)
     unet = pipe.unet

@@ -12,6 +12,9 @@ image keeps (:func:`p2p_teach.measures.layout_similarity`).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,9 +29,20 @@ DEFAULT_FRACTIONS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 @dataclass(frozen=True)
 class SweepKey:
-    """Every setting that changes an edited image: the cache key of one sweep cell."""
+    """Every setting that changes an edited image: the cache key of one sweep cell.
+
+    ``pipeline`` is the pipeline object itself, held weakly (two built-in pipelines built with
+    different weight seeds share a name; a pipeline that is gone never matches a new one that
+    happens to get its ``id``). The scheduler, its config, the UNet's dtype and the device are
+    in the key too, so changing ``pipe.scheduler`` or moving the pipeline misses the cache.
+    """
 
     model: str
+    pipeline: Any  # weakref.ref to the pipeline, or ("id", id(pipe)) for objects without one
+    scheduler: str  # class name
+    scheduler_config: str  # a stable hash of the scheduler's config
+    dtype: str
+    device: str
     source_prompt: str
     target_prompt: str
     seed: int
@@ -79,10 +93,36 @@ class SweepResult:
         return {fraction: self.cells[fraction].edited_image for fraction in self.fractions}
 
 
+# injection_sweep sets these edit() arguments itself, from vary, fractions and fixed
+_SWEEP_OWN = {"cross_steps": "cross", "self_steps": "self"}
+
+
 def _model_name(pipe: Any) -> str:
-    """The model's name and the pipeline object's identity (two built-in pipelines built with
-    different weight seeds share a name)."""
-    return f"{getattr(pipe, 'name_or_path', '') or 'pipeline'} (object {id(pipe)})"
+    return str(getattr(pipe, "name_or_path", "") or "pipeline")
+
+
+def _identity(pipe: Any) -> Any:
+    """A weak reference to ``pipe`` (equal only while it lives and is the same object)."""
+    try:
+        return weakref.ref(pipe)
+    except TypeError:  # objects without weak reference support
+        return ("id", id(pipe))
+
+
+def config_hash(config: Any) -> str:
+    """A stable hash of a scheduler's config (the same across sessions, unlike ``hash``)."""
+    items = dict(config) if config is not None else {}
+    text = json.dumps(items, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _device(pipe: Any) -> str:
+    """Where the pipeline runs: its execution device (under CPU offload, the GPU)."""
+    try:
+        return str(pipe._execution_device)
+    except Exception:  # not a diffusers pipeline, or one without modules
+        unet = getattr(pipe, "unet", None)
+        return str(getattr(unet, "device", "unknown"))
 
 
 def sweep_key(
@@ -97,8 +137,15 @@ def sweep_key(
     self_: float,
 ) -> SweepKey:
     """The cache key of one cell (fractions rounded to 4 decimals, so 0.6 == 0.6000000001)."""
+    scheduler = getattr(pipe, "scheduler", None)
+    unet = getattr(pipe, "unet", None)
     return SweepKey(
         _model_name(pipe),
+        _identity(pipe),
+        type(scheduler).__name__,
+        config_hash(getattr(scheduler, "config", None)),
+        str(getattr(unet, "dtype", "unknown")),
+        _device(pipe),
         source_prompt,
         target_prompt,
         int(seed),
@@ -141,7 +188,17 @@ def injection_sweep(
             progress bar), cached or not.
         edit_kwargs: more :func:`~p2p_teach.engine.edit` arguments (``edit=Replace()`` is the
             default); they are not part of the cache key, so use one cache per such setting.
+            ``cross_steps`` and ``self_steps`` are the sweep's own: set them with ``vary``,
+            ``fractions`` and ``fixed``.
     """
+    own = sorted(name for name in edit_kwargs if name in _SWEEP_OWN)
+    if own:
+        raise TypeError(
+            f"injection_sweep sets {' and '.join(own)} itself, so it cannot take them. Fix: "
+            "choose the varied injection with vary='cross' or vary='self', its values with "
+            "fractions=(...), and the other injection's fraction with fixed=...; e.g. "
+            f"vary={_SWEEP_OWN[own[0]]!r}, fractions=(0.0, 0.5, 1.0), fixed=0.4."
+        )
     if vary not in ("cross", "self"):
         raise ValueError(f"vary={vary!r}: use 'cross' or 'self'")
     if not fractions:

@@ -52,9 +52,28 @@ def test_mapper_prints_the_block(capsys):
     assert "1-to-N" in out
 
 
+def _rows(out: str) -> dict[str, list[str]]:
+    """Mapper rows by 'slot word' (e.g. '3 eating', '5 pad') → their cells."""
+    rows = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) > 2 and parts[0].isdigit():
+            rows[f"{parts[0]} {parts[1]}"] = parts[2:]
+    return rows
+
+
 def test_mapper_original_rule_and_refine(capsys):
+    columns = ["BOS", "a", "hippo", "potam", "us", "eating", "EOS", "pad"]
+    eating = columns.index("eating")
+    assert main(["mapper", "A lion eating", "A hippopotamus eating", "--rule", "course"]) == 0
+    course = _rows(capsys.readouterr().out)
     assert main(["mapper", "A lion eating", "A hippopotamus eating", "--rule", "original"]) == 0
-    assert "1/3" in capsys.readouterr().out
+    original = _rows(capsys.readouterr().out)
+    assert course["2 lion"] == original["2 lion"] == [".", ".", "1/3", "1/3", "1/3", ".", ".", "."]
+    # after the 1-to-3 swap the course keeps source 'eating' on target 'eating'; the original
+    # rule's M[j, j] = 1 leaves source 'eating' unmapped and feeds target 'eating' from a pad
+    assert course["3 eating"][eating] == "1" and course["5 pad"][eating] == "."
+    assert set(original["3 eating"]) == {"."} and original["5 pad"][eating] == "1"
     assert main(["mapper", "a cat", "a fluffy cat", "--refine"]) == 0
     assert "(new: own attention)" in capsys.readouterr().out
 
@@ -63,3 +82,15 @@ def test_mapper_word_count_mismatch_is_one_line(capsys):
     assert main(["mapper", "a cat", "a fluffy cat"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "use refinement instead" in err
+
+
+def test_os_errors_are_one_line_not_a_traceback(capsys, monkeypatch):
+    from p2p_teach import cli
+
+    def fail(args):
+        raise PermissionError(13, "Permission denied", "/root/locked")
+
+    monkeypatch.setattr(cli, "_cmd_tokens", fail)
+    assert main(["tokens", "a cat"]) == 2
+    err = capsys.readouterr().err
+    assert err == "p2p-teach tokens: error: Permission denied: /root/locked\n"

@@ -34,6 +34,9 @@ def test_edit_command_writes_images_figure_and_settings(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "built-in offline model 'shapes'" in printed  # says which model runs (the default)
     assert f"wrote {out / 'attention.png'}" in printed
+    for name in ("source.png", "edited.png", "settings.json", "history.safetensors",
+                 "latents.safetensors"):  # fmt: skip
+        assert f"wrote {out / name}" in printed and (out / name).is_file()
     for name in ("source.png", "edited.png", "attention.png"):
         with Image.open(out / name) as image:
             assert image.size[0] > 0
@@ -61,8 +64,13 @@ def test_edit_command_injects_self_attention_over_the_models_own_steps(tmp_path)
         ([SOURCE, TARGET, "--self", "0.6:0.2"], "comes after the end"),
         ([SOURCE, TARGET, "--blend", "dog"], "is in neither prompt"),
         ([SOURCE, TARGET, "--reweight", "dog=2"], "'motorcycle'"),
+        (["a cat", "a fluffy cat", "--edit", "refine", "--blend", "fluffy"],
+         "is only in the target prompt"),
+        (["a cat", "a fluffy cat", "--edit", "refine", "--blend", "cat:dog"],
+         "'dog' is not a word of the target prompt"),
+        (["a cat", "a dog", "--edit", "none", "--reweight", "cat=2"], "the same prompt twice"),
     ],
-)
+)  # fmt: skip
 def test_edit_command_refuses_bad_input_in_one_line_before_loading_a_model(
     arguments, message, tmp_path, capsys
 ):
@@ -94,10 +102,64 @@ def test_attention_figure_has_a_row_per_swapped_word_and_a_column_per_step():
     panels = [axis for axis in figure.axes if axis.images]
     assert len(panels) == 2 * 3
     titles = [axis.get_title() for axis in panels[:3]]
-    assert titles == ["step 0\nt=5", "step 2\nt=3", "step 4\nt=1"]
-    # the first panel shows the source word's map at step 0
+    assert titles == ["step 1\nt=5", "step 3\nt=3", "step 5\nt=1"]  # counted from 1
+    # the first panel shows the source word's map at the first step (index 0)
     shown = panels[0].images[0].get_array()
     expected = history.word_maps("bicycle", "source", steps=0)
     assert torch.allclose(torch.as_tensor(shown.data), expected, atol=1e-6)
     with pytest.raises(ValueError, match="no words"):
         word_steps_figure(history, rows=[])
+
+
+def test_blend_word_in_one_prompt_needs_a_partner_and_says_how_to_name_one(tmp_path, capsys):
+    code = main(["edit", "a cat", "a fluffy cat", "--edit", "refine", "--blend", "fluffy",
+                 "--out", str(tmp_path / "x")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "--blend cat:fluffy" in err and "--blend cat" in err  # how to name words per prompt
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "source_words", "target_words"),
+    [
+        # a word swap: the target-only word is paired with the word in its place
+        ([SOURCE, TARGET, "--blend", "motorcycle"], ["bicycle"], ["motorcycle"]),
+        ([SOURCE, TARGET, "--blend", "bicycle"], ["bicycle"], ["motorcycle"]),
+        # words named per prompt, and a word both prompts have
+        (["a cat", "a fluffy cat", "--edit", "refine", "--blend", "cat:fluffy"],
+         ["cat"], ["fluffy"]),
+        (["a cat", "a fluffy cat", "--edit", "refine", "--blend", "cat"], ["cat"], ["cat"]),
+    ],
+)  # fmt: skip
+def test_blend_words_are_used_per_prompt(arguments, source_words, target_words, tmp_path):
+    out = tmp_path / "run"
+    assert main(["edit", *arguments, "--steps", "2", "--out", str(out), "--quiet"]) == 0
+    blend = json.loads((out / "settings.json").read_text())["blend"]
+    assert (blend["source_words"], blend["target_words"]) == (source_words, target_words)
+
+
+def test_reweight_with_no_edit_runs_on_the_same_prompt_twice(tmp_path):
+    out = tmp_path / "run"
+    assert main(["edit", "a cat", "a cat", "--edit", "none", "--reweight", "cat=2",
+                 "--steps", "2", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert json.loads((out / "settings.json").read_text())["edit"]["kind"] == "reweight"
+
+
+def test_output_path_that_is_a_file_is_refused_before_loading_a_model(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    for out in (afile, afile / "sub"):
+        assert main(["edit", SOURCE, TARGET, "--steps", "2", "--out", str(out)]) == 2
+        captured = capsys.readouterr()
+        assert "is an existing file" in captured.err or "is a file" in captured.err
+        assert captured.err.count("\n") == 1 and "p2p_teach:" not in captured.out
+    assert afile.read_text() == "keep me"
+
+
+def test_a_failed_run_removes_the_output_folder_it_made(tmp_path, capsys):
+    out = tmp_path / "new" / "run"
+    code = main(["edit", SOURCE, TARGET, "--steps", "2", "--out", str(out),
+                 "--model", str(tmp_path / "no-such-model")])  # fmt: skip
+    assert code == 2 and "is not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from p2p_teach.models import (
     SD_GUIDANCE,
     ModelNotAvailableError,
     builtin_name,
+    choose_dtype,
     default_guidance,
     default_self_max_ratio,
     default_self_steps,
@@ -182,3 +185,169 @@ def test_builtin_uses_the_real_tokenizer(tiny):
     prompt = "A hippopotamus eating"
     assert tiny.tokenizer(prompt).input_ids == reference(prompt).input_ids
     assert set(BUILTIN_MODELS) >= {"tiny-random", "shapes"}
+
+
+# ---------------------------------------------------------------- dtype, devices, offload
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype", "expected"),
+    [
+        ("cuda", None, torch.float16),
+        ("cuda:1", None, torch.float16),
+        (torch.device("cuda", 0), None, torch.float16),
+        ("cpu", None, torch.float32),
+        ("cuda", torch.bfloat16, torch.bfloat16),  # a dtype you give wins
+        ("cpu", torch.float16, torch.float16),
+    ],
+)
+def test_dtype_choice_is_fp16_on_cuda_and_fp32_elsewhere(device, dtype, expected):
+    assert choose_dtype(device, dtype) == expected
+
+
+@pytest.mark.parametrize("name", ["tiny-random", "shapes", "builtin"])
+def test_builtin_models_run_in_fp16_on_cuda(monkeypatch, tiny, name):
+    from p2p_teach import models
+
+    asked = {}
+
+    def move(pipe, device, dtype):
+        asked.update(device=device, dtype=dtype)
+        return pipe
+
+    for builtin, model in list(models.BUILTIN_MODELS.items()):
+        monkeypatch.setitem(models.BUILTIN_MODELS, builtin, replace(model, build=lambda seed: tiny))
+    monkeypatch.setattr(models, "_move", move)
+    load_pipeline(name, device="cuda", verbose=False)
+    assert asked == {"device": torch.device("cuda"), "dtype": torch.float16}
+    load_pipeline(name, device="cpu", verbose=False)
+    assert asked["dtype"] == torch.float32
+
+
+def test_devices_compare_as_torch_devices():
+    from p2p_teach.models import same_device
+
+    assert same_device("cpu", torch.device("cpu"))
+    assert same_device("cuda:0", "cuda:0") and not same_device("cuda:0", "cuda:1")
+    assert not same_device("cpu", "cuda:0")
+    if not torch.cuda.is_available():  # "cuda" is CUDA device 0 unless set otherwise
+        assert same_device("cuda", "cuda:0") and not same_device("cuda", "cuda:1")
+
+
+def test_a_pipeline_on_its_device_is_not_moved(tiny, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("moved")
+
+    monkeypatch.setattr(tiny, "to", refuse)
+    assert load_pipeline(tiny, device="cpu", dtype=torch.float32, verbose=False) is tiny
+    assert load_pipeline(tiny, device=torch.device("cpu", 0), verbose=False) is tiny
+
+
+def test_an_offloaded_pipeline_is_not_moved(tiny, monkeypatch):
+    from p2p_teach.models import is_offloaded
+
+    def refuse(*args, **kwargs):  # .to() on a sequentially offloaded pipeline raises
+        raise ValueError("It seems like you have activated sequential model offloading")
+
+    assert not is_offloaded(tiny)
+    monkeypatch.setattr(tiny, "to", refuse)
+    monkeypatch.setattr(tiny.unet, "_hf_hook", object(), raising=False)  # as accelerate sets
+    assert is_offloaded(tiny)
+    assert load_pipeline(tiny, device="cuda", verbose=False) is tiny
+    with pytest.raises(ValueError, match="CPU offload enabled.*Fix: load it in the dtype"):
+        load_pipeline(tiny, dtype=torch.float16, verbose=False)
+
+
+# ---------------------------------------------------------------- hub errors
+
+
+def _hub_error(kind: str, message: str) -> Exception:
+    """A huggingface_hub error as the installed version builds one (it needs a response)."""
+    import importlib
+
+    from huggingface_hub import errors
+
+    cls = getattr(errors, kind)
+    response_cls = getattr(errors, "Response", None)
+    url = "https://huggingface.co/api/models/someone/sd-typo"
+    if response_cls is not None:  # httpx-style: Response(status, request=Request(...))
+        http = importlib.import_module(response_cls.__module__.split(".")[0])
+        response = http.Response(404, request=http.Request("GET", url))
+    else:  # requests-style (older huggingface_hub)
+        import requests
+
+        response = requests.Response()
+        response.status_code, response.url = 404, url
+    return cls(message, response=response)
+
+
+@pytest.mark.parametrize(
+    ("kind", "wrapped", "expected"),
+    [
+        ("RepositoryNotFoundError", False, r"no such model.*Fix: check the id.*hf auth login"),
+        ("RepositoryNotFoundError", True, r"no such model.*Fix: check the id"),
+        ("GatedRepoError", False, r"gated model.*accept the licence.*`hf auth login`"),
+        ("GatedRepoError", True, r"gated model.*accept the licence.*`hf auth login`"),
+    ],
+)
+def test_a_wrong_or_gated_hub_id_says_so(monkeypatch, kind, wrapped, expected):
+    hub_error = _hub_error(kind, "404 Client Error: Repository Not Found")
+    assert isinstance(hub_error, OSError)
+
+    def from_pretrained(*args, **kwargs):
+        if not wrapped:
+            raise hub_error
+        # diffusers re-raises the model_info error as an OSError from it
+        raise OSError("Cannot load model someone/sd-typo: not fully cached") from hub_error
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", from_pretrained)
+    with pytest.raises(ModelNotAvailableError, match=expected) as error:
+        load_pipeline("someone/sd-typo", device="cpu", verbose=False)
+    assert "not in the local Hugging Face cache" not in str(error.value)
+
+
+def test_other_hub_failures_name_the_error(monkeypatch):
+    def from_pretrained(*args, **kwargs):
+        raise OSError("disk quota exceeded while writing the cache")
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", from_pretrained)
+    with pytest.raises(ModelNotAvailableError, match="OSError: disk quota exceeded"):
+        load_pipeline("someone/sd", device="cpu", verbose=False)
+
+
+# ---------------------------------------------------------------- loading stays quiet
+
+
+def test_loading_hides_known_irrelevant_messages_only_while_it_runs():
+    import logging
+
+    from p2p_teach.models import _quiet_loading
+
+    noise = "`CLIPImageProcessor` requires torchvision (not installed); falling back to `X`"
+    log = logging.getLogger("transformers.utils.import_utils")
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    log.addHandler(handler)
+    filters = list(log.filters)
+    try:
+        with _quiet_loading():
+            log.warning(noise)
+            log.warning("Some weights were not initialized")  # relevant: still shown
+        log.warning(noise)  # outside load_pipeline: untouched
+    finally:
+        log.removeHandler(handler)
+    assert seen == ["Some weights were not initialized", noise]
+    assert log.filters == filters
+
+
+def test_loading_the_builtin_model_prints_only_which_model_runs():
+    import subprocess
+    import sys
+
+    code = "from p2p_teach.models import load_pipeline; load_pipeline('tiny-random')"
+    result = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "requires torchvision" not in result.stderr, result.stderr
+    assert result.stdout.startswith("p2p_teach: built-in offline model 'tiny-random'")

@@ -4,6 +4,8 @@ processor, the image measures, the shipped weights and a quick evaluation of the
 from __future__ import annotations
 
 import json
+import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -49,10 +51,32 @@ def test_masks_match_the_attributes():
             ys, xs = np.nonzero(mask)
             assert shapes_data.nearest_position(xs.mean() + 0.5, ys.mean() + 0.5) == obj.position
         if len(item.objects) == 2:
-            assert not (item.masks[0] & item.masks[1]).any()
             assert item.objects[0].colour != item.objects[1].colour
             pair = {item.objects[0].position, item.objects[1].position}
             assert pair in ({"left", "right"}, {"top", "bottom"})
+
+
+def test_later_objects_are_drawn_over_earlier_ones_where_the_drawings_overlap():
+    overlapping, fully_covered = 0, 0
+    for index in range(600):
+        objects, background, named = shapes_data.sample_layout(index, seed=0)
+        if len(objects) < 2:
+            continue
+        item = shapes_data.build_sample(objects, background, named)
+        first, second = (shapes_data._draw_mask(obj) for obj in objects)  # raw coverages
+        # the later object keeps its whole drawing; the earlier one loses what it covers
+        assert np.array_equal(item.masks[1], second >= 0.5)
+        assert np.array_equal(item.masks[0], first * (1.0 - second) >= 0.5)
+        overlap = (first >= 0.5) & (second >= 0.5)  # (64, 64): both drawings cover it
+        if overlap.any():
+            overlapping += 1
+            assert not item.masks[0][overlap].any() and item.masks[1][overlap].all()
+            covered = overlap & (second == 1.0)
+            fully_covered += int(covered.sum())
+            colour = np.array(shapes_data.COLOURS[objects[1].colour])
+            assert (np.abs(item.image[covered].astype(int) - colour) <= 1).all()
+    # the drawings of opposite sides do touch (seed 0's sample 464 by 7 pixels)
+    assert overlapping >= 2 and fully_covered > 0
 
 
 def test_big_objects_are_bigger_than_small_ones():
@@ -200,6 +224,27 @@ def test_a_fine_tune_starts_from_the_pipeline_and_keeps_its_vae_and_text_encoder
         assert data["input_ids"][index].tolist() == tokenizer(
             item.caption, padding="max_length", max_length=77)["input_ids"]  # fmt: skip
 
+    # resuming with another --n-images is refused before anything is touched
+    saved_args = (out / "args.json").read_text()
+    same = ["--out", str(out), "--resume", "--n-images", "24", "--position-unnamed-share", "1.0",
+            "--minutes", "0.02", "--batch", "4", "--decoder-minutes", "0.01"]  # fmt: skip
+    with pytest.raises(SystemExit, match="was made with --n-images 24, not 30"):
+        shapes_train.main([*same, "--n-images", "30"])
+    assert (out / "args.json").read_text() == saved_args
+    # a fine-tune resumed without --init-from is still one: with no UNet checkpoint left it
+    # starts again from the pipeline's UNet, and it does not fine-tune the kept decoder
+    for name in ("unet_ckpt.pt", "unet_ckpt.pt.json", "final.pt"):
+        (out / name).unlink()
+    shapes_train.main(same)
+    assert json.loads((out / "args.json").read_text())["init_from"] == str(WEIGHTS_DIR)
+    assert not (out / "vae_decoder_final.pt").exists()
+    resumed = load_shapes_pipeline(out / "pipeline")
+    again = torch.cat([p.flatten() for p in resumed.unet.parameters()])
+    assert 0 < (again - before).norm() < 0.05 * before.norm()
+    resumed_vae = resumed.vae.state_dict()
+    assert all(torch.equal(value, start.vae.state_dict()[name])
+               for name, value in resumed_vae.items())  # fmt: skip
+
 
 def test_bad_fine_tune_options_are_refused_with_the_fix(tmp_path, capsys):
     with pytest.raises(SystemExit):
@@ -210,6 +255,151 @@ def test_bad_fine_tune_options_are_refused_with_the_fix(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "not an exported pipeline folder" in error and "p2p_teach/shapes/weights" in error
     assert shapes_train.parse_args(["--init-from", str(WEIGHTS_DIR)]).init_from == WEIGHTS_DIR
+
+
+def test_export_only_without_a_folder_is_refused_with_the_fix(capsys):
+    with pytest.raises(SystemExit):
+        shapes_train.parse_args(["--export-only"])
+    assert "--export-only needs --export DIR" in capsys.readouterr().err
+
+
+def _resume_args(out, *flags: str):
+    return shapes_train.parse_args(["--out", str(out), "--n-images", "100", "--seed", "3",
+                                    "--resume", *flags])  # fmt: skip
+
+
+def test_resume_refuses_settings_that_define_the_cached_data(tmp_path):
+    shapes_train.check_resume(tmp_path, _resume_args(tmp_path))  # a new run: nothing to check
+    saved = vars(_resume_args(tmp_path))
+    (tmp_path / "args.json").write_text(json.dumps(saved, default=str))
+    shapes_train.check_resume(tmp_path, _resume_args(tmp_path, "--minutes", "200"))
+    for flags, message in (
+        (["--n-images", "120"], "was made with --n-images 100, not 120"),
+        (["--seed", "4"], "was made with --seed 3, not 4"),
+        (["--position-unnamed-share", "0.5"], "--position-unnamed-share 0.35, not 0.5"),
+        (["--text-targets", "cumulative"], "--text-targets word, not cumulative"),
+        (["--init-from", str(WEIGHTS_DIR)], "trains from scratch, so --init-from"),
+    ):
+        with pytest.raises(SystemExit, match=message) as refused:
+            shapes_train.check_resume(tmp_path, _resume_args(tmp_path, *flags))
+        assert "use another --out" in str(refused.value)
+    # a fine-tune's own folder is taken when --init-from is not repeated; another is refused
+    saved["init_from"] = str(WEIGHTS_DIR)
+    (tmp_path / "args.json").write_text(json.dumps(saved, default=str))
+    args = _resume_args(tmp_path)
+    shapes_train.check_resume(tmp_path, args)
+    assert args.init_from == WEIGHTS_DIR
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model_index.json").write_text("{}")
+    with pytest.raises(SystemExit, match=f"--init-from {WEIGHTS_DIR}, not {other}"):
+        shapes_train.check_resume(tmp_path, _resume_args(tmp_path, "--init-from", str(other)))
+
+
+def test_cached_tensors_of_another_length_are_refused():
+    shapes_train.check_cached_lengths(6, **{"latents.pt": torch.zeros(6, 4)})
+    with pytest.raises(SystemExit, match="latents.pt holds 5 samples but the run has --n-images 6"):
+        shapes_train.check_cached_lengths(6, **{"latents.pt": torch.zeros(5, 4)})
+
+
+def test_export_replaces_only_a_pipeline_folder_and_swaps_it_in_whole(tmp_path, monkeypatch,
+                                                                      capsys):  # fmt: skip
+    import p2p_teach.tokens
+
+    states = (shapes_model.build_unet().state_dict(),
+              shapes_model.build_text_encoder().state_dict(),
+              shapes_model.build_vae().state_dict())  # fmt: skip
+
+    def export(folder):
+        return shapes_train.export_pipeline(*states, 0.5, folder, torch.float16)
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "mine.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not empty and holds no pipeline"):
+        export(notes)
+    assert [p.name for p in notes.iterdir()] == ["mine.txt"]
+    with pytest.raises(SystemExit):  # refused before any training
+        shapes_train.parse_args(["--export", str(notes)])
+    assert "not empty and holds no pipeline (no model_index.json)" in capsys.readouterr().err
+
+    folder = tmp_path / "pipe"
+    export(folder)
+    (folder / "stale.txt").write_text("from the last export")
+    # an export that fails half-way leaves the folder as it was
+    monkeypatch.setattr(p2p_teach.tokens, "write_clip_tokenizer_files", _fail)
+    with pytest.raises(RuntimeError, match="half-way"):
+        export(folder)
+    assert (folder / "stale.txt").exists() and (folder / "model_index.json").exists()
+    monkeypatch.undo()
+    export(folder)  # a pipeline folder is replaced whole
+    assert not (folder / "stale.txt").exists() and (folder / "tokenizer" / "vocab.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "pipe"]  # nothing left over
+    assert shapes_train.parse_args(["--export", str(folder)]).export == folder
+
+
+def _fail(*_args, **_kwargs):
+    raise RuntimeError("stopped half-way")
+
+
+def test_the_text_phase_resumes_from_its_checkpoint(tmp_path):
+    first = shapes_train.train_text_encoder(tmp_path, minutes=0.01, seed=0, batch=8)
+    clock = json.loads((tmp_path / "text_ckpt.pt.json").read_text())
+    assert clock["step"] > 0 and clock["elapsed"] >= 0.6
+    # the budget is spent: a second call resumes from the checkpoint and takes no step more
+    again = shapes_train.train_text_encoder(tmp_path, minutes=0.01, seed=0, batch=8)
+    assert json.loads((tmp_path / "text_ckpt.pt.json").read_text())["step"] == clock["step"]
+    assert all(torch.equal(first[name], again[name]) for name in first)
+
+
+def test_vae_psnr_is_the_per_image_mean_on_samples_past_the_training_set():
+    images = shapes_train.held_out_images(10, seed=2, count=3)
+    assert images.shape == (3, 64, 64, 3) and images.dtype == torch.uint8
+    for k in range(3):
+        assert np.array_equal(images[k].numpy(), shapes_data.sample(10 + k, 2).image)
+    offsets = torch.tensor([0.1, 0.2, 0.05])[:, None, None, None]  # (3, 1, 1, 1)
+
+    class Stub:  # encode is the identity, decode adds a known error per image
+        def encode(self, pixels):
+            return SimpleNamespace(latent_dist=SimpleNamespace(mean=pixels))
+
+        def decode(self, latents):
+            return SimpleNamespace(sample=latents + offsets)
+
+    grey = torch.full((3, 64, 64, 3), 128, dtype=torch.uint8)  # far from the clamp at ±1
+    expected = np.mean([10 * math.log10(4.0 / o**2) for o in (0.1, 0.2, 0.05)])
+    assert shapes_train.vae_psnr(Stub(), grey) == pytest.approx(expected, abs=1e-3)
+    pooled = 10 * math.log10(4.0 / np.mean([o**2 for o in (0.1, 0.2, 0.05)]))
+    assert abs(expected - pooled) > 1.0  # the two formulas differ here
+
+
+def test_ema_warm_up_matches_its_closed_form():
+    # with the parameters held at p, the EMA after k steps is p + (e0 − p) · Π decay_i, and
+    # the warm-up's product Π_{i<k} (1 + i) / (10 + i) is k! 9! / (k + 9)! = 1 / C(k + 9, 9)
+    params = [torch.full((3,), 2.0), torch.full((2, 2), -1.0)]
+    ema = [torch.zeros(3), torch.ones(2, 2)]
+    for step in range(25):
+        shapes_train.update_ema(ema, params, shapes_train.ema_decay_at(step, 0.999))
+    left = 1 / math.comb(25 + 9, 9)
+    assert torch.allclose(ema[0], torch.full((3,), 2.0 * (1 - left)))
+    assert torch.allclose(ema[1], torch.full((2, 2), -1.0 + 2.0 * left))
+    # the cap: 0.999 is reached at step 8,990, of the shipped run's 11,437
+    assert shapes_train.ema_decay_at(8989, 0.999) < 0.999
+    assert shapes_train.ema_decay_at(8990, 0.999) == shapes_train.ema_decay_at(11436, 0.999)
+    assert shapes_train.ema_decay_at(11436, 0.999) == 0.999
+
+
+def test_min_snr_weight_is_min_snr_gamma_over_snr():
+    # SD v1's scaled-linear betas, computed here independently of diffusers
+    betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=np.float64) ** 2
+    alpha_bar = np.cumprod(1.0 - betas)
+    snr = alpha_bar / (1.0 - alpha_bar)
+    timesteps = torch.tensor([0, 10, 100, 300, 600, 999])
+    alphas_cumprod = shapes_model.build_noise_scheduler().alphas_cumprod.float()
+    got = shapes_train.min_snr_weight(timesteps, alphas_cumprod, gamma=5.0)
+    expected = np.minimum(snr, 5.0) / snr
+    assert np.allclose(got.numpy(), expected[timesteps.numpy()], rtol=1e-4)
+    assert got[0] < 0.01 and got[-1] == 1.0  # nearly clean steps weigh little, noisy ones 1
 
 
 def test_unet_minutes_trained_reads_the_checkpoint_clock(tmp_path):
@@ -357,6 +547,59 @@ def test_measures_read_ground_truth_images_correctly():
     assert shapes_eval.object_colour(blank, shapes_eval.foreground(blank)) is None
 
 
+def test_a_swap_without_an_object_counts_as_a_failure():
+    from PIL import Image
+
+    empty = np.zeros((64, 64), bool)
+    blob = empty.copy()
+    blob[10:30, 10:30] = True
+    speck = empty.copy()
+    speck[0, : shapes_eval.MIN_OBJECT_PIXELS - 1] = True  # too few pixels to be an object
+    assert shapes_eval.mask_iou(empty, empty) == 0.0 and shapes_eval.mask_iou(blob, blob) == 1.0
+    assert shapes_eval.swap_iou(blob, blob) == 1.0
+    assert shapes_eval.swap_iou(speck, speck) == 0.0 and shapes_eval.swap_iou(blob, empty) == 0.0
+    # an edit function that draws nothing on either side: every swap fails
+    blank = Image.fromarray(np.full((64, 64, 3), 245, np.uint8))
+
+    def draws_nothing(pipe, source, target, **kwargs):
+        return SimpleNamespace(source_image=blank, edited_image=blank)
+
+    settings = shapes_eval.EvalSettings.quick()
+    swaps = shapes_eval.colour_swaps(settings, name_size=True)
+    runs = shapes_eval.run_swaps(None, swaps, settings, draws_nothing)
+    assert runs["iou"] == [0.0] * len(swaps)
+    summary = shapes_eval.summarise_colour_swaps(runs, runs, swaps)
+    assert summary["iou_median_injected"] == 0.0 and summary["edit_success_share"] == 0.0
+
+
+def _attention_maps(values_for_side) -> list[tuple[str, torch.Tensor]]:
+    """One made-up layer per side (16 and 8): (2, side², 77) maps, tokens 3 and 5 given by
+    ``values_for_side(side)`` (side, side), every other token uniform."""
+    maps = []
+    for side in (16, 8):
+        probs = torch.full((2, side * side, 77), 1.0 / (side * side))  # (batch, pixels, tokens)
+        grid = values_for_side(side)
+        probs[:, :, [3, 5]] = (grid / grid.sum()).flatten()[None, :, None]  # (1, pixels, 1)
+        maps.append((f"side {side}", probs))
+    return maps
+
+
+def test_attention_ratio_is_one_for_uniform_maps_and_one_over_share_inside_the_mask():
+    mask = np.zeros((64, 64), bool)
+    mask[:32, :16] = True  # an eighth of the image, on whole latent pixels at 16 and 8
+    uniform = _attention_maps(lambda side: torch.ones(side, side))
+    assert shapes_eval.attention_ratio(uniform, 1, [3, 5], mask) == pytest.approx(1.0)
+
+    def inside(side: int) -> torch.Tensor:
+        grid = torch.zeros(side, side)
+        grid[: side // 2, : side // 4] = 1.0
+        return grid
+
+    maps = _attention_maps(inside)
+    assert shapes_eval.attention_ratio(maps, 0, [3, 5], mask) == pytest.approx(8.0)
+    assert shapes_eval.attention_ratio(maps, 0, [4], mask) == pytest.approx(1.0)  # uniform slot
+
+
 def test_prompt_sets_cover_every_attribute():
     specs = shapes_eval.single_object_specs(40)
     assert {s.shape for s in specs} == set(shapes_data.SHAPES)
@@ -451,11 +694,8 @@ def test_quick_evaluation_of_the_shipped_model():
     # a colour swap whose place the seed decides: injection keeps the object where it was
     # (the full evaluation: 1.0 of the edits with injection, 0.333 without; here 1.0 and 0.5)
     assert swap["position_unnamed"]["kept_source_position_injected"] >= 0.5
-    assert swap["self_steps"] == shapes_eval.SELF_STEPS
     # one swap of other prompts and seeds, injected over 0.8 and 0.7 of the steps
     other = swap["other_prompts"]["position_unnamed"]
-    assert other["edit_success_share"] in (0.0, 1.0)
-    assert other["shorter_cross"]["edit_success_share"] in (0.0, 1.0)
     assert "1 other colour swaps, seed layout" in shapes_eval.summary(results)
     # the summary line reads both runs of that swap (0.8 and 0.7) out of the results
     assert (f"edit success {other['edit_success_share']:.3f}; with cross 0.7: IoU "
@@ -464,7 +704,6 @@ def test_quick_evaluation_of_the_shipped_model():
     # of its own (here: new shape 0.0 injected over 0.8 of the steps, 0.5 over 0.4, 1.0
     # without injection; colour kept and sources right 1.0 in every run)
     shape_swap = results["shape_swap"]
-    assert shape_swap["shorter_injection"]["cross_steps"] == shapes_eval.SHAPE_SWAP_STEPS
     assert shape_swap["shorter_injection"]["new_shape_share"] >= 0.5
     assert shape_swap["no_injection"]["new_shape_share"] >= 0.5
     for run in ("injected", "shorter_injection"):

@@ -10,6 +10,11 @@ The modules: :mod:`~p2p_teach.shapes.data` (the data generator), :mod:`~p2p_teac
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import StableDiffusionPipeline
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # The classifier-free guidance scale the shipped weights run at. The model follows its captions
@@ -28,7 +33,9 @@ SELF_MAX_RATIO = 1.0
 SELF_STEPS = 0.6
 
 
-def load_shapes_pipeline(folder: str | Path | None = None, dtype=None):  # -> SD pipeline
+def load_shapes_pipeline(
+    folder: str | Path | None = None, dtype: torch.dtype | None = None
+) -> StableDiffusionPipeline:
     """The shapes model as a ``StableDiffusionPipeline``, offline (the shipped weights by default).
 
     The weights are stored in fp16 and loaded in ``dtype`` (float32 unless told otherwise, as

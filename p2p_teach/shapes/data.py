@@ -94,8 +94,10 @@ class ShapeObject:
 class ShapeSample:
     """One image with its caption and ground truth.
 
-    ``masks[k]`` is the (64, 64) boolean mask of ``objects[k]`` (the visible part: a later
-    object is drawn over an earlier one, though layouts keep them apart).
+    ``masks[k]`` is the (64, 64) boolean mask of ``objects[k]``, the visible part: a later
+    object is drawn over an earlier one. The two objects of a sample sit on opposite sides,
+    but big ones with their jitter can still touch: seed 0's sample 464 overlaps by 7 pixels,
+    which belong to the later object's mask only.
     ``word_objects`` gives, for each caption word, the index of the object it describes
     (colour, shape and size words) or -1 for other words.
     """
@@ -167,12 +169,11 @@ def render(objects: list[ShapeObject], background: str) -> tuple[np.ndarray, np.
     image[:] = BACKGROUNDS[background]
     visible = np.zeros((len(objects), IMAGE_SIZE, IMAGE_SIZE), np.float32)
     for k, obj in enumerate(objects):
-        coverage = _draw_mask(obj)
-        visible[:k] *= 1.0 - coverage[None]
+        coverage = _draw_mask(obj)  # (64, 64) in [0, 1]
+        visible[:k] *= 1.0 - coverage[None]  # (1, 64, 64): earlier objects lose what k covers
         visible[k] = coverage
-        image = image * (1.0 - coverage[..., None]) + coverage[..., None] * np.array(
-            COLOURS[obj.colour], np.float32
-        )
+        alpha = coverage[..., None]  # (64, 64, 1), broadcast over RGB
+        image = image * (1.0 - alpha) + alpha * np.array(COLOURS[obj.colour], np.float32)
     return np.clip(image + 0.5, 0, 255).astype(np.uint8), visible >= 0.5
 
 

@@ -14,8 +14,9 @@ generator's own definitions (palette, anchor positions, shapes):
   mask, divided by the mask's share of the image, averaged over steps and layers (1.0 means
   no better than chance);
 - **Prompt-to-Prompt colour swap** (through :func:`p2p_teach.engine.edit`): median IoU of the
-  object masks of source and edit, with cross-attention injection over 0.8 of the steps and
-  without any injection (same seed), the share of edits whose object takes the new colour,
+  object masks of source and edit (0 where either holds no object: a failed swap), with
+  cross-attention injection over 0.8 of the steps and without any injection (same seed),
+  the share of edits whose object takes the new colour,
   and the time of a 2-prompt edit at 25 steps; also with self-attention injected only in
   Stable Diffusion's layers or over its 0.4 of the steps, with the size left to the seed, and
   with the position left to the seed (``a big red circle``: where the object goes is the
@@ -41,8 +42,10 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning threads stall on a shared CPU
 
@@ -54,6 +57,11 @@ from p2p_teach.schedules import DEFAULT_SELF_RATIO, DEFAULT_SELF_STEPS  # noqa: 
 from p2p_teach.shapes import GUIDANCE, SELF_MAX_RATIO, SELF_STEPS  # noqa: E402
 from p2p_teach.shapes import data as shapes_data  # noqa: E402
 from p2p_teach.shapes import model as shapes_model  # noqa: E402
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
+
+    from p2p_teach.shapes.train import CaptionIds
 
 BACKGROUND_DISTANCE = 60.0  # RGB distance from the background that counts as object
 MIN_OBJECT_PIXELS = 15
@@ -95,9 +103,18 @@ def object_position(mask: np.ndarray) -> str | None:
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boolean masks (1.0 when both are empty)."""
+    """Intersection over union of two boolean masks; 0.0 when both are empty (no object on
+    either side is no match)."""
     union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+    return 0.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def swap_iou(source_mask: np.ndarray, edited_mask: np.ndarray) -> float:
+    """Mask IoU of a swap's source and edit, 0.0 (a failed swap) when either is (nearly)
+    empty: fewer than ``MIN_OBJECT_PIXELS`` pixels, where the other readers find no object."""
+    if min(source_mask.sum(), edited_mask.sum()) < MIN_OBJECT_PIXELS:
+        return 0.0
+    return mask_iou(source_mask, edited_mask)
 
 
 def silhouette_crop(mask: np.ndarray) -> torch.Tensor:
@@ -110,8 +127,9 @@ def silhouette_crop(mask: np.ndarray) -> torch.Tensor:
     padded = np.pad(mask.astype(np.float32), 64)  # (192, 192): crops never leave the array
     top, left = int(round(cy - half)) + 64, int(round(cx - half)) + 64
     side = int(round(2 * half))
-    crop = torch.from_numpy(padded[top : top + side, left : left + side].copy())
-    resized = F.interpolate(crop[None, None], size=(CROP_SIDE, CROP_SIDE), mode="area")
+    crop = torch.from_numpy(padded[top : top + side, left : left + side].copy())  # (side, side)
+    batched = crop[None, None]  # (1, 1, side, side)
+    resized = F.interpolate(batched, size=(CROP_SIDE, CROP_SIDE), mode="area")  # (1, 1, 32, 32)
     return resized[0]  # (1, 32, 32)
 
 
@@ -175,7 +193,8 @@ def classify_shape(classifier: torch.nn.Module, mask: np.ndarray) -> str | None:
     """Shape name for an object mask; None when the mask is (nearly) empty."""
     if mask.sum() < MIN_OBJECT_PIXELS:
         return None
-    logits = classifier(silhouette_crop(mask)[None])  # (1, shapes)
+    crop = silhouette_crop(mask)[None]  # (1, 1, 32, 32): a batch of one
+    logits = classifier(crop)  # (1, shapes)
     return shapes_data.SHAPES[int(logits.argmax())]
 
 
@@ -265,7 +284,7 @@ def half_masks(position: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def load_pipeline(folder: str | Path | None = None):  # -> StableDiffusionPipeline
+def load_pipeline(folder: str | Path | None = None) -> StableDiffusionPipeline:
     """The shapes pipeline in float32 on the CPU (the shipped weights by default)."""
     from p2p_teach.shapes import load_shapes_pipeline
 
@@ -273,7 +292,8 @@ def load_pipeline(folder: str | Path | None = None):  # -> StableDiffusionPipeli
 
 
 def generate(
-    pipe, prompt: str, n: int, seed: int, steps: int, guidance: float, record: bool
+    pipe: StableDiffusionPipeline, prompt: str, n: int, seed: int, steps: int, guidance: float,
+    record: bool,
 ) -> tuple[np.ndarray, list[tuple[str, torch.Tensor]]]:
     """``n`` images of ``prompt`` (uint8, (n, 64, 64, 3)) and, if asked, the conditional
     cross-attention maps of every UNet call: (layer, (n, pixels, 77))."""
@@ -297,7 +317,7 @@ def generate(
 
 
 @functools.lru_cache(maxsize=1)
-def _caption_ids():  # -> CaptionIds (loading the tokenizer takes a moment)
+def _caption_ids() -> CaptionIds:  # cached: loading the tokenizer takes a moment
     from p2p_teach.shapes.train import CaptionIds
 
     return CaptionIds()
@@ -376,7 +396,9 @@ def read_single(
     )
 
 
-def guidance_sweep(pipe, settings: EvalSettings, classifier: torch.nn.Module) -> list[dict]:
+def guidance_sweep(
+    pipe: StableDiffusionPipeline, settings: EvalSettings, classifier: torch.nn.Module
+) -> list[dict]:
     """Colour, shape and position accuracy of single-object prompts at each guidance scale.
 
     Other prompts and seeds than the main measures (``single_object_specs`` seed 99), so the
@@ -398,7 +420,9 @@ def guidance_sweep(pipe, settings: EvalSettings, classifier: torch.nn.Module) ->
     return rows
 
 
-def evaluate(pipe, settings: EvalSettings, grid_path: Path | None = None) -> dict:
+def evaluate(
+    pipe: StableDiffusionPipeline, settings: EvalSettings, grid_path: Path | None = None
+) -> dict:
     """Run every measure; returns a JSON-ready dict of results."""
     results: dict = {"settings": settings.__dict__.copy()}
     t0 = time.time()
@@ -567,19 +591,20 @@ def shape_swaps(settings: EvalSettings) -> list[tuple[Swap, ObjectSpec]]:
 
 
 def run_swaps(
-    pipe,
+    pipe: StableDiffusionPipeline,
     swaps: list[tuple[Swap, ObjectSpec]],
     settings: EvalSettings,
-    edit_fn,
+    edit_fn: Callable[..., object],
     classifier: torch.nn.Module | None = None,
-    **edit_kwargs,
+    **edit_kwargs: object,
 ) -> dict[str, list]:
     """Each swap edited once with ``edit_fn(..., **edit_kwargs)``: ``edit="replace",
     cross_steps=0.8`` for Prompt-to-Prompt, ``edit="none"`` for both prompts generated plainly
     (the source is the same either way: it never sees the target).
 
-    Per swap: mask IoU of source and edit, background kept, the edit's colour and position,
-    the source's, and the seconds of the edit; with a ``classifier``, also both shapes.
+    Per swap: mask IoU of source and edit (:func:`swap_iou`: 0 when either holds no object),
+    background kept, the edit's colour and position, the source's, and the seconds of the
+    edit; with a ``classifier``, also both shapes.
     """
     runs: dict[str, list] = {key: [] for key in (
         "iou", "background_kept", "colour", "position", "source_colour", "source_position",
@@ -595,7 +620,7 @@ def run_swaps(
         source = np.asarray(result.source_image.convert("RGB"))
         edited = np.asarray(result.edited_image.convert("RGB"))
         source_mask, edited_mask = foreground(source), foreground(edited)
-        runs["iou"].append(mask_iou(source_mask, edited_mask))
+        runs["iou"].append(swap_iou(source_mask, edited_mask))
         runs["background_kept"].append(background_name(edited) == background_name(source))
         runs["colour"].append(object_colour(edited, edited_mask))
         runs["position"].append(object_position(edited_mask))
@@ -652,10 +677,10 @@ SHAPE_SWAP_STEPS = 0.4
 
 
 def run_injected(
-    pipe,
+    pipe: StableDiffusionPipeline,
     swaps: list[tuple[Swap, ObjectSpec]],
     settings: EvalSettings,
-    edit_fn,
+    edit_fn: Callable[..., object],
     classifier: torch.nn.Module | None = None,
     *,
     cross_steps: float = CROSS_STEPS,
@@ -670,7 +695,7 @@ def run_injected(
                      self_max_ratio=self_max_ratio)  # fmt: skip
 
 
-def colour_swap_results(pipe, settings: EvalSettings) -> dict:
+def colour_swap_results(pipe: StableDiffusionPipeline, settings: EvalSettings) -> dict:
     """Colour-swap IoU with and without injection, edit success and edit time (engine API).
 
     The main numbers are for prompts that name the size, with cross-attention injected over
@@ -767,7 +792,9 @@ def colour_swap_results(pipe, settings: EvalSettings) -> dict:
     return results
 
 
-def shape_swap_results(pipe, settings: EvalSettings, classifier: torch.nn.Module) -> dict:
+def shape_swap_results(
+    pipe: StableDiffusionPipeline, settings: EvalSettings, classifier: torch.nn.Module
+) -> dict:
     """Shape swaps (place left to the seed): the new shape drawn, the colour and place kept,
     mask IoU; injected as the edits do by default, with SD's self-attention steps, with both
     injections over :data:`SHAPE_SWAP_STEPS` of the steps, and not."""

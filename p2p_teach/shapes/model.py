@@ -18,10 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from p2p_teach.processors import ExplicitAttnProcessor
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
+    from diffusers.models.attention_processor import Attention
+    from transformers import CLIPTextModel
 
 TEXT_HIDDEN = 128
 MAX_TOKENS = 77
@@ -79,35 +85,35 @@ SCHEDULER_CONFIG: dict = {  # Stable Diffusion v1's scheduler_config.json
 }
 
 
-def build_vae():  # -> diffusers.AutoencoderKL
+def build_vae() -> AutoencoderKL:
     """A fresh (randomly initialised) small ``AutoencoderKL``."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(**VAE_CONFIG)
 
 
-def build_unet():  # -> diffusers.UNet2DConditionModel
+def build_unet() -> UNet2DConditionModel:
     """A fresh small ``UNet2DConditionModel``."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(**UNET_CONFIG)
 
 
-def build_text_encoder():  # -> transformers.CLIPTextModel
+def build_text_encoder() -> CLIPTextModel:
     """A fresh small ``CLIPTextModel`` with the full CLIP vocabulary."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     return CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
 
 
-def build_scheduler():  # -> diffusers.PNDMScheduler
+def build_scheduler() -> PNDMScheduler:
     """SD v1's PNDM scheduler."""
     from diffusers import PNDMScheduler
 
     return PNDMScheduler(**SCHEDULER_CONFIG)
 
 
-def build_noise_scheduler():  # -> diffusers.DDPMScheduler
+def build_noise_scheduler() -> DDPMScheduler:
     """The training-time noise schedule (same betas as the sampler)."""
     from diffusers import DDPMScheduler
 
@@ -150,7 +156,7 @@ class RecordingCrossAttnProcessor(ExplicitAttnProcessor):
         self.name = name
         self.record = record
 
-    def edit_probabilities(self, attn, probabilities: torch.Tensor) -> torch.Tensor:
+    def edit_probabilities(self, attn: Attention, probabilities: torch.Tensor) -> torch.Tensor:
         """Record the head-averaged maps while the record is on; the probabilities stay."""
         if self.record.active:
             # (batch·heads, pixels, tokens) → (batch, heads, pixels, tokens)
@@ -164,7 +170,7 @@ class RecordingCrossAttnProcessor(ExplicitAttnProcessor):
         return probabilities
 
 
-def install_recording(unet, record: AttentionRecord) -> dict:
+def install_recording(unet: UNet2DConditionModel, record: AttentionRecord) -> dict:
     """Give every cross-attention layer of ``unet`` a recording processor.
 
     Self-attention keeps fused SDPA. Returns the previous processors, to put back with

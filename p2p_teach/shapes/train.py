@@ -1,10 +1,13 @@
 """Train the shapes Stable Diffusion from scratch on CPU: ``python -m p2p_teach.shapes.train``.
 
-Phases (each one resumes or is skipped when its output already exists in ``--out``):
+Seven phases. Phases 1 to 6 are skipped when their output already exists in ``--out``, the
+training phases among them (2, 4, 5 and 6) resume from their checkpoints, and the export is
+written again on every call:
 
 1. data: ``--n-images`` procedural samples (seeded), with token ids and per-token owners;
 2. vae: ``AutoencoderKL`` for ``--vae-minutes`` (MSE + a small KL term, as SD);
-3. latents: every image encoded once with the trained VAE (posterior mean);
+3. latents: every image encoded once with the trained VAE (posterior mean); the VAE's PSNR
+   is measured on 256 samples it never saw (indices ``--n-images`` on, same seed);
 4. text: the ``CLIPTextModel`` is pre-trained for ``--text-minutes`` on captions alone, to read
    them: from every token slot, linear heads predict the attribute (colour, shape, size,
    position, background) that the slot's own word names (``--text-targets word``, the
@@ -30,6 +33,9 @@ Checkpoints are written every ``--checkpoint-minutes``; ``--resume`` continues f
 The learning rate follows the wall clock (warm-up, then cosine), so a resumed run follows
 the same schedule. ``--resume`` with a larger ``--minutes`` than a finished run's trains its
 UNet further (the cosine then restarts from where the new budget puts it) and re-exports.
+The settings that define the cached data and components (:data:`FIXED_ON_RESUME`) must be
+the run's own (its ``args.json``): ``--resume`` refuses others. A fine-tune resumes as one
+without ``--init-from`` repeated (its ``init.pt`` marks it).
 """
 
 from __future__ import annotations
@@ -38,8 +44,10 @@ import argparse
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning threads stall on a shared CPU
 
@@ -50,8 +58,18 @@ import torch.nn.functional as F  # noqa: E402
 from p2p_teach.shapes import data as shapes_data  # noqa: E402
 from p2p_teach.shapes import model as shapes_model  # noqa: E402
 
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel, CLIPTokenizer
+
 EMPTY_CAPTION_SHARE = 0.1
 MIN_SNR_GAMMA = 5.0
+EMA_WARMUP = 10  # the EMA decay warms up as (1 + step) / (EMA_WARMUP + step)
+HELD_OUT_IMAGES = 256  # samples past the training set on which the VAE's PSNR is measured
+# Settings that define the run's cached data and components: a resumed run must keep them.
+FIXED_ON_RESUME: tuple[str, ...] = (
+    "seed", "n_images", "position_unnamed_share", "text_targets", "init_from",
+)  # fmt: skip
 
 
 def log(message: str) -> None:
@@ -66,7 +84,10 @@ def save_atomic(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_phase(path: Path, key: str, model, optimizer, step: int, elapsed: float, **extra) -> None:
+def save_phase(
+    path: Path, key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+    elapsed: float, **extra: object,
+) -> None:  # fmt: skip
     """Checkpoint a training phase: ``model`` under ``key``, optimizer, step, wall clock, RNG.
 
     The step and the clock also go to a small ``<path>.json`` beside it, which can be read
@@ -81,7 +102,9 @@ def save_phase(path: Path, key: str, model, optimizer, step: int, elapsed: float
     os.replace(tmp, clock)
 
 
-def resume_phase(path: Path, key: str, model, optimizer, phase: str) -> tuple[int, float, dict]:
+def resume_phase(
+    path: Path, key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, phase: str
+) -> tuple[int, float, dict]:
     """Load a :func:`save_phase` checkpoint if there is one: (step, elapsed seconds, state).
 
     A missing checkpoint gives ``(0, 0.0, {})``; the RNG is restored when it was saved.
@@ -110,7 +133,7 @@ class CaptionIds:
     against the tokenizer on whole captions).
     """
 
-    def __init__(self, tokenizer=None) -> None:
+    def __init__(self, tokenizer: CLIPTokenizer | None = None) -> None:
         from p2p_teach.tokens import load_clip_tokenizer
 
         self.tokenizer = tokenizer or load_clip_tokenizer()
@@ -169,7 +192,9 @@ def images_to_tensor(images: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def train_vae(dataset: dict, out: Path, minutes: float, seed: int, ckpt_minutes: float):
+def train_vae(
+    dataset: dict[str, torch.Tensor], out: Path, minutes: float, seed: int, ckpt_minutes: float
+) -> AutoencoderKL:
     """Train the VAE for ``minutes`` of wall clock (resuming ``vae_ckpt.pt``); returns it."""
     torch.manual_seed(seed)
     vae = shapes_model.build_vae()
@@ -197,8 +222,9 @@ def train_vae(dataset: dict, out: Path, minutes: float, seed: int, ckpt_minutes:
         optimizer.step()
         step += 1
         if step % 50 == 0:
-            psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))
-            log(f"vae step {step} mse {mse.item():.5f} psnr {psnr:.1f} dB kl {kl.item():.3f}")
+            psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))  # of this training batch
+            log(f"vae step {step} mse {mse.item():.5f} batch psnr {psnr:.1f} dB "
+                f"kl {kl.item():.3f}")  # fmt: skip
         if time.time() - last_ckpt > ckpt_minutes * 60:
             save_phase(ckpt_path, "vae", vae, optimizer, step, time.time() - start)
             last_ckpt = time.time()
@@ -208,7 +234,7 @@ def train_vae(dataset: dict, out: Path, minutes: float, seed: int, ckpt_minutes:
 
 
 @torch.no_grad()
-def encode_latents(vae, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
+def encode_latents(vae: AutoencoderKL, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
     """Posterior means of all images, (n, 4, 16, 16), unscaled."""
     vae.eval()
     chunks = []
@@ -218,21 +244,39 @@ def encode_latents(vae, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
     return torch.cat(chunks)
 
 
+def held_out_images(n_images: int, seed: int, count: int = HELD_OUT_IMAGES) -> torch.Tensor:
+    """uint8 (count, 64, 64, 3): samples ``n_images`` .. ``n_images + count - 1`` of ``seed``.
+
+    A run trains on samples 0 .. n_images - 1, so its VAE never sees these. The drawings do
+    not depend on ``position_unnamed_share`` (only the captions do).
+    """
+    images = [shapes_data.sample(index, seed).image for index in range(n_images, n_images + count)]
+    return torch.from_numpy(np.stack(images))  # (count, 64, 64, 3)
+
+
 @torch.no_grad()
-def vae_psnr(vae, images: torch.Tensor) -> float:
-    """Mean PSNR (dB, images in [-1, 1]) of encode-mean → decode on ``images``."""
-    pixels = images_to_tensor(images)
-    recon = vae.decode(vae.encode(pixels).latent_dist.mean).sample.clamp(-1, 1)
-    mse = ((recon - pixels) ** 2).mean(dim=(1, 2, 3))
-    return float((10 * torch.log10(4.0 / mse.clamp_min(1e-10))).mean())
+def vae_psnr(vae: AutoencoderKL, images: torch.Tensor, batch: int = 128) -> float:
+    """Per-image mean PSNR of encode (posterior mean) → decode on uint8 ``images``, in dB.
+
+    ``mean_i 10·log10(2² / MSE_i)``: pixels in [-1, 1] (a range of 2), the reconstruction
+    clamped to it, ``MSE_i`` over image i's pixels and channels, then the mean over images.
+    """
+    psnrs = []
+    for begin in range(0, images.shape[0], batch):
+        pixels = images_to_tensor(images[begin : begin + batch])  # (batch, 3, 64, 64)
+        recon = vae.decode(vae.encode(pixels).latent_dist.mean).sample.clamp(-1, 1)
+        mse = ((recon - pixels) ** 2).mean(dim=(1, 2, 3))  # (batch,)
+        psnrs.append(10 * torch.log10(4.0 / mse.clamp_min(1e-10)))
+    return float(torch.cat(psnrs).mean())
 
 
 def finetune_decoder(out: Path, minutes: float, seed: int, ckpt_minutes: float) -> dict:
     """Fine-tune the VAE decoder on the cached latents, encoder frozen (as SD's ft-MSE VAE).
 
     The latent space the UNet learns is unchanged: only the decoder (and ``post_quant_conv``)
-    moves. Runs beside the UNet phase; resumes ``vae_decoder_ckpt.pt``. Returns the VAE
-    state dict, also saved as ``vae_decoder_final.pt``.
+    moves. Runs after the UNet phase; resumes ``vae_decoder_ckpt.pt``. Trains on every cached
+    latent; the PSNR it logs (:func:`vae_psnr`) is on :func:`held_out_images`, samples past
+    the training set. Returns the VAE state dict, also saved as ``vae_decoder_final.pt``.
     """
     torch.manual_seed(seed + 2)
     dataset = torch.load(out / "data.pt")
@@ -246,7 +290,7 @@ def finetune_decoder(out: Path, minutes: float, seed: int, ckpt_minutes: float) 
     step, elapsed, _ = resume_phase(ckpt_path, "vae", vae, optimizer, "decoder")
     budget = minutes * 60.0
     start, last_ckpt = time.time() - elapsed, time.time()
-    held_out = slice(latents.shape[0] - 256, latents.shape[0])
+    held_out = held_out_images(latents.shape[0], seed)  # (256, 64, 64, 3), never trained on
 
     while time.time() - start < budget:
         frac = (time.time() - start) / budget
@@ -254,7 +298,7 @@ def finetune_decoder(out: Path, minutes: float, seed: int, ckpt_minutes: float) 
             group["lr"] = (
                 5e-4 * min(1.0, (step + 1) / 50) * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
             )
-        index = torch.randint(0, latents.shape[0] - 256, (16,))
+        index = torch.randint(0, latents.shape[0], (16,))
         pixels = images_to_tensor(images[index])  # (16, 3, 64, 64)
         noisy_latents = latents[index] + 0.02 * torch.randn_like(latents[index])
         recon = vae.decode(noisy_latents).sample
@@ -265,17 +309,16 @@ def finetune_decoder(out: Path, minutes: float, seed: int, ckpt_minutes: float) 
         optimizer.step()
         step += 1
         if step % 100 == 0:
-            with torch.no_grad():
-                recon = vae.decode(latents[held_out][:64]).sample.clamp(-1, 1)
-                mse = F.mse_loss(recon, images_to_tensor(images[held_out][:64])).item()
-            log(f"decoder step {step} loss {loss.item():.5f} held-out PSNR "
-                f"{10 * math.log10(4.0 / mse):.2f} dB")  # fmt: skip
+            psnr = vae_psnr(vae, held_out[:64])
+            log(f"decoder step {step} loss {loss.item():.5f} PSNR on 64 unseen images "
+                f"{psnr:.2f} dB")  # fmt: skip
         if time.time() - last_ckpt > ckpt_minutes * 60:
             save_phase(ckpt_path, "vae", vae, optimizer, step, time.time() - start)
             last_ckpt = time.time()
     save_phase(ckpt_path, "vae", vae, optimizer, step, time.time() - start)
     save_atomic(vae.state_dict(), out / "vae_decoder_final.pt")
-    log(f"decoder: done, {step} steps")
+    log(f"decoder: done, {step} steps; PSNR on {held_out.shape[0]} unseen images "
+        f"{vae_psnr(vae, held_out):.2f} dB")  # fmt: skip
     return vae.state_dict()
 
 
@@ -352,7 +395,12 @@ def caption_targets(
 
 
 def caption_corpus(n: int, seed: int, kind: str = "word") -> tuple[torch.Tensor, torch.Tensor]:
-    """Ids (n, 77) and targets (n, 77, heads) of ``n`` dataset captions (no images drawn)."""
+    """Ids (n, 77) and targets (n, 77, heads) of ``n`` dataset captions (no images drawn).
+
+    Every caption names its objects' positions (``position_unnamed_share`` 0), whatever the
+    run's ``--position-unnamed-share``, which changes only the UNet's captions. The shipped
+    text encoder was pre-trained so; passing the share here would change that phase.
+    """
     encoder = CaptionIds()
     ids, targets = [], []
     for index in range(n):
@@ -365,18 +413,24 @@ def caption_corpus(n: int, seed: int, kind: str = "word") -> tuple[torch.Tensor,
 
 
 def train_text_encoder(
-    out: Path, minutes: float, seed: int, batch: int = 128, kind: str = "word"
-) -> dict:
+    out: Path, minutes: float, seed: int, batch: int = 128, kind: str = "word",
+    ckpt_minutes: float = 5.0,
+) -> dict:  # fmt: skip
     """Pre-train the text encoder to read captions (:func:`caption_targets` of ``kind``).
 
     Captions come from a different seed than the image data (``seed + 1000``), 10% of them
-    empty. Returns the text encoder's state dict; the heads are thrown away.
+    empty. Checkpoints (encoder and heads) go to ``text_ckpt.pt`` every ``ckpt_minutes`` and
+    at the end, and a new call resumes from there. Returns the text encoder's state dict;
+    the heads are thrown away.
     """
     torch.manual_seed(seed + 3)
     text_encoder = shapes_model.build_text_encoder()
     heads = torch.nn.Linear(shapes_model.TEXT_HIDDEN, sum(HEAD_CLASSES))
+    modules = torch.nn.ModuleDict({"text_encoder": text_encoder, "heads": heads})
     params = list(text_encoder.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    ckpt_path = out / "text_ckpt.pt"
+    step, elapsed, _ = resume_phase(ckpt_path, "text", modules, optimizer, "text")
     ids, targets = caption_corpus(20000, seed + 1000, kind)
     held_ids, held_targets = ids[-1000:], targets[-1000:]
     ids, targets = ids[:-1000], targets[:-1000]
@@ -390,13 +444,17 @@ def train_text_encoder(
         hidden = text_encoder(input_ids).last_hidden_state  # (batch, 77, hidden)
         logits = heads(hidden).split(HEAD_CLASSES, dim=-1)  # per head (batch, 77, classes)
         losses = [
-            F.cross_entropy(head_logits.flatten(0, 1), wanted[..., head].flatten())
+            F.cross_entropy(
+                head_logits.flatten(0, 1),  # (batch·77, classes)
+                wanted[..., head].flatten(),  # (batch·77,)
+            )
             for head, head_logits in enumerate(logits)
         ]
         predicted = torch.stack([head_logits.argmax(-1) for head_logits in logits], -1)
         return torch.stack(losses).sum(), predicted
 
-    budget, start, step = minutes * 60.0, time.time(), 0
+    budget = minutes * 60.0
+    start, last_ckpt = time.time() - elapsed, time.time()
     while time.time() - start < budget:
         frac = (time.time() - start) / budget
         for group in optimizer.param_groups:
@@ -414,6 +472,11 @@ def train_text_encoder(
         step += 1
         if step % 100 == 0:
             log(f"text step {step} loss {loss.item():.4f}")
+        if time.time() - last_ckpt > ckpt_minutes * 60:
+            save_phase(ckpt_path, "text", modules, optimizer, step, time.time() - start)
+            last_ckpt = time.time()
+            log(f"text: checkpoint at step {step}")
+    save_phase(ckpt_path, "text", modules, optimizer, step, time.time() - start)
     with torch.no_grad():
         loss, predicted = head_loss(held_ids, held_targets)
     named = held_targets > 0  # (captions, 77, heads): attributes a slot should name
@@ -425,7 +488,9 @@ def train_text_encoder(
 
 
 @torch.no_grad()
-def encode_captions(text_encoder, input_ids: torch.Tensor, batch: int = 512) -> torch.Tensor:
+def encode_captions(
+    text_encoder: CLIPTextModel, input_ids: torch.Tensor, batch: int = 512
+) -> torch.Tensor:
     """Frozen caption embeddings (n, 77, hidden) in fp16, computed once."""
     text_encoder.eval()
     chunks = []
@@ -493,11 +558,44 @@ def lr_at(base: float, step: int, frac: float, warmup: int) -> float:
 def object_weights(masks: torch.Tensor, weight: float, side: int = 16) -> torch.Tensor:
     """Per-latent-pixel loss weights (batch, 1, side, side): 1 + ``weight`` × object coverage.
 
-    A flat background is easy to denoise; the objects' pixels carry shape and position.
-    Weighting pixels of a per-pixel MSE moves no optimum, only where the gradient goes.
+    A flat background is easy to denoise; the objects' pixels carry shape and position. With
+    the default ``weight`` of 3 a pixel the objects cover counts 4× a background pixel.
+    The weights depend on the masks, which the noisy latent does not fully reveal, so they
+    move the optimum as well as the gradient: at each pixel the best prediction becomes
+    ``E[w·ε | x_t] / E[w | x_t]`` instead of ``E[ε | x_t]`` (``w``: the pixel's weight over
+    its sample's mean weight, as the loss divides it), leaning towards the noise of the
+    samples with an object there. The two agree where ``x_t`` tells the masks apart (low
+    noise) and differ most at high noise.
     """
     coverage = F.adaptive_avg_pool2d(masks.float().amax(1, keepdim=True), side)
     return 1.0 + weight * coverage  # (batch, 1, side, side)
+
+
+def ema_decay_at(step: int, max_decay: float) -> float:
+    """The EMA decay after optimiser step ``step`` (0-based): a warm-up, then ``max_decay``.
+
+    ``min(max_decay, (1 + step) / (EMA_WARMUP + step))``: early weights are forgotten fast.
+    With ``max_decay`` 0.999 the warm-up reaches it at step 8,990.
+    """
+    return min(max_decay, (1 + step) / (EMA_WARMUP + step))
+
+
+@torch.no_grad()
+def update_ema(ema: list[torch.Tensor], params: list[torch.Tensor], decay: float) -> None:
+    """In place: ``ema ← decay · ema + (1 − decay) · param`` for each pair."""
+    torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
+
+
+def min_snr_weight(
+    timesteps: torch.Tensor, alphas_cumprod: torch.Tensor, gamma: float = MIN_SNR_GAMMA
+) -> torch.Tensor:
+    """Min-SNR-γ loss weights for epsilon prediction, ``min(SNR, γ) / SNR`` per timestep.
+
+    ``SNR(t) = ᾱ_t / (1 − ᾱ_t)``: 1 where the SNR is at most γ (the noisy steps), less where
+    the image is nearly clean. Same shape as ``timesteps``.
+    """
+    snr = alphas_cumprod[timesteps] / (1 - alphas_cumprod[timesteps])
+    return snr.clamp(max=gamma) / snr
 
 
 def train_unet(
@@ -560,8 +658,7 @@ def train_unet(
         record.active = ground_now
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             prediction = unet(noisy, timesteps, hidden).sample.float()
-        snr = alphas_cumprod[timesteps] / (1 - alphas_cumprod[timesteps])
-        weight = snr.clamp(max=MIN_SNR_GAMMA) / snr  # min-SNR, epsilon prediction
+        weight = min_snr_weight(timesteps, alphas_cumprod)  # (batch,)
         pixel_weight = object_weights(masks, args.object_weight)  # (batch, 1, 16, 16)
         per_sample = (pixel_weight * (prediction - noise) ** 2).mean(dim=(1, 2, 3))
         per_sample = per_sample / pixel_weight.mean(dim=(1, 2, 3))
@@ -578,9 +675,7 @@ def train_unet(
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        decay = min(args.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
+        update_ema(ema, params, ema_decay_at(step, args.ema_decay))
         step += 1
         running["loss"] += loss.item()
         running["ground"] += ground.item()
@@ -603,14 +698,19 @@ def train_unet(
     return ema_state_dict(unet, ema)
 
 
-def init_from_pipeline(folder: Path, out: Path) -> dict:
+def init_from_pipeline(folder: Path | None, out: Path) -> dict | None:
     """Start this run from an exported pipeline (a fine-tune): its VAE and text encoder become
     the run's ``vae_final.pt`` and ``text_final.pt``, so those phases are skipped; its UNet
     and scaling factor are kept in ``init.pt``, which is returned.
+
+    A run whose ``init.pt`` exists is a fine-tune: that file is returned, with or without
+    ``folder``. None (train from scratch) when there is neither.
     """
     init_path = out / "init.pt"
     if init_path.exists():
         return torch.load(init_path, weights_only=False)
+    if folder is None:
+        return None
     from p2p_teach.shapes import load_shapes_pipeline
 
     pipe = load_shapes_pipeline(folder, dtype=torch.float32)
@@ -634,7 +734,7 @@ def unet_minutes_trained(out: Path) -> float:
     return torch.load(path, weights_only=False)["elapsed"] / 60 if path.exists() else 0.0
 
 
-def ema_state_dict(unet, ema: list[torch.Tensor]) -> dict:
+def ema_state_dict(unet: torch.nn.Module, ema: list[torch.Tensor]) -> dict:
     """The UNet's state dict with the EMA weights in place of the live ones."""
     with torch.no_grad():
         for p, e in zip(unet.parameters(), ema, strict=True):
@@ -647,6 +747,23 @@ def ema_state_dict(unet, ema: list[torch.Tensor]) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def check_export_folder(folder: Path) -> None:
+    """Refuse an export folder whose contents an export would destroy: raises ``ValueError``.
+
+    An export replaces its folder whole, so the folder must be new, empty, or an exported
+    pipeline (it has a ``model_index.json``).
+    """
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ValueError(f"export folder {folder} is a file; pass a new or empty folder, or an "
+                         "exported pipeline folder to replace")  # fmt: skip
+    if any(folder.iterdir()) and not (folder / "model_index.json").exists():
+        raise ValueError(f"export folder {folder} is not empty and holds no pipeline (no "
+                         "model_index.json), and an export replaces the whole folder; pass a "
+                         "new or empty folder, or an exported pipeline folder")  # fmt: skip
+
+
 def export_pipeline(
     unet_state: dict,
     text_state: dict,
@@ -655,14 +772,18 @@ def export_pipeline(
     folder: str | Path,
     dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write a ``StableDiffusionPipeline`` folder (safetensors, real CLIP tokenizer files)."""
-    import shutil
+    """Write a ``StableDiffusionPipeline`` folder (safetensors, real CLIP tokenizer files).
 
+    The pipeline is written to a hidden sibling folder first and then renamed into place, so
+    a failed export leaves ``folder`` as it was. ``folder`` must pass
+    :func:`check_export_folder`: an existing pipeline there is replaced whole.
+    """
     from diffusers import StableDiffusionPipeline
 
     from p2p_teach.tokens import load_clip_tokenizer, write_clip_tokenizer_files
 
     folder = Path(folder)
+    check_export_folder(folder)
     unet = shapes_model.build_unet()
     unet.load_state_dict(unet_state)
     text_encoder = shapes_model.build_text_encoder()
@@ -681,13 +802,24 @@ def export_pipeline(
         requires_safety_checker=False,
     )
     pipe.to(dtype=dtype)
-    if folder.exists():
-        shutil.rmtree(folder)
-    pipe.save_pretrained(str(folder), safe_serialization=True)
-    tokenizer_dir = folder / "tokenizer"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(f".{folder.name}.export-new")
+    previous = folder.with_name(f".{folder.name}.export-old")
+    if previous.exists() and not folder.exists():  # an earlier swap stopped half-way
+        os.replace(previous, folder)
+    for leftover in (staging, previous):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    pipe.save_pretrained(str(staging), safe_serialization=True)
+    tokenizer_dir = staging / "tokenizer"
     if tokenizer_dir.exists():
         shutil.rmtree(tokenizer_dir)
     write_clip_tokenizer_files(tokenizer_dir)
+    if folder.exists():
+        os.replace(folder, previous)  # a rename: the old pipeline stays whole until the swap
+    os.replace(staging, folder)
+    if previous.exists():
+        shutil.rmtree(previous)
     return folder
 
 
@@ -775,7 +907,65 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.init_from is not None and not (args.init_from / "model_index.json").exists():
         parser.error(f"--init-from {args.init_from}: not an exported pipeline folder (no "
                      "model_index.json); pass one such as p2p_teach/shapes/weights")  # fmt: skip
+    if args.export_only and args.export is None:
+        parser.error("--export-only needs --export DIR, the folder to write the fp16 pipeline "
+                     "to (e.g. --export-only --export p2p_teach/shapes/weights)")  # fmt: skip
+    if args.export is not None:
+        try:
+            check_export_folder(args.export)
+        except ValueError as error:
+            parser.error(f"--export: {error}")
     return args
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_resume(out: Path, args: argparse.Namespace) -> None:
+    """Refuse to resume ``out`` with settings that disagree with its ``args.json``.
+
+    The settings of :data:`FIXED_ON_RESUME` define what the run has cached (data, latents,
+    text encoder, a fine-tune's start), so a resumed run must keep them: raises
+    ``SystemExit`` naming the flag and the fix. A fine-tune resumed without ``--init-from``
+    takes the run's own (``args.init_from`` is set from ``args.json``).
+    """
+    path = out / "args.json"
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text())
+    for name in FIXED_ON_RESUME:
+        if name not in saved:  # an older run's args.json, without this setting
+            continue
+        was, now = saved[name], getattr(args, name)
+        if name == "init_from":
+            if now is None:
+                if was is not None:
+                    args.init_from = Path(was)
+                    log(f"resume: a fine-tune of {was}")
+                continue
+            if was is None and not (out / "init.pt").exists():
+                raise SystemExit(f"--resume: {out} trains from scratch, so --init-from {now} "
+                                 "cannot resume it; drop --init-from, or use another --out "
+                                 "for a fine-tune")  # fmt: skip
+            same = was is None or Path(was) == Path(now)
+        elif isinstance(was, float) or isinstance(now, float):
+            same = float(was) == float(now)
+        else:
+            same = was == now
+        if not same:
+            raise SystemExit(f"--resume: {out} was made with {_flag(name)} {was}, not {now}; "
+                             f"repeat {_flag(name)} {was} to resume it (its cached data and "
+                             f"components depend on it), or use another --out")  # fmt: skip
+
+
+def check_cached_lengths(n_images: int, **cached: torch.Tensor) -> None:
+    """Refuse cached tensors (name: tensor) whose first dimension is not ``n_images``."""
+    for name, tensor in cached.items():
+        if tensor.shape[0] != n_images:
+            raise SystemExit(f"{name} holds {tensor.shape[0]} samples but the run has "
+                             f"--n-images {n_images}; resume with the --n-images it was made "
+                             "with, or use another --out")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -788,21 +978,23 @@ def main(argv: list[str] | None = None) -> None:
         export_from_run(out, args.export, torch.float16)
         log(f"exported to {args.export}")
         return
-    if not args.resume:
-        names = ("data.pt", "vae_ckpt.pt", "vae_final.pt", "latents.pt", "text_final.pt",
-                 "unet_ckpt.pt")  # fmt: skip
+    if args.resume:
+        check_resume(out, args)
+    else:
+        names = ("data.pt", "vae_ckpt.pt", "vae_final.pt", "latents.pt", "text_ckpt.pt",
+                 "text_final.pt", "init.pt", "unet_ckpt.pt", "final.pt")  # fmt: skip
         for name in names:
             if (out / name).exists():
                 raise SystemExit(f"{out / name} exists: pass --resume or use another --out")
     (out / "args.json").write_text(json.dumps(vars(args), default=str, indent=1))
     log(f"args: {vars(args)}")
-    init = init_from_pipeline(args.init_from, out) if args.init_from is not None else None
+    init = init_from_pipeline(args.init_from, out)  # None: from scratch
 
     data_path = out / "data.pt"
     if data_path.exists():
         dataset = torch.load(data_path)
-        # a resumed run may use fewer images than were generated (the first n_images)
-        dataset = {key: value[: args.n_images] for key, value in dataset.items()}
+        check_cached_lengths(args.n_images, **{f"data.pt's {key}": value
+                                               for key, value in dataset.items()})  # fmt: skip
     else:
         t0 = time.time()
         dataset = build_dataset(args.n_images, args.seed, args.position_unnamed_share)
@@ -824,17 +1016,18 @@ def main(argv: list[str] | None = None) -> None:
     if latents_path.exists():
         saved = torch.load(latents_path)
         latents, scaling_factor = saved["latents"], saved["scaling_factor"]
+        check_cached_lengths(args.n_images, **{"latents.pt": latents})
     else:
         t0 = time.time()
         latents = encode_latents(vae, dataset["images"])
         # a fine-tune keeps the scale its UNet was trained at
         scaling_factor = float(1.0 / latents.std()) if init is None else init["scaling_factor"]
-        psnr = vae_psnr(vae, dataset["images"][-256:])
         save_atomic({"latents": latents, "scaling_factor": scaling_factor}, latents_path)
-        log(
-            f"latents: {tuple(latents.shape)} in {time.time() - t0:.0f} s, scaling factor "
-            f"{scaling_factor:.4f}, VAE PSNR {psnr:.1f} dB"
-        )
+        log(f"latents: {tuple(latents.shape)} in {time.time() - t0:.0f} s, scaling factor "
+            f"{scaling_factor:.4f}")  # fmt: skip
+        held_out = held_out_images(args.n_images, args.seed)
+        log(f"vae: PSNR {vae_psnr(vae, held_out):.2f} dB (per-image mean) on "
+            f"{held_out.shape[0]} unseen samples, {args.n_images} on")  # fmt: skip
     args.scaling_factor = scaling_factor
 
     text_path = out / "text_final.pt"
@@ -842,8 +1035,9 @@ def main(argv: list[str] | None = None) -> None:
         text_state = torch.load(text_path)
     else:
         text_state = train_text_encoder(
-            out, args.text_minutes, args.seed, kind=args.text_targets
-        )
+            out, args.text_minutes, args.seed, kind=args.text_targets,
+            ckpt_minutes=args.checkpoint_minutes,
+        )  # fmt: skip
         save_atomic(text_state, text_path)
     text_encoder = shapes_model.build_text_encoder()
     text_encoder.load_state_dict(text_state)

@@ -249,7 +249,9 @@ def algorithm_trace(settings: dict, timesteps: list[float] | tuple[float, ...]) 
 
     Each line says which timestep the step denoises, and whether the source's cross-attention
     maps (line 8, ``Edit(M_t, M*_t, t)``) and self-attention maps replace the target's there.
-    Per-word cross windows are listed when the settings have them.
+    Per-word cross windows are listed when the settings have them; a refinement's new words
+    keep their own maps, and self-attention is injected only in layers of side ≤
+    ``self_max_side``, as the lines say.
     """
     steps = int(settings["steps"])
     if len(timesteps) != steps:
@@ -257,6 +259,9 @@ def algorithm_trace(settings: dict, timesteps: list[float] | tuple[float, ...]) 
     cross_ranges = _cross_ranges(settings)
     self_range = injected_steps(settings, "self")
     injects = settings["edit"]["kind"] != "none"
+    refines = _base_kind(settings["edit"]) == "refine"
+    side = settings.get("self_max_side")
+    self_injected = "source's maps" + (f" (layers ≤ {side}×{side})" if side else "")
     lines = []
     width = len(str(steps))
     for step, timestep in enumerate(timesteps):
@@ -269,12 +274,20 @@ def algorithm_trace(settings: dict, timesteps: list[float] | tuple[float, ...]) 
             else:
                 named = ", ".join("other words" if word == "default" else word for word in inside)
                 cross_text = f"source's maps for {named}" if inside else "target's own"
-            self_text = "source's maps" if step in self_range else "target's own"
+            if inside and refines:
+                cross_text += " (new words: own)"
+            self_text = self_injected if step in self_range else "target's own"
         lines.append(
             f"step {step + 1:>{width}}/{steps}  t = {timestep:>4g}  "
             f"cross-attention: {cross_text:<14}  self-attention: {self_text}"
         )
     return lines
+
+
+def _base_kind(edit: Mapping[str, Any]) -> str:
+    """The edit's kind, or its base's for a Reweight over Replace/Refine."""
+    base = edit.get("base")
+    return _base_kind(base) if edit.get("kind") == "reweight" and base else edit.get("kind", "")
 
 
 def _cross_ranges(settings: Mapping[str, Any]) -> dict[str, range]:

@@ -404,6 +404,24 @@ def test_algorithm_trace_follows_the_schedules():
         algorithm_trace(settings, [1.0])
 
 
+def test_algorithm_trace_names_self_attention_layers_and_refinement_new_words():
+    settings = {
+        "steps": 2,
+        "edit": {"kind": "reweight", "base": {"kind": "refine"}, "weights": {"red": 2.0}},
+        "cross_step_ranges": {"default": [0, 1]},
+        "self_step_range": [0, 1],
+        "self_max_side": 8,
+    }
+    first, second = algorithm_trace(settings, [2.0, 1.0])
+    assert first.endswith(
+        "cross-attention: source's maps (new words: own)  "
+        "self-attention: source's maps (layers ≤ 8×8)"
+    )
+    assert second.endswith("cross-attention: target's own    self-attention: target's own")
+    replace = dict(settings, edit={"kind": "replace"})
+    assert "(new words: own)" not in algorithm_trace(replace, [2.0, 1.0])[0]
+
+
 def test_preview_recorder_keeps_one_preview_per_step(pipe):
     recorder = PreviewRecorder()
     result = edit(pipe, SOURCE, TARGET, steps=3, seed=1, callback=recorder, progress=False)

@@ -298,7 +298,8 @@ class LocalBlend:
     original's ``LocalBlend``.
 
     Args:
-        source_words: word(s) of the source prompt, e.g. ``"bicycle"``.
+        source_words: word(s) of the source prompt, e.g. ``"bicycle"``, each its text (every
+            copy of it) or its index in the prompt.
         target_words: word(s) of the target prompt; default: the same words.
         threshold: the share of the maximum above which a latent pixel may change (0.3).
         start: the share of the steps before blending begins (0.2, the original's).
@@ -307,8 +308,8 @@ class LocalBlend:
             64×64 latent, as the original), or the smallest such side if none is that small.
     """
 
-    source_words: str | Sequence[str]
-    target_words: str | Sequence[str] | None = None
+    source_words: str | int | Sequence[str | int]
+    target_words: str | int | Sequence[str | int] | None = None
     threshold: float = 0.3
     start: float = 0.2
     resolution: int | None = None
@@ -369,16 +370,17 @@ class BlendPlan:
     resolution: int | None  # None: chosen from the model by the engine
 
 
-def _as_words(words: str | Sequence[str]) -> list[str]:
-    return [words] if isinstance(words, str) else list(words)
+def _as_words(words: str | int | Sequence[str | int]) -> list[str | int]:
+    """A word or several, each its text or its index in the prompt."""
+    return [words] if isinstance(words, (str, int)) else list(words)
 
 
-def _word_slots(view: TokenView, words: list[str]) -> list[int]:
+def _word_slots(view: TokenView, words: list[str | int]) -> list[int]:
     slots: list[int] = []
     for word_text in words:
         for word in view.find_words(word_text):  # every copy; lists the words if none
             slots.extend(word.core)  # the word proper, not its edge punctuation
-    return slots
+    return list(dict.fromkeys(slots))  # a slot named twice (by text and index) counts once
 
 
 def blend_mask(

@@ -232,6 +232,11 @@ def _course_matrix(swaps: tuple[Swap, ...]) -> torch.Tensor:
             matrix[i, j] = 1.0
             i, j = i + 1, j + 1
             continue
+        if swap.target_slots.start != j:  # the walk and the swap must agree on the target
+            raise RuntimeError(
+                f"mapper walk out of step: {swap} starts at target slot "
+                f"{swap.target_slots.start}, the walk is at {j}"
+            )
         n, m = swap.n_source, swap.n_target
         if n == m:
             for k in range(n):

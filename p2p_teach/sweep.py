@@ -68,6 +68,16 @@ class SweepCache:
             self.hits += 1
         return result
 
+    def put(self, key: SweepKey, result: EditResult) -> None:
+        """Store a cell, and drop the cells of pipelines that no longer exist (their keys can
+        never match again)."""
+        self.results = {
+            other: kept
+            for other, kept in self.results.items()
+            if not (isinstance(other.pipeline, weakref.ref) and other.pipeline() is None)
+        }
+        self.results[key] = result
+
     def __len__(self) -> int:
         return len(self.results)
 
@@ -224,7 +234,7 @@ def injection_sweep(
                 pipe, source_prompt, target_prompt, seed=seed, steps=steps, guidance=guidance,
                 cross_steps=key.cross, self_steps=key.self_, **edit_kwargs,
             )  # fmt: skip
-            cache.results[key] = result
+            cache.put(key, result)
         cells[fraction] = result
     first = cells[ordered[0]]
     return SweepResult(vary, float(fixed), first.source_image, cells)

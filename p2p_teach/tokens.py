@@ -297,6 +297,8 @@ class Word:
     stop: int  # one past the last slot
     core_start: int  # first slot of the word proper: edge punctuation left out ("lion," → lion)
     core_stop: int  # one past its last slot (the whole word if it is only punctuation)
+    lead: str = ""  # the punctuation pre-tokens before the word proper ("(" of "(lion),")
+    trail: str = ""  # and after it ("),")
 
     @property
     def slots(self) -> range:
@@ -313,18 +315,15 @@ class Word:
 
     @property
     def core_text(self) -> str:
-        """The text without edge punctuation (``"lion,"`` → ``"lion"``); all of it if none is
-        left."""
-        return _strip_punctuation(self.text) or self.text
+        """The text of the word proper (``"lion,"`` → ``"lion"``)."""
+        return self.text[len(self.lead) : len(self.text) - len(self.trail)]
 
     @property
     def edges(self) -> tuple[str, str]:
-        """The edge punctuation before and after the word proper (``"lion,"`` → ``("", ",")``)."""
-        if not _strip_punctuation(self.text):
-            return "", ""
-        lead = regex.match(r"^[^\p{L}\p{N}]*", self.text).group()
-        trail = regex.search(r"[^\p{L}\p{N}]*$", self.text).group()
-        return lead, trail
+        """The edge punctuation before and after the word proper (``"lion,"`` → ``("", ",")``),
+        as CLIP's pre-tokens split it (``"'sunny'"`` → ``("", "'")``: ``'s`` is a pre-token of
+        the word proper)."""
+        return self.lead, self.trail
 
 
 @dataclass(frozen=True)
@@ -393,8 +392,6 @@ class TokenView:
         loose = tuple(w for w in self.words if bare and _strip_punctuation(w.text) == bare)
         if loose:
             return loose
-        if exact:
-            return exact  # a word made only of punctuation, e.g. "&"
         raise WordNotFoundError(
             f"{query!r} is not a word of the prompt {self.prompt!r}; its words are "
             f"{[w.text for w in self.words]}. Fix: use one of those words (or its index)."
@@ -433,7 +430,7 @@ class TokenView:
 
 
 def _strip_punctuation(text: str) -> str:
-    return regex.sub(r"^[^\p{L}\p{N}]+|[^\p{L}\p{N}]+$", "", text)
+    return regex.sub(r"^[^\p{L}\p{N}\p{M}]+|[^\p{L}\p{N}\p{M}]+$", "", text)
 
 
 def tokenize(prompt: str, tokenizer: PreTrainedTokenizerBase | None = None) -> TokenView:
@@ -496,14 +493,14 @@ def tokenize(prompt: str, tokenizer: PreTrainedTokenizerBase | None = None) -> T
     while len(slots) < MAX_SLOTS:
         slots.append(Slot(len(slots), EOS_ID, EOS_TOKEN, EOS_TOKEN, "pad", None))
 
-    # The word proper runs from its first to its last pre-token holding a letter or digit;
-    # punctuation pre-tokens outside it ("lion," → "lion" + ",") are its edges.
-    core_slots: dict[int, list[int]] = {i: [] for i in range(len(word_texts))}
+    # The word proper runs from its first to its last pre-token holding a letter, digit or
+    # mark; the punctuation pre-tokens outside it ("lion," → "lion" + ",") are its edges.
+    parts: dict[int, list[tuple[str, range, bool]]] = {i: [] for i in range(len(word_texts))}
     position = 1
     for trace, word_index in zip(traces, pretoken_words):
         pieces = range(position, position + len(trace.pieces))
-        if regex.search(r"[\p{L}\p{N}]", trace.pretoken):
-            core_slots[word_index].extend(pieces)
+        proper = bool(regex.search(r"[\p{L}\p{N}\p{M}]", trace.pretoken))
+        parts[word_index].append((trace.pretoken, pieces, proper))
         position = pieces.stop
 
     words = []
@@ -512,9 +509,16 @@ def tokenize(prompt: str, tokenizer: PreTrainedTokenizerBase | None = None) -> T
         # A word made only of characters CLIP drops (none here, but keep it honest): empty span.
         start = indices[0] if indices else (words[-1].stop if words else 1)
         stop = start + len(indices)
-        core = core_slots[index]
-        core_start, core_stop = (core[0], core[-1] + 1) if core else (start, stop)
-        words.append(Word(index, text, start, stop, core_start, core_stop))
+        proper = [i for i, (_, _, is_proper) in enumerate(parts[index]) if is_proper]
+        if proper:
+            first, last = parts[index][proper[0]], parts[index][proper[-1]]
+            lead = "".join(pretoken for pretoken, _, _ in parts[index][: proper[0]])
+            trail = "".join(pretoken for pretoken, _, _ in parts[index][proper[-1] + 1 :])
+            core_start, core_stop = first[1].start, last[1].stop
+        else:  # only punctuation: the whole word is its own core
+            lead = trail = ""
+            core_start, core_stop = start, stop
+        words.append(Word(index, text, start, stop, core_start, core_stop, lead, trail))
 
     view = TokenView(
         prompt=prompt,

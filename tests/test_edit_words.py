@@ -70,3 +70,16 @@ def test_replace_refuses_an_unknown_rule_when_made():
 def test_local_blend_refuses_bools_and_out_of_range_numbers(settings, message):
     with pytest.raises(ValueError, match=message):
         LocalBlend("red", "blue", **settings).resolve(SOURCE, TARGET, num_steps=10)
+
+
+def test_a_word_named_by_text_and_by_index_counts_once_in_a_blend():
+    source = tokenize("a cat and a cat")
+    plan = LocalBlend(["cat", 1], "cat").resolve(source, source, num_steps=4)
+    assert list(plan.source_slots) == _slots_of(source, "cat")  # [2, 5], each once
+
+
+def test_combining_marks_belong_to_the_word_proper():
+    view = tokenize("a fox\u0301 here")  # x + acute has no precomposed form: it stays a mark
+    assert view.pretokens == ("a", "fox", "\u0301", "here")  # CLIP splits the mark off
+    fox = view.words[1]
+    assert fox.edges == ("", "") and fox.core == fox.slots and fox.core_text == "fox\u0301"

@@ -527,3 +527,21 @@ def test_differing_punctuation_swaps_the_whole_words_and_original_rule_always_do
     assert swap.case == "N-to-M" and swap.source_slots == range(2, 4)
     (original,) = word_swap_mapper("A lion, eating", "A hippopotamus, eating", "original").swaps
     assert original.case == "N-to-M" and original.target_slots == range(2, 6)
+
+
+def test_a_quoted_word_with_a_contraction_piece_swaps_whole_and_keeps_the_walk_aligned():
+    """In "'sunny'" CLIP's pre-token "'s" belongs to the word proper, so its edges ("", "'")
+    differ from "'cloudy'"'s ("'", "'"): the whole words swap, and every later token stays
+    aligned (each unchanged slot maps to the slot of the same text)."""
+    source, target = "a sign saying 'sunny' here", "a sign saying 'cloudy' here"
+    assert tokenize(source).words[3].edges == ("", "'")
+    assert tokenize(target).words[3].edges == ("'", "'")
+    mapper = word_swap_mapper(source, target)
+    (swap,) = mapper.swaps
+    assert swap.source_slots == mapper.source.words[3].slots
+    assert swap.target_slots == mapper.target.words[3].slots
+    for word_index in (4,):  # "here", after the swap
+        i = mapper.source.words[word_index].start
+        j = mapper.target.words[word_index].start
+        assert mapper.matrix[i, j] == 1.0
+    assert mapper.matrix[mapper.source.eos_index, mapper.target.eos_index] == 1.0

@@ -263,6 +263,22 @@ def test_export_only_without_a_folder_is_refused_with_the_fix(capsys):
     assert "--export-only needs --export DIR" in capsys.readouterr().err
 
 
+def test_export_only_of_a_folder_without_a_run_is_refused_and_creates_nothing(tmp_path, capsys):
+    typo = tmp_path / "typo"
+    with pytest.raises(SystemExit):
+        shapes_train.main(["--out", str(typo), "--export-only", "--export", str(tmp_path / "x")])
+    assert "holds no trained run" in capsys.readouterr().err
+    assert not typo.exists() and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("inside", ["", "pipeline"])
+def test_export_into_the_run_folder_is_refused_before_training(tmp_path, capsys, inside):
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        shapes_train.parse_args(["--out", str(run), "--export", str(run / inside)])
+    assert "export to a folder of its own" in capsys.readouterr().err
+
+
 def _resume_args(out, *flags: str):
     return shapes_train.parse_args(["--out", str(out), "--n-images", "100", "--seed", "3",
                                     "--resume", *flags])  # fmt: skip

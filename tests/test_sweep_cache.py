@@ -99,3 +99,18 @@ def test_the_sweeps_own_settings_are_refused_in_edit_kwargs(pipe, name):
     with pytest.raises(TypeError, match=r"injection_sweep sets .* itself.*vary=.*fixed=") as error:
         injection_sweep(pipe, SOURCE, TARGET, steps=2, **{name: 0.5})
     assert name in str(error.value) and "multiple values" not in str(error.value)
+
+
+def test_storing_a_cell_drops_the_cells_of_pipelines_that_are_gone():
+    settings = {"seed": 0, "steps": 2, "guidance": 7.5, "cross": 0.8, "self_": 0.4}
+    gone, kept = _Pipeline(), _Pipeline()
+    cache = SweepCache()
+    cache.put(sweep_key(gone, SOURCE, TARGET, **settings), "gone")  # type: ignore[arg-type]
+    kept_key = sweep_key(kept, SOURCE, TARGET, **settings)
+    cache.put(kept_key, "kept")  # type: ignore[arg-type]
+    assert len(cache) == 2
+    del gone
+    gc.collect()
+    new_key = sweep_key(kept, SOURCE, TARGET, **dict(settings, seed=1))
+    cache.put(new_key, "new")  # type: ignore[arg-type]
+    assert set(cache.results) == {kept_key, new_key}

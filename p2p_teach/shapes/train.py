@@ -911,10 +911,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--export-only needs --export DIR, the folder to write the fp16 pipeline "
                      "to (e.g. --export-only --export p2p_teach/shapes/weights)")  # fmt: skip
     if args.export is not None:
+        export, out = args.export.resolve(), args.out.resolve()
+        if export == out or out in export.parents:
+            parser.error(f"--export {args.export} is the run folder --out {args.out} or inside "
+                         "it; export to a folder of its own, e.g. --export "
+                         f"{args.out / '..' / 'export'}")  # fmt: skip
         try:
             check_export_folder(args.export)
         except ValueError as error:
             parser.error(f"--export: {error}")
+    if args.export_only and not any(
+        (args.out / name).exists() for name in ("final.pt", "unet_ckpt.pt")
+    ):
+        parser.error(f"--export-only: {args.out} holds no trained run (no final.pt or "
+                     "unet_ckpt.pt); pass the --out of a run that trained its UNet")  # fmt: skip
     return args
 
 
@@ -948,7 +958,7 @@ def check_resume(out: Path, args: argparse.Namespace) -> None:
                 raise SystemExit(f"--resume: {out} trains from scratch, so --init-from {now} "
                                  "cannot resume it; drop --init-from, or use another --out "
                                  "for a fine-tune")  # fmt: skip
-            same = was is None or Path(was) == Path(now)
+            same = was is None or Path(was).resolve() == Path(now).resolve()
         elif isinstance(was, float) or isinstance(now, float):
             same = float(was) == float(now)
         else:
@@ -973,16 +983,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    if args.export_only:
+    if args.export_only:  # parse_args checked that out holds a trained run
         export_from_run(out, args.export, torch.float16)
         log(f"exported to {args.export}")
         return
+    out.mkdir(parents=True, exist_ok=True)
     if args.resume:
         check_resume(out, args)
     else:
         names = ("data.pt", "vae_ckpt.pt", "vae_final.pt", "latents.pt", "text_ckpt.pt",
-                 "text_final.pt", "init.pt", "unet_ckpt.pt", "final.pt")  # fmt: skip
+                 "text_final.pt", "init.pt", "unet_ckpt.pt", "final.pt",
+                 "vae_decoder_ckpt.pt", "vae_decoder_final.pt")  # fmt: skip
         for name in names:
             if (out / name).exists():
                 raise SystemExit(f"{out / name} exists: pass --resume or use another --out")

@@ -137,7 +137,7 @@ class MapperExplorer(widgets.VBox):
         self.figure = mapper_figure(mapper, view=VIEWS[self.view_buttons.value])  # type: ignore[arg-type]
         self.figure_image.value = figure_png(self.figure)
         self.text_view.value = f"<pre>{html.escape(format_mapper(mapper))}</pre>"
-        cases = ", ".join(f"{s.source_word.text} → {s.target_word.text}: {s.case}"
+        cases = ", ".join(f"{s.source_text} → {s.target_text}: {s.case}"
                           for s in mapper.swaps)
         self.status.value = f"{mapper.rule} rule; swaps: {cases or 'none'}"
 

@@ -26,12 +26,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from p2p_teach import engine
 from p2p_teach.processors import ExplicitAttnProcessor, PromptToPromptProcessor
+
+if TYPE_CHECKING:
+    from p2p_teach.engine import EditResult
 
 
 class ExplicitAttention(ExplicitAttnProcessor):
@@ -89,7 +92,7 @@ def explicit_attention(pipe: Any) -> Iterator[None]:
         unet.set_attn_processor(dict(previous))
 
 
-def explicit_edit(pipe: Any, source_prompt: str, target_prompt: str, **kwargs: Any):
+def explicit_edit(pipe: Any, source_prompt: str, target_prompt: str, **kwargs: Any) -> EditResult:
     """:func:`p2p_teach.engine.edit` with the explicit attention strategy; same arguments.
 
     Layers the edit does not touch get :class:`ExplicitAttention`; the engine builds

@@ -10,31 +10,37 @@ guidance, on the same pipeline:
 * ``explicit``: the same edit with attention probabilities materialised in every layer, as the
   original implementations do (:mod:`benchmarks.explicit`).
 
-Time: one process per configuration runs one untimed warm-up of each variant, then the variants
-in turn, stock, edit, explicit, stock, edit, explicit, …; each variant's ratio to stock is the
-median of the per-repetition ratios. Memory: each variant runs once in a fresh subprocess that
-builds the model, notes its resident memory, resets the kernel's peak-RSS mark and runs the
-variant; the peak is the kernel's high-water mark of resident memory (see
-:mod:`benchmarks.memory`).
+Time: each configuration (and the scaling runs) is timed in a fresh child process of its own
+(``--child``), which builds the model, runs one untimed warm-up of each variant at the full step
+count, then the variants in turn, stock, edit, explicit, stock, edit, explicit, …; each
+variant's ratio to stock is the median of the per-repetition ratios. Memory: each variant runs
+in a fresh child process of its own that builds the model, notes its resident memory, resets the
+kernel's peak-RSS mark and runs the variant ``memory_runs`` times; the peak is the kernel's
+high-water mark of resident memory (see :mod:`benchmarks.memory`). The parent process builds no
+model: it starts the children one at a time and writes the results.
 
     python benchmarks/run.py --quick      # small model, SD v1.5 architecture at 256², scaling
     python benchmarks/run.py              # the full run (more repetitions, 5 steps, 512²)
     python benchmarks/run.py --smoke --out DIR   # 1 repetition, small model, 2 steps (tests)
 
 Results: a table on stdout and in ``benchmarks/results/latest.md``, and JSON in
-``benchmarks/results/<date>.json`` (or ``--out DIR``).
+``benchmarks/results/<mode>-<date>.json`` (or ``results.md`` and ``results.json`` in
+``--out DIR``).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import math
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,7 +48,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``p2p_teach`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -53,6 +59,11 @@ import torch
 from benchmarks import memory
 from benchmarks.explicit import explicit_edit
 
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
+
+    from p2p_teach.history import AttentionHistory
+
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = ("stock", "edit", "explicit")
 SOURCE_PROMPT = "photo of a cat riding on a bicycle"
@@ -62,7 +73,10 @@ SELF_STEPS = 0.4
 GUIDANCE = 7.5
 SEED = 1
 HISTORY_STEPS_TARGET = 50  # the history target is stated for a 50-step edit
+# Jobs of this project that load the CPU for a long time; the results say whether they ran.
 TRAINING_JOB = "shapes.train"
+EVALUATION_JOB = "shapes.evaluate"
+PROC = Path("/proc")
 
 # Targets of the benchmark issue (ratios measured in the same run).
 TARGETS: dict[str, dict[str, float]] = {
@@ -81,7 +95,6 @@ class Case:
     width: int
     steps: int
     repetitions: int
-    warmup_steps: int | None = None  # None: warm up with the full number of steps
     record: Any = "auto"
     variants: tuple[str, ...] = VARIANTS
     memory: bool = True
@@ -91,13 +104,18 @@ class Case:
     def target_key(self) -> str:
         return "sd15" if self.model == "sd15" else "small"
 
+    @classmethod
+    def from_dict(cls, fields: dict) -> Case:
+        """The case ``dataclasses.asdict`` gave (after a JSON round trip)."""
+        return cls(**{**fields, "variants": tuple(fields["variants"])})
+
 
 # --------------------------------------------------------------------------------------------
 # Models and variants
 # --------------------------------------------------------------------------------------------
 
 
-def build_pipeline(model: str):
+def build_pipeline(model: str) -> StableDiffusionPipeline:
     """The pipeline of a case: the built-in small model or SD v1.5's architecture (random)."""
     if model == "sd15":
         from benchmarks.sd15 import build_sd15_random_pipeline
@@ -108,7 +126,7 @@ def build_pipeline(model: str):
     return load_pipeline("builtin", verbose=False)
 
 
-def initial_noise(pipe, height: int, width: int) -> torch.Tensor:
+def initial_noise(pipe: StableDiffusionPipeline, height: int, width: int) -> torch.Tensor:
     """z_T of shape (1, C, h, w), the same for every variant (CPU generator, ``SEED``)."""
     factor = pipe.vae_scale_factor
     shape = (1, pipe.unet.config.in_channels, height // factor, width // factor)
@@ -126,7 +144,7 @@ class Outcome:
 
 def run_variant(
     variant: str,
-    pipe,
+    pipe: StableDiffusionPipeline,
     case: Case,
     noise: torch.Tensor,
     *,
@@ -188,6 +206,7 @@ def _stock_callback(on_step: Callable[[], None]) -> Callable:
 
 
 def timed(function: Callable[[], Outcome]) -> tuple[float, Outcome]:
+    """Wall time of ``function`` and what it returned."""
     start = time.perf_counter()
     outcome = function()
     return time.perf_counter() - start, outcome
@@ -220,7 +239,7 @@ def timed_with_load(function: Callable[[], Outcome]) -> tuple[float, float | Non
 # --------------------------------------------------------------------------------------------
 
 
-def history_report(history, steps: int) -> dict:
+def history_report(history: AttentionHistory | None) -> dict:
     """The history's own size report, per step, and extrapolated to 50 steps."""
     if history is None:
         return {"mb": 0.0, "per_step_mb": 0.0, "mb_50_steps": 0.0, "layers": []}
@@ -270,11 +289,15 @@ def _history_diff(first, second) -> float:
     )
 
 
-def measure_time(pipe, case: Case, log: Callable[[str], None]) -> dict:
-    """Warm up, then time the variants in turn; per-repetition ratios to stock."""
+def measure_time(pipe: StableDiffusionPipeline, case: Case, log: Callable[[str], None]) -> dict:
+    """Warm up, then time the variants in turn; per-repetition ratios to stock.
+
+    The warm-up runs every variant once at the full step count (allocator, kernels, caches):
+    a shorter warm-up left the first timed repetition visibly slower.
+    """
     noise = initial_noise(pipe, case.height, case.width)
-    for variant in case.variants:  # warm-up: allocator, kernels, caches
-        run_variant(variant, pipe, case, noise, steps=case.warmup_steps or case.steps)
+    for variant in case.variants:
+        run_variant(variant, pipe, case, noise)
     times: dict[str, list[float]] = {variant: [] for variant in case.variants}
     others_load: list[float] = []
     last: dict[str, Outcome] = {}
@@ -300,36 +323,61 @@ def measure_time(pipe, case: Case, log: Callable[[str], None]) -> dict:
         "median_s": {v: statistics.median(t) for v, t in times.items()},
     }
     if "stock" in times:
-        report["ratio_to_stock"] = {
-            v: statistics.median(a / b for a, b in zip(times[v], times["stock"]))
+        per_repetition = {
+            v: [a / b for a, b in zip(times[v], times["stock"])]
             for v in case.variants
             if v != "stock"
         }
+        report["ratio_per_repetition"] = per_repetition
+        report["ratio_to_stock"] = {v: statistics.median(r) for v, r in per_repetition.items()}
     if "edit" in last:
-        report["history"] = history_report(last["edit"].history, case.steps)
+        report["history"] = history_report(last["edit"].history)
     if "edit" in last and "explicit" in last:
-        report["explicit_history_mb"] = history_report(last["explicit"].history, case.steps)["mb"]
+        report["explicit_history_mb"] = history_report(last["explicit"].history)["mb"]
         report["agreement"] = agreement(last["edit"], last["explicit"], last.get("stock"))
     return report
 
 
-def memory_child(spec: dict) -> dict:
+def time_child(spec: dict, log: Callable[[str], None]) -> dict:
+    """In a fresh process: build the model of ``spec["case"]`` and time its variants."""
+    from p2p_teach.models import describe_pipeline
+
+    case = Case.from_dict(spec["case"])
+    start = time.perf_counter()
+    pipe = build_pipeline(case.model)
+    build_s = time.perf_counter() - start
+    model = describe_pipeline(pipe)
+    log(f"  model: {model} (built in {build_s:.1f} s)")
+    return {"model": model, "build_s": build_s, "time": measure_time(pipe, case, log)}
+
+
+def scaling_child(spec: dict, log: Callable[[str], None]) -> dict:
+    """In a fresh process: build the small model and run :func:`measure_scaling`."""
+    pipe = build_pipeline("builtin")
+    return measure_scaling(pipe, spec["steps"], spec["record"], spec["repetitions"], log)
+
+
+def memory_child(spec: dict, log: Callable[[str], None] | None = None) -> dict:
     """In a fresh process: build the model, warm up, then reset the peak, run, read it.
 
     The warm-up runs the variant for one step, so one-time allocations (modules imported on
     first use, kernel caches) are made before the measurement, as in the timing process. Each
-    measured run resets the kernel's peak mark first and reads it twice: at the end of the last
-    denoising step (the denoising's peak; the mark only grows) and after the run (which adds
-    the VAE decode). With several runs (``case.memory_runs``), the medians are reported.
+    measured run releases the previous run's outcome, resets the kernel's peak mark and reads it
+    twice: at the end of the last denoising step (the denoising's peak; the mark only grows) and
+    after the run (which adds the VAE decode). With several runs (``case.memory_runs``), the
+    medians are reported. ``peak_reset`` is False if the kernel refused any reset: the peaks
+    may then be the model build's, not the run's.
     """
-    case = Case(**{**spec["case"], "variants": tuple(spec["case"]["variants"])})
+    case = Case.from_dict(spec["case"])
     start = time.perf_counter()
     pipe = build_pipeline(case.model)
     noise = initial_noise(pipe, case.height, case.width)
     build_s = time.perf_counter() - start
     run_variant(spec["variant"], pipe, case, noise, steps=1)
     runs = []
+    history_mb = 0.0
     for _ in range(case.memory_runs):
+        outcome = None  # the previous run's images and history must not count in this run
         memory.release_free_memory()
         base = memory.current_rss_mb()
         peak_reset = memory.reset_peak()
@@ -341,6 +389,7 @@ def memory_child(spec: dict) -> dict:
             )
         )  # fmt: skip
         peak = memory.peak_rss_mb()
+        history_mb = outcome.history.memory_mb if outcome.history is not None else 0.0
         runs.append(
             {
                 "run_s": seconds,
@@ -357,29 +406,68 @@ def memory_child(spec: dict) -> dict:
     report["peak_reset"] = all(run["peak_reset"] for run in runs)
     report["runs"] = runs
     report["ru_maxrss_mb"] = memory.maxrss_mb()
-    report["history_mb"] = outcome.history.memory_mb if outcome.history is not None else 0.0
+    report["history_mb"] = history_mb
     return report
 
 
+CHILDREN: dict[str, Callable[..., dict]] = {
+    "time": time_child,
+    "scaling": scaling_child,
+    "memory": memory_child,
+}
+
+
+def run_child(spec: dict, what: str, log: Callable[[str], None]) -> dict:
+    """Run ``spec`` (``{"kind": "time" | "scaling" | "memory", …}``) in a fresh Python process.
+
+    The child's ``LOG`` lines are passed on to ``log`` as they come; its ``RESULT`` line is the
+    report. Anything else it prints (library warnings) is kept for the error message.
+    """
+    if spec.get("kind") not in CHILDREN:
+        raise ValueError(f"unknown child kind {spec.get('kind')!r} (one of {sorted(CHILDREN)})")
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+    tail: collections.deque[str] = collections.deque(maxlen=60)
+    result = None
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("RESULT "):
+                result = line.removeprefix("RESULT ")
+            elif line.startswith("LOG "):
+                log(line.removeprefix("LOG "))
+            else:
+                tail.append(line)
+    if process.returncode != 0 or result is None:
+        output = "\n".join(tail)[-3000:]
+        raise RuntimeError(
+            f"{what} failed in its child process (exit {process.returncode}):\n{output}"
+        )
+    return json.loads(result)
+
+
 def measure_memory(case: Case, log: Callable[[str], None]) -> dict:
-    """Each variant once in its own subprocess (one at a time); peaks and ratios to stock."""
+    """Each variant in its own child process (one at a time); peaks and ratios to stock."""
     results = {}
     for variant in case.variants:
-        spec = {"case": dataclasses.asdict(case), "variant": variant}
-        command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
-        completed = subprocess.run(command, capture_output=True, text=True, check=False)
-        lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-        if completed.returncode != 0 or not lines:
-            raise RuntimeError(
-                f"memory subprocess for {case.name}/{variant} failed "
-                f"(exit {completed.returncode}):\n{completed.stderr[-3000:]}"
-            )
-        results[variant] = json.loads(lines[-1].removeprefix("RESULT "))
+        spec = {"kind": "memory", "case": dataclasses.asdict(case), "variant": variant}
+        results[variant] = run_child(spec, f"memory of {case.name}/{variant}", log)
         log(
             f"  {case.name} memory {variant}: peak {results[variant]['peak_mb']:.0f} MB, "
             f"after build {results[variant]['base_mb']:.0f} MB"
         )
-    report: dict[str, Any] = {"per_variant": results}
+        if not results[variant]["peak_reset"]:
+            log(
+                f"  warning: the kernel refused the peak reset (/proc/self/clear_refs) for "
+                f"{case.name}/{variant}: its peak may be the model build's, not the run's"
+            )
+    # False if the kernel refused a peak reset in any child: the peaks are then unreliable
+    report: dict[str, Any] = {
+        "per_variant": results,
+        "peak_reset": all(result["peak_reset"] for result in results.values()),
+    }
     if "stock" in results:
         stock = results["stock"]
         report["ratio_to_stock"] = {
@@ -411,6 +499,8 @@ def check_targets(case: Case, report: dict) -> dict:
     if "ratio_to_stock" in report.get("memory", {}):
         peak = report["memory"]["ratio_to_stock"]["edit"]["peak"]
         checks["edit_peak_memory"] = {"value": peak, "limit": limits["memory"]}
+        if not report["memory"].get("peak_reset", True):  # the peaks may be the build's
+            checks["edit_peak_memory"].update(met=None, unreliable=True)
     if "history_mb_50_steps" in limits and "history" in report.get("time", {}):
         value = report["time"]["history"]["mb_50_steps"]
         checks["history_mb_50_steps"] = {"value": value, "limit": limits["history_mb_50_steps"]}
@@ -425,7 +515,11 @@ def check_targets(case: Case, report: dict) -> dict:
 
 
 def measure_scaling(
-    pipe, steps_list: list[int], record_sets: list, repetitions: int, log: Callable[[str], None]
+    pipe: StableDiffusionPipeline,
+    steps_list: list[int],
+    record_sets: list,
+    repetitions: int,
+    log: Callable[[str], None],
 ) -> dict:
     """Edit time against steps (with stock alongside) and history size against record sets."""
     from p2p_teach.history import estimate_nbytes, keep_layer
@@ -489,7 +583,7 @@ def measure_scaling(
         log(f"  record sets repetition {repetition + 1}/{repetitions}")
     by_record = []
     for index, record in enumerate(record_sets):
-        history = history_report(histories[index], steps)
+        history = history_report(histories[index])
         kept = [layer for layer in layers if keep_layer(layer, record, latent)]
         columns = history.get("columns", 0)
         by_record.append(
@@ -539,14 +633,14 @@ def plan(mode: str) -> tuple[list[Case], dict | None]:
     if mode == "quick":
         cases = [
             Case("small 64² · 25 steps", "builtin", 64, 64, 25, 5, memory_runs=3),
-            Case("SD v1.5 arch 256² · 3 steps", "sd15", 256, 256, 3, 3, warmup_steps=1),
+            Case("SD v1.5 arch 256² · 3 steps", "sd15", 256, 256, 3, 3, memory_runs=2),
         ]
         scaling = {"steps": [10, 25, 50], "record": ["none", [4], 8, "all"], "repetitions": 3}
         return cases, scaling
     cases = [
         Case("small 64² · 25 steps", "builtin", 64, 64, 25, 10, memory_runs=5),
-        Case("SD v1.5 arch 256² · 5 steps", "sd15", 256, 256, 5, 5, 1, memory_runs=2),
-        Case("SD v1.5 arch 512² · 3 steps", "sd15", 512, 512, 3, 3, warmup_steps=1),
+        Case("SD v1.5 arch 256² · 5 steps", "sd15", 256, 256, 5, 5, memory_runs=2),
+        Case("SD v1.5 arch 512² · 3 steps", "sd15", 512, 512, 3, 3),
     ]
     scaling = {"steps": [10, 25, 50], "record": ["none", [4], 8, "all"], "repetitions": 5}
     return cases, scaling
@@ -582,16 +676,84 @@ def machine() -> dict:
     }
 
 
-def training_job_running() -> bool:
-    """Whether the shapes model's training job shares the CPU right now."""
-    found = subprocess.run(["pgrep", "-f", TRAINING_JOB], capture_output=True, check=False)
-    return found.returncode == 0
+def job_running(pattern: str) -> bool | None:
+    """Whether another process's command line contains ``pattern`` (None: cannot tell).
+
+    Reads ``/proc/<pid>/cmdline`` (what ``pgrep -f`` does, without needing procps); without
+    ``/proc`` it asks ``pgrep`` if there is one.
+    """
+    if PROC.is_dir():
+        own = os.getpid()
+        for entry in PROC.iterdir():
+            if not entry.name.isdigit() or int(entry.name) == own:
+                continue
+            try:
+                command = (
+                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
+            except OSError:  # the process has exited, or its cmdline is not ours to read
+                continue
+            if pattern in command:
+                return True
+        return False
+    pgrep = shutil.which("pgrep")
+    if pgrep is None:
+        return None
+    found = subprocess.run([pgrep, "-f", pattern], capture_output=True, check=False)
+    return {0: True, 1: False}.get(found.returncode)
+
+
+def training_job_running() -> bool | None:
+    """Whether the shapes model's training job shares the CPU right now (None: unknown)."""
+    return job_running(TRAINING_JOB)
+
+
+def other_jobs() -> dict[str, bool | None]:
+    """Which of this project's long CPU jobs run now: training, evaluation (None: unknown)."""
+    return {"training": training_job_running(), "evaluation": job_running(EVALUATION_JOB)}
+
+
+def provenance() -> dict:
+    """What was measured: the code's commit (and files changed since) and the built-in weights.
+
+    Every field is None where it cannot be found (no git, not a checkout).
+    """
+    root = Path(__file__).resolve().parent.parent
+    info: dict[str, Any] = {"commit": None, "changed_files": None, "builtin_weights_sha256": None}
+    git = shutil.which("git")
+    if git is not None:
+        head = subprocess.run(
+            [git, "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+        )
+        status = subprocess.run(
+            [git, "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if head.returncode == 0:
+            info["commit"] = head.stdout.strip()
+        if status.returncode == 0:
+            info["changed_files"] = [line[3:] for line in status.stdout.splitlines()]
+    import p2p_teach
+
+    weights = Path(p2p_teach.__file__).resolve().parent / "shapes" / "weights"
+    files = sorted(path for path in weights.rglob("*") if path.is_file())
+    if files:
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.relative_to(weights).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+        info["builtin_weights_sha256"] = digest.hexdigest()
+    return info
 
 
 def run(mode: str, out: Path | None, log: Callable[[str], None] = print) -> dict:
-    """Run every configuration of ``mode``; write the JSON and the Markdown table."""
-    from p2p_teach.models import describe_pipeline
+    """Run every configuration of ``mode``; write the JSON and the Markdown table.
 
+    Each configuration's timing, each variant's memory and the scaling runs each run in a fresh
+    child process of their own, one at a time; this process builds no model.
+    """
     cases, scaling = plan(mode)
     started = dt.datetime.now(dt.timezone.utc)
     results: dict[str, Any] = {
@@ -600,7 +762,8 @@ def run(mode: str, out: Path | None, log: Callable[[str], None] = print) -> dict
         "started": started.isoformat(timespec="seconds"),
         "command": "python benchmarks/run.py" + ("" if mode == "full" else f" --{mode}"),
         "machine": machine(),
-        "training_job_running_at_start": training_job_running(),
+        "code": provenance(),
+        "other_jobs_at_start": other_jobs(),
         "settings": {
             "source_prompt": SOURCE_PROMPT,
             "target_prompt": TARGET_PROMPT,
@@ -615,33 +778,25 @@ def run(mode: str, out: Path | None, log: Callable[[str], None] = print) -> dict
         "configs": [],
     }
     for case in cases:
-        log(f"{case.name}: building {case.model} …")
-        start = time.perf_counter()
-        pipe = build_pipeline(case.model)
-        build_s = time.perf_counter() - start
-        log(f"  model: {describe_pipeline(pipe)} (built in {build_s:.1f} s)")
+        log(f"{case.name}: timing in a child process ({case.model}) …")
+        spec = {"kind": "time", "case": dataclasses.asdict(case)}
+        timing = run_child(spec, f"timing of {case.name}", log)
         report: dict[str, Any] = {
             "name": case.name,
             "case": dataclasses.asdict(case),
-            "model": describe_pipeline(pipe),
-            "build_s": build_s,
-            "time": measure_time(pipe, case, log),
+            "model": timing["model"],
+            "build_s": timing["build_s"],
+            "time": timing["time"],
         }
-        del pipe  # free the weights before the memory subprocesses build their own
-        memory.release_free_memory()
         if case.memory:
             report["memory"] = measure_memory(case, log)
         report["targets"] = check_targets(case, report)
         results["configs"].append(report)
     if scaling is not None:
-        log("scaling on the small model …")
-        pipe = build_pipeline("builtin")
-        results["scaling"] = measure_scaling(
-            pipe, scaling["steps"], scaling["record"], scaling["repetitions"], log
-        )
-        del pipe
+        log("scaling on the small model, in a child process …")
+        results["scaling"] = run_child({"kind": "scaling", **scaling}, "scaling", log)
     results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    results["training_job_running_at_end"] = training_job_running()
+    results["other_jobs_at_end"] = other_jobs()
 
     table = markdown(results)
     log("\n" + table)
@@ -669,17 +824,14 @@ def markdown(results: dict) -> str:
         f"{info['cores']} cores ({info['torch_threads']} torch threads), "
         f"{info['ram_gb']} GB RAM; torch {info['torch']}, diffusers {info['diffusers']}, "
         f"transformers {info['transformers']}; fp32, PNDM, guidance {GUIDANCE}. "
-        f"Command: `{results['command']}`."
-        + (
-            " The training job shared the CPU during this run."
-            if results["training_job_running_at_start"] or results["training_job_running_at_end"]
-            else ""
-        ),
+        f"Command: `{results['command']}`." + _other_jobs_note(results),
         "",
-        "| configuration | variant | median time | time / stock | peak RSS | peak / stock "
-        "| peak above the built model: whole run | … denoising only | history |",
+        "| configuration | variant | median time | time / stock (range over repetitions) "
+        "| peak RSS | peak / stock | peak above the built model: whole run | … denoising only "
+        "| history |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    unreliable = False
     for config in results["configs"]:
         timing = config["time"]
         mem = config.get("memory", {})
@@ -695,6 +847,9 @@ def markdown(results: dict) -> str:
                 history = f"{timing['explicit_history_mb']:.3f} MB"
             stock_row = variant == "stock"
             time_ratio = "1" if stock_row else f"{ratio:.3f}" if ratio else "—"
+            spread = timing.get("ratio_per_repetition", {}).get(variant)
+            if ratio and spread and len(spread) > 1:
+                time_ratio += f" ({min(spread):.2f}–{max(spread):.2f})"
             peak = f"{per['peak_mb']:.0f} MB" if per else "—"
             peak_ratio = (
                 "1" if stock_row and per else (f"{mem_ratio['peak']:.3f}" if mem_ratio else "—")
@@ -704,14 +859,41 @@ def markdown(results: dict) -> str:
             if mem_ratio:
                 own_peak += f" ({mem_ratio['delta']:.2f}×)"
                 denoising += f" ({mem_ratio['denoising_delta']:.2f}×)"
+            if per and not per.get("peak_reset", True):
+                unreliable = True
+                peak, own_peak, denoising = (f"{cell} †" for cell in (peak, own_peak, denoising))
             lines.append(
                 f"| {config['name']} | {variant} | {timing['median_s'][variant]:.2f} s | "
                 f"{time_ratio} | {peak} | {peak_ratio} | {own_peak} | {denoising} | {history} |"
             )
+    if unreliable:
+        lines += [
+            "",
+            "† unreliable: the kernel refused to reset the peak-RSS mark (/proc/self/clear_refs) "
+            "in this variant's child process, so its peak may be the model build's, not the run's.",
+        ]
+    memory_runs = [
+        f"{config['name']} {config['case'].get('memory_runs', 1)}"
+        for config in results["configs"]
+        if config.get("memory")
+    ]
+    if memory_runs:
+        lines += [
+            "",
+            "Memory runs per variant (the median is shown; 1 means a single sample): "
+            + "; ".join(memory_runs)
+            + ".",
+        ]
     checks = [
         f"{config['name']}: {name} {check['value']:.3f} "
         f"({'≤' if name != 'explicit_above_edit' else '>'} {check['limit']:.3f}) "
-        f"{'met' if check['met'] else 'MISSED'}"
+        + (
+            "unreliable (peak reset refused)"
+            if check.get("unreliable")
+            else "met"
+            if check["met"]
+            else "MISSED"
+        )
         for config in results["configs"]
         for name, check in config["targets"].items()
     ]
@@ -780,6 +962,25 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _other_jobs_note(results: dict) -> str:
+    """A sentence on the project's long jobs that shared the CPU (older results: training only)."""
+    states: dict[str, list[bool | None]] = {}
+    for when in ("start", "end"):
+        jobs = results.get(f"other_jobs_at_{when}")
+        if jobs is None:  # results written before the evaluation job was checked
+            jobs = {"training": results.get(f"training_job_running_at_{when}", False)}
+        for job, state in jobs.items():
+            states.setdefault(job, []).append(state)
+    shared = [job for job, seen in states.items() if any(seen)]
+    unknown = [job for job, seen in states.items() if not any(seen) and None in seen]
+    note = ""
+    if shared:
+        note += f" The shapes model's {' and '.join(shared)} job shared the CPU during this run."
+    if unknown:
+        note += f" Whether the {' and '.join(unknown)} job ran could not be checked."
+    return note
+
+
 def _percent(share: float | None) -> str:
     return "—" if share is None else f"{share:.0%}"
 
@@ -787,13 +988,21 @@ def _percent(share: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     modes = parser.add_mutually_exclusive_group()
-    modes.add_argument("--quick", action="store_true", help="under 10 minutes on 2 cores")
+    modes.add_argument("--quick", action="store_true", help="about 10 minutes on 2 cores")
     modes.add_argument("--smoke", action="store_true", help="1 repetition, small model, 2 steps")
-    modes.add_argument("--child", help=argparse.SUPPRESS)  # a memory subprocess's spec (JSON)
+    modes.add_argument("--child", help=argparse.SUPPRESS)  # a child process's spec (JSON)
     parser.add_argument("--out", type=Path, help="folder for results.json and results.md")
     args = parser.parse_args(argv)
     if args.child:
-        print("RESULT " + json.dumps(memory_child(json.loads(args.child))), flush=True)
+        spec = json.loads(args.child)
+        if spec.get("kind") not in CHILDREN:
+            parser.error(f"--child: unknown kind {spec.get('kind')!r} (one of {sorted(CHILDREN)})")
+
+        def child_log(message: str) -> None:
+            print("LOG " + message, flush=True)
+
+        report = CHILDREN[spec["kind"]](spec, child_log)
+        print("RESULT " + json.dumps(report, default=_json_default), flush=True)
         return 0
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     started = time.perf_counter()

@@ -8,7 +8,12 @@ layer, shape and FLOP is what a real SD v1.5 run costs. The tokenizer is the rea
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
 
 SD15_UNET_CONFIG: dict = {
     "act_fn": "silu",
@@ -87,7 +92,7 @@ SD15_SCHEDULER_CONFIG: dict = {
 SD15_NAME = "sd15-arch-random"
 
 
-def build_sd15_random_pipeline(seed: int = 0):
+def build_sd15_random_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     """A ``StableDiffusionPipeline`` with SD v1.5's architecture and random fp32 weights (CPU).
 
     UNet 860M, CLIP-L text encoder 123M, VAE 84M parameters; about 4.3 GB of fp32 weights.

@@ -267,7 +267,7 @@ def _load(
             pipe = _move(BUILTIN_MODELS[builtin].build(seed), device, choose_dtype(device, dtype))
         elif Path(name).expanduser().is_dir():
             pipe = StableDiffusionPipeline.from_pretrained(
-                str(Path(name).expanduser()), **_dtype_kwarg(choose_dtype(device, dtype))
+                str(Path(name).expanduser()), **dtype_kwarg(choose_dtype(device, dtype))
             ).to(device)
         elif Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
             raise ModelNotAvailableError(
@@ -341,7 +341,7 @@ def _move(
     return pipe
 
 
-def _dtype_kwarg(dtype: torch.dtype) -> dict:
+def dtype_kwarg(dtype: torch.dtype) -> dict:
     """diffusers renamed ``torch_dtype`` to ``dtype``; pass whichever this version reads."""
     from diffusers.pipelines import pipeline_utils
 
@@ -374,7 +374,7 @@ def _from_hub(model_id: str, device: torch.device, dtype: torch.dtype) -> Stable
         f"Meanwhile load_pipeline('builtin') runs offline (built-in models: {builtin_names})."
     )
     try:
-        return StableDiffusionPipeline.from_pretrained(model_id, **_dtype_kwarg(dtype)).to(device)
+        return StableDiffusionPipeline.from_pretrained(model_id, **dtype_kwarg(dtype)).to(device)
     except (OSError, ValueError, ConnectionError) as error:  # hub errors subclass these
         if _hub_error(error, "GatedRepoError") is not None:
             raise ModelNotAvailableError(

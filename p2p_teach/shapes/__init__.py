@@ -48,14 +48,14 @@ def load_shapes_pipeline(
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from ..models import BUILTIN_PREFIX, _dtype_kwarg
+    from ..models import BUILTIN_PREFIX, dtype_kwarg
 
     # Loading bars would only clutter a notebook: a 28 MB model loads in well under a second.
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            str(folder or WEIGHTS_DIR), **_dtype_kwarg(dtype or torch.float32),
+            str(folder or WEIGHTS_DIR), **dtype_kwarg(dtype or torch.float32),
             local_files_only=True,
         )  # fmt: skip
     finally:

@@ -193,5 +193,7 @@ def load_components(folder: str | Path, dtype: torch.dtype = torch.float32) -> d
     """Load the pipeline components saved in ``folder`` (a ``save_pretrained`` folder)."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(folder), torch_dtype=dtype)
+    from ..models import dtype_kwarg  # imported here: p2p_teach.models imports this package
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder), **dtype_kwarg(dtype))
     return dict(pipe.components)

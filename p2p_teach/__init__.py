@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "NoEdit": "edits",
     "AttentionHistory": "history",
     "attention_processors": "processors",
+    "PipelineBusyError": "processors",
     "ScheduleError": "schedules",
 }
 

@@ -449,6 +449,8 @@ def edit(
         ``PromptTooLongError``, ``UnsupportedSchedulerError``), ``WordNotFoundError``,
         TypeError: bad input, detected before the pipeline is touched; each message names
         the fix.
+        PipelineBusyError: another thread is running an edit on this pipeline (raised before
+            its processors are touched).
     """
     # ---- 0. Check everything, and plan, before touching the pipeline ----------------------
     _check_pipeline(pipe)

@@ -30,6 +30,8 @@ same probabilities (no second attention), and the unconditional pair still uses 
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -419,18 +421,52 @@ def attention_processors(
         The previous processors (name → processor).
 
     The previous processors are put back when the block ends, however it ends: normally, by an
-    exception, or by ``KeyboardInterrupt``.
+    exception, or by ``KeyboardInterrupt``. One thread at a time may hold a UNet's block: two
+    edits at once would each put back the other's processors.
+
+    Raises:
+        PipelineBusyError: another thread holds this UNet's block (an edit is running there).
+        KeyError: a name is not an attention layer of the UNet.
     """
     unet = getattr(pipe_or_unet, "unet", pipe_or_unet)
-    previous = unet.attn_processors  # name → processor, a fresh dict
-    unknown = sorted(set(processors) - set(previous))
-    if unknown:
-        raise KeyError(
-            f"not attention layers of this UNet: {unknown[:3]}. Fix: use names from "
-            f"unet.attn_processors, e.g. {sorted(previous)[:1]}"
+    lock = _unet_lock(unet)
+    if not lock.acquire(blocking=False):
+        raise PipelineBusyError(
+            "this pipeline is running an edit in another thread (another widget's run, or a "
+            "background run). Fix: wait for it to finish (e.g. widget.wait()), or give each "
+            "widget a pipeline of its own."
         )
     try:
-        unet.set_attn_processor({**previous, **processors})  # a fresh dict: it is consumed
-        yield dict(previous)
+        previous = unet.attn_processors  # name → processor, a fresh dict
+        unknown = sorted(set(processors) - set(previous))
+        if unknown:
+            raise KeyError(
+                f"not attention layers of this UNet: {unknown[:3]}. Fix: use names from "
+                f"unet.attn_processors, e.g. {sorted(previous)[:1]}"
+            )
+        try:
+            unet.set_attn_processor({**previous, **processors})  # a fresh dict: it is consumed
+            yield dict(previous)
+        finally:
+            unet.set_attn_processor(dict(previous))
     finally:
-        unet.set_attn_processor(dict(previous))
+        lock.release()
+
+
+class PipelineBusyError(RuntimeError):
+    """A UNet's processors are already swapped by an edit running in another thread."""
+
+
+_UNET_LOCKS: weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock] = (
+    weakref.WeakKeyDictionary()
+)
+_UNET_LOCKS_GUARD = threading.Lock()
+
+
+def _unet_lock(unet: torch.nn.Module) -> threading.RLock:
+    """The UNet's lock (re-entrant: the same thread may nest blocks, as a callback might)."""
+    with _UNET_LOCKS_GUARD:
+        lock = _UNET_LOCKS.get(unet)
+        if lock is None:
+            lock = _UNET_LOCKS[unet] = threading.RLock()
+        return lock

@@ -65,6 +65,11 @@ def _styled(widget: widgets.Widget, css_class: str) -> widgets.Widget:
     return widget
 
 
+LIVE_CAPTIONS = (  # the image captions while a run shows its x0 previews
+    "<b>source</b><br><small>x0 preview, live</small>",
+    "<b>target</b><br><small>x0 preview, live</small>",
+)
+
 class EditRunner(GuardedEditWidget, widgets.VBox):
     """Controls, Run with a progress bar, live x0 previews and maps, the result, and Save."""
 
@@ -131,8 +136,8 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
 
         self.source_image = png_image("p2p-source-image")
         self.target_image = png_image("p2p-target-image")
-        self.source_caption = widgets.HTML("<b>source</b><br><small>x0 preview, live</small>")
-        self.target_caption = widgets.HTML("<b>target</b><br><small>x0 preview, live</small>")
+        self.source_caption = widgets.HTML(LIVE_CAPTIONS[0])
+        self.target_caption = widgets.HTML(LIVE_CAPTIONS[1])
         self.maps_image = png_image("p2p-maps-image")
         self.result_image = png_image("p2p-result-image")
         self.save_folder = _styled(
@@ -211,6 +216,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         self.progress.value = 0
         self.progress.bar_style = "info"
         self.progress.description = f"step 0/{kwargs['steps']}"
+        self.source_caption.value, self.target_caption.value = LIVE_CAPTIONS  # a new run
         self.status.value = (
             f"Running {kwargs['edit']}: {kwargs['source_prompt']!r} → "
             f"{kwargs['target_prompt']!r}, {kwargs['steps']} steps, seed {kwargs['seed']}…"

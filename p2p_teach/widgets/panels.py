@@ -249,7 +249,8 @@ class ReweightPanel(_EditPanel):
         }
 
     def show(self, result: EditResult) -> None:
-        word, weight = self.word_dropdown.value, float(self.weight_slider.value)
+        # the word and weight the run used (the controls may have moved since it started)
+        ((word, weight),) = result.settings["edit"]["weights"].items()
         self.result_figure = side_by_side(
             [result.source_image, result.edited_image],
             ["plain (weight 1)", f"{word!r} × {weight:g}"],

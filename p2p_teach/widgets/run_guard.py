@@ -71,9 +71,16 @@ class RunGuard:
         if self.owner is not None:
             self.owner.remove_class("p2p-running")
 
-    def start(self, work: Callable[[], object], threaded: bool) -> bool:
+    def start(
+        self,
+        work: Callable[[], object],
+        threaded: bool,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> bool:
         """Claim, run ``work`` (in a daemon thread if ``threaded``), release when it ends.
 
+        ``on_error`` receives an exception that ``work`` lets out (a background thread would
+        otherwise lose it where no learner looks); without it the exception propagates.
         Returns False when refused. A background run's thread is :attr:`thread`.
         """
         if not self.claim():
@@ -82,6 +89,10 @@ class RunGuard:
         def guarded() -> None:
             try:
                 work()
+            except Exception as error:
+                if on_error is None:
+                    raise
+                on_error(error)
             finally:
                 self.release()
 
@@ -131,6 +142,10 @@ class GuardedWidget:
         self.progress.bar_style = "danger"
         self.status.value = f"Could not {what}. {self.error}"
 
+    def _show_late_failure(self, error: Exception) -> None:
+        """A failure after the run's own checks (drawing its result): shown, not lost."""
+        self._show_failure(error, "show the result")
+
 
 class GuardedEditWidget(GuardedWidget):
     """Mixin for a widget that runs one :func:`~p2p_teach.engine.edit` per Run press.
@@ -149,11 +164,15 @@ class GuardedEditWidget(GuardedWidget):
 
     def request_run(self) -> bool:
         """What Run does: start the edit (in a thread if ``threaded``); False if refused."""
-        return self.guard.start(self._run_claimed, threaded=self.threaded)
+        return self.guard.start(
+            self._run_claimed, threaded=self.threaded, on_error=self._show_late_failure
+        )
 
     def run(self) -> EditResult | None:
         """Run the edit now, in this thread. Returns None if refused or if the edit failed."""
-        if not self.guard.start(self._run_claimed, threaded=False):
+        if not self.guard.start(
+            self._run_claimed, threaded=False, on_error=self._show_late_failure
+        ):
             return None
         return self.result if self.error is None else None
 

@@ -77,6 +77,7 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
         self.cache = cache if cache is not None else SweepCache()
         self.threaded = threaded
         self.sweeps: dict[tuple[str, str], SweepResult] = {}
+        self._computing: tuple[str, str] | None = None  # the row a run is computing
         self.survival: dict[tuple[str, str], dict[float, float]] = {}
         self.grid_figure: Figure | None = None
         self.survival_figure: Figure | None = None
@@ -152,7 +153,9 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
 
     def request_compute(self) -> bool:
         """What Compute does: compute the current row (in a thread if ``threaded``)."""
-        return self.guard.start(self._compute_claimed, threaded=self.threaded)
+        return self.guard.start(
+            self._compute_claimed, threaded=self.threaded, on_error=self._show_late_failure
+        )
 
     def compute(self, target: str | None = None, vary: Varied | None = None) -> SweepResult | None:
         """Compute a row now, in this thread (default: the row on show); None if refused."""
@@ -160,7 +163,9 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
             self.target_dropdown.value = target
         if vary is not None:
             self.vary_buttons.value = vary
-        if not self.guard.start(self._compute_claimed, threaded=False):
+        if not self.guard.start(
+            self._compute_claimed, threaded=False, on_error=self._show_late_failure
+        ):
             return None
         return self.sweeps.get(self.row_key)
 
@@ -168,10 +173,11 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
         self.progress.max = count
         self.progress.value = index
         self.progress.description = f"cell {index + 1}/{count}"
-        self.status.value = f"{ROW_LABELS[self.vary_buttons.value]} {fraction_label(fraction)}…"
+        vary = self._computing[1] if self._computing else self.vary_buttons.value
+        self.status.value = f"{ROW_LABELS[vary]} {fraction_label(fraction)}…"
 
     def _compute_claimed(self) -> None:
-        target, vary = self.row_key
+        target, vary = self._computing = self.row_key  # the row this run computes
         misses_before = self.cache.misses
         self.error = None
         self.progress.bar_style = "info"
@@ -190,9 +196,14 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
         self.progress.description = f"cell {self.progress.max}/{self.progress.max}"
         self.progress.bar_style = "success"
         computed = self.cache.misses - misses_before
-        self.show_row(
-            f"Done: {computed} edits computed, {len(self.fractions) - computed} from the cache."
-        )
+        done = f"{computed} edits computed, {len(self.fractions) - computed} from the cache."
+        if self.row_key == (target, vary):
+            self.show_row(f"Done: {done}")
+        else:  # the learner picked another row while this one computed
+            self.show_row()
+            self.status.value = (
+                f"Done: {ROW_LABELS[vary]} for {target!r}: {done} Pick that row to see it."
+            )
 
     # ------------------------------------------------------------------ showing
 

@@ -155,7 +155,8 @@ class AttentionTimeline(widgets.VBox):
         self.step_label.value = (
             f"step <b>{step + 1}</b> of {self.history.steps_recorded} (t = {timestep:g})"
         )
-        key = (self.choice.label, self.layers.label, step)
+        # by position in the selectors: labels repeat ("a" is slot 0 and 3 of "a cat and a cat")
+        key = (self.slot_dropdown.value, self.layer_dropdown.value, step)
         if key not in self._png_cache:
             source_maps, target_maps = self.current_maps
             reference = source_maps if source_maps is not None else target_maps

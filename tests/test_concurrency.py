@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from p2p_teach import PipelineBusyError, attention_processors, edit
+from p2p_teach.widgets.edit_runner import EditRunner
 from p2p_teach.widgets.panels import ReweightPanel
 from p2p_teach.widgets.timeline import AttentionTimeline
 
@@ -75,3 +76,17 @@ def test_timeline_pictures_of_words_with_the_same_label_are_not_mixed_up(pipe):
     timeline.slot_dropdown.value = second
     assert timeline.renders == renders + 1  # drawn anew, not the first "a"'s picture
     assert timeline.draw() != picture
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda pipe: EditRunner(pipe, steps=150), "steps=150: .* runs from 1 to 100"),
+        (lambda pipe: EditRunner(pipe, guidance=20.0), "guidance=20.0"),
+        (lambda pipe: ReweightPanel(pipe, weight=10.0), "weight=10.0"),
+        (lambda pipe: ReweightPanel(pipe, seed=2**40), "seed="),
+    ],
+)
+def test_widget_values_out_of_their_controls_range_are_refused_not_clamped(pipe, make, message):
+    with pytest.raises(ValueError, match=message):
+        make(pipe)

@@ -1,8 +1,25 @@
-"""Small helpers shared by the widgets: PNG image widgets that size and hide themselves."""
+"""Small helpers shared by the widgets: PNG image widgets that size and hide themselves, and
+a range check for the values a slider or bounded box will hold."""
 
 from __future__ import annotations
 
+from numbers import Real
+
 import ipywidgets as widgets
+
+SEED_MAX = 2**31 - 1  # the largest value an ipywidgets integer box holds
+STEPS_MAX = 100
+
+
+def check_range(name: str, value: Real, low: Real, high: Real) -> Real:
+    """``value`` if ``low ≤ value ≤ high``; otherwise a ValueError naming the control's range
+    (a slider would silently clamp it)."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not low <= value <= high:
+        raise ValueError(
+            f"{name}={value!r}: this widget's control runs from {low:g} to {high:g}. Fix: pass "
+            f"a value in that range (the functions without widgets, e.g. edit(), take more)."
+        )
+    return value
 
 
 def png_image(css_class: str) -> widgets.Image:

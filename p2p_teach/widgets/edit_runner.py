@@ -41,7 +41,7 @@ from ..figures.images import figure_png, image_png, side_by_side
 from ..figures.timeline import maps_mosaic
 from ..models import default_guidance, default_self_steps
 from ..timeline import layer_choices, step_word_maps
-from .common import png_image, set_png
+from .common import SEED_MAX, STEPS_MAX, check_range, png_image, set_png
 from .run_guard import GuardedEditWidget, RunGuard
 
 PREVIEW_MIN_SIZE = 192  # pixels: small model images are upscaled (nearest) to be visible
@@ -110,11 +110,15 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
             options=EDIT_KINDS, value=edit_kind, description="edit"
         )
         self.seed_input = widgets.BoundedIntText(
-            value=seed, min=0, max=2**31 - 1, description="seed"
+            value=check_range("seed", seed, 0, SEED_MAX), min=0, max=SEED_MAX, description="seed"
         )
-        self.steps_slider = widgets.IntSlider(value=steps, min=1, max=100, description="steps")
+        self.steps_slider = widgets.IntSlider(
+            value=check_range("steps", steps, 1, STEPS_MAX), min=1, max=STEPS_MAX,
+            description="steps",
+        )  # fmt: skip
         self.guidance_slider = widgets.FloatSlider(
-            value=default_guidance(pipe) if guidance is None else guidance,
+            value=default_guidance(pipe) if guidance is None
+            else check_range("guidance", guidance, 0.0, 15.0),
             min=0.0, max=15.0, step=0.5, description="guidance",
         )
         self.cross_slider = widgets.FloatSlider(

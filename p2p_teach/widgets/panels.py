@@ -41,7 +41,7 @@ from ..figures.images import figure_png, side_by_side
 from ..figures.timeline import step_maps_figure
 from ..timeline import mean_word_map
 from ..tokens import tokenize
-from .common import png_image, set_png
+from .common import SEED_MAX, STEPS_MAX, check_range, png_image, set_png
 from .run_guard import GuardedEditWidget, RunGuard
 
 
@@ -70,9 +70,12 @@ class _EditPanel(GuardedEditWidget, widgets.VBox):
         self.last_step: StepInfo | None = None
 
         self.seed_input = widgets.BoundedIntText(
-            value=seed, min=0, max=2**31 - 1, description="seed"
+            value=check_range("seed", seed, 0, SEED_MAX), min=0, max=SEED_MAX, description="seed"
         )
-        self.steps_slider = widgets.IntSlider(value=steps, min=1, max=100, description="steps")
+        self.steps_slider = widgets.IntSlider(
+            value=check_range("steps", steps, 1, STEPS_MAX), min=1, max=STEPS_MAX,
+            description="steps",
+        )  # fmt: skip
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.run_button.add_class("p2p-panel-run")
         self.progress = widgets.IntProgress(value=0, min=0, max=steps, description="step 0")
@@ -215,7 +218,8 @@ class ReweightPanel(_EditPanel):
         )  # fmt: skip
         self.word_dropdown.add_class("p2p-reweight-word")
         self.weight_slider = widgets.FloatSlider(
-            value=weight, min=-2.0, max=6.0, step=0.25, description="weight"
+            value=check_range("weight", weight, -2.0, 6.0), min=-2.0, max=6.0, step=0.25,
+            description="weight",
         )
         self.weight_slider.add_class("p2p-reweight-weight")
         self.maps_image = png_image("p2p-reweight-maps")
@@ -341,7 +345,8 @@ class LocalBlendPanel(_PromptPairPanel):
         self.source_word_text = widgets.Text(value=source_word, description="source word")
         self.target_word_text = widgets.Text(value=target_word, description="target word")
         self.threshold_slider = widgets.FloatSlider(
-            value=threshold, min=0.0, max=1.0, step=0.05, description="threshold"
+            value=check_range("threshold", threshold, 0.0, 1.0), min=0.0, max=1.0, step=0.05,
+            description="threshold",
         )
         self.threshold_slider.add_class("p2p-blend-threshold")
         super().__init__(

@@ -43,7 +43,6 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO=(sudo -n)
 fi
 
-export DEBIAN_FRONTEND=noninteractive
 ${SUDO[@]+"${SUDO[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 ${SUDO[@]+"${SUDO[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null
 echo "installed: $(/usr/bin/chromium --version 2>/dev/null)"

@@ -463,11 +463,7 @@ def measure_memory(case: Case, log: Callable[[str], None]) -> dict:
                 f"  warning: the kernel refused the peak reset (/proc/self/clear_refs) for "
                 f"{case.name}/{variant}: its peak may be the model build's, not the run's"
             )
-    # False if the kernel refused a peak reset in any child: the peaks are then unreliable
-    report: dict[str, Any] = {
-        "per_variant": results,
-        "peak_reset": all(result["peak_reset"] for result in results.values()),
-    }
+    report: dict[str, Any] = {"per_variant": results}
     if "stock" in results:
         stock = results["stock"]
         report["ratio_to_stock"] = {
@@ -499,7 +495,8 @@ def check_targets(case: Case, report: dict) -> dict:
     if "ratio_to_stock" in report.get("memory", {}):
         peak = report["memory"]["ratio_to_stock"]["edit"]["peak"]
         checks["edit_peak_memory"] = {"value": peak, "limit": limits["memory"]}
-        if not report["memory"].get("peak_reset", True):  # the peaks may be the build's
+        per_variant = report["memory"]["per_variant"].values()
+        if not all(measured["peak_reset"] for measured in per_variant):  # maybe the build's
             checks["edit_peak_memory"].update(met=None, unreliable=True)
     if "history_mb_50_steps" in limits and "history" in report.get("time", {}):
         value = report["time"]["history"]["mb_50_steps"]
@@ -703,14 +700,9 @@ def job_running(pattern: str) -> bool | None:
     return {0: True, 1: False}.get(found.returncode)
 
 
-def training_job_running() -> bool | None:
-    """Whether the shapes model's training job shares the CPU right now (None: unknown)."""
-    return job_running(TRAINING_JOB)
-
-
 def other_jobs() -> dict[str, bool | None]:
     """Which of this project's long CPU jobs run now: training, evaluation (None: unknown)."""
-    return {"training": training_job_running(), "evaluation": job_running(EVALUATION_JOB)}
+    return {"training": job_running(TRAINING_JOB), "evaluation": job_running(EVALUATION_JOB)}
 
 
 def provenance() -> dict:
@@ -735,9 +727,7 @@ def provenance() -> dict:
             info["commit"] = head.stdout.strip()
         if status.returncode == 0:
             info["changed_files"] = [line[3:] for line in status.stdout.splitlines()]
-    import p2p_teach
-
-    weights = Path(p2p_teach.__file__).resolve().parent / "shapes" / "weights"
+    from p2p_teach.shapes import WEIGHTS_DIR as weights
     files = sorted(path for path in weights.rglob("*") if path.is_file())
     if files:
         digest = hashlib.sha256()
@@ -963,13 +953,10 @@ def markdown(results: dict) -> str:
 
 
 def _other_jobs_note(results: dict) -> str:
-    """A sentence on the project's long jobs that shared the CPU (older results: training only)."""
+    """A sentence on the project's long jobs that shared the CPU during the run."""
     states: dict[str, list[bool | None]] = {}
     for when in ("start", "end"):
-        jobs = results.get(f"other_jobs_at_{when}")
-        if jobs is None:  # results written before the evaluation job was checked
-            jobs = {"training": results.get(f"training_job_running_at_{when}", False)}
-        for job, state in jobs.items():
+        for job, state in results[f"other_jobs_at_{when}"].items():
             states.setdefault(job, []).append(state)
     shared = [job for job, seen in states.items() if any(seen)]
     unknown = [job for job, seen in states.items() if not any(seen) and None in seen]

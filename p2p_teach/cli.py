@@ -128,8 +128,8 @@ def _blend_words(
     prompts = {"source": source, "target": target}
     for item in items:
         source_text, colon, target_text = item.partition(":")
-        in_either = _has_word(source, item) or _has_word(target, item)
-        if colon and source_text and target_text and not in_either:
+        found = {role: _has_word(view, item) for role, view in prompts.items()}
+        if colon and source_text and target_text and not any(found.values()):
             for role, text in (("source", source_text), ("target", target_text)):
                 if not _has_word(prompts[role], text):
                     raise UsageError(
@@ -139,7 +139,6 @@ def _blend_words(
             in_source.append(source_text)
             in_target.append(target_text)
             continue
-        found = {role: _has_word(view, item) for role, view in prompts.items()}
         if found["source"] and found["target"]:
             in_source.append(item)
             in_target.append(item)
@@ -184,19 +183,15 @@ def _output_folder(text: str) -> tuple[Path, Path | None]:
     run can remove what it made.
     """
     folder = Path(text).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(
-            f"--out {text!r} is an existing file, not a folder. Fix: give a folder path (it is "
-            "created if missing), or move the file away."
-        )
     missing: Path | None = None
-    existing = folder
+    existing = folder  # the nearest path that exists: the folder itself or a parent
     while not existing.exists():
         missing, existing = existing, existing.parent
     if not existing.is_dir():
+        where = "" if existing == folder else f" (under {str(existing)!r}, which is a file)"
         raise UsageError(
-            f"--out {text!r}: {str(existing)!r} is a file, so no folder can be made under it. "
-            "Fix: choose another output folder."
+            f"--out {text!r}: a file is in the way{where}; the output must be a folder. Fix: "
+            "give a folder path (it is created if missing), or move the file away."
         )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(
@@ -267,7 +262,10 @@ def _run_edit(args: argparse.Namespace, chosen: object, blend: object, folder: P
     from .figures.attention import word_steps_figure
     from .models import load_pipeline
 
-    pipe = load_pipeline(args.model)  # prints which model runs
+    try:
+        pipe = load_pipeline(args.model)  # prints which model runs
+    except TypeError as error:  # the folder or id holds another kind of pipeline
+        raise UsageError(f"--model {args.model!r}: {error}") from error
     if args.scheduler:
         from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
 
@@ -369,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # argparse itself exits 2 with a usage line
     try:
         args.run(args)
-    except (UsageError, ValueError, KeyError, TypeError, RuntimeError, OSError) as error:
+    except (UsageError, ValueError, KeyError, RuntimeError, OSError) as error:
         print(f"p2p-teach {args.command}: error: {_error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

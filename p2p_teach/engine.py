@@ -573,10 +573,17 @@ def edit(
         "p2p_teach_version": __version__,
     }
     decode_preview = make_preview_decoder(pipe, preview) if callback is not None else None
-    source_image, edited_image, final_latents = _denoise(
-        pipe, source_prompt, target_prompt, processors, run, scheduler_plan, blend_plan,
-        latent_shape, latents, seed, guidance, do_guidance, callback, decode_preview, progress,
-    )  # fmt: skip
+    try:
+        source_image, edited_image, final_latents = _denoise(
+            pipe, source_prompt, target_prompt, processors, run, scheduler_plan, blend_plan,
+            latent_shape, latents, seed, guidance, do_guidance, callback, decode_preview,
+            progress,
+        )  # fmt: skip
+    finally:
+        # Models under enable_model_cpu_offload() go back to the CPU, as after pipe(...).
+        free_hooks = getattr(pipe, "maybe_free_model_hooks", None)
+        if free_hooks is not None:
+            free_hooks()
     return EditResult(source_image, edited_image, settings, history, final_latents)
 
 
@@ -606,89 +613,83 @@ def _denoise(
     num_steps = run.coefficients.target_keep.shape[0]
     generator = torch.Generator("cpu").manual_seed(seed)
     bar = tqdm(total=num_steps, desc="Prompt-to-Prompt", disable=not progress, leave=False)
-    try:
-        with bar, torch.no_grad(), attention_processors(unet, processors):
-            # (1–2) Input: the source prompt P and the target prompt P*, encoded by CLIP.
-            # Batch [uncond source, uncond target, cond source, cond target] (each (77, d)).
-            cond, uncond = pipe.encode_prompt(
-                [source_prompt, target_prompt], device, 1, do_guidance, None
-            )
-            embeddings = torch.cat([uncond, cond]) if do_guidance else cond  # (4 or 2, 77, d)
+    with bar, torch.no_grad(), attention_processors(unet, processors):
+        # (1–2) Input: the source prompt P and the target prompt P*, encoded by CLIP.
+        # Batch [uncond source, uncond target, cond source, cond target] (each (77, d)).
+        cond, uncond = pipe.encode_prompt(
+            [source_prompt, target_prompt], device, 1, do_guidance, None
+        )
+        embeddings = torch.cat([uncond, cond]) if do_guidance else cond  # (4 or 2, 77, d)
 
-            # (3) z_T ~ N(0, I) from the seed s, scaled for the scheduler.
-            if given_latents is None:
-                noise = randn_tensor(latent_shape, generator=generator, device=device,
-                                     dtype=embeddings.dtype)  # fmt: skip
-            else:
-                noise = given_latents.to(device=device, dtype=embeddings.dtype)
-            z_T = noise * scheduler.init_noise_sigma  # (1, C, h, w)
-            # (4) z*_T ← z_T: the target starts from the very same noise.
-            latents = z_T.expand(2, *z_T.shape[1:]).clone()  # (2, C, h, w): [source, target]
-            step_kwargs = pipe.prepare_extra_step_kwargs(generator, 0.0)
+        # (3) z_T ~ N(0, I) from the seed s, scaled for the scheduler.
+        if given_latents is None:
+            noise = randn_tensor(latent_shape, generator=generator, device=device,
+                                 dtype=embeddings.dtype)  # fmt: skip
+        else:
+            noise = given_latents.to(device=device, dtype=embeddings.dtype)
+        z_T = noise * scheduler.init_noise_sigma  # (1, C, h, w)
+        # (4) z*_T ← z_T: the target starts from the very same noise.
+        latents = z_T.expand(2, *z_T.shape[1:]).clone()  # (2, C, h, w): [source, target]
+        step_kwargs = pipe.prepare_extra_step_kwargs(generator, 0.0)
 
-            calls = len(plan.timesteps)
-            # (5) for t = T, T − 1, …, 1 (one entry per UNet call; PNDM's first step has two).
-            for call, t in enumerate(plan.timesteps):
-                step = plan.call_steps[call]
-                last_call_of_step = call == calls - 1 or plan.call_steps[call + 1] != step
-                run.step = step
-                run.record_call = call == 0 or plan.call_steps[call - 1] != step
+        calls = len(plan.timesteps)
+        # (5) for t = T, T − 1, …, 1 (one entry per UNet call; PNDM's first step has two).
+        for call, t in enumerate(plan.timesteps):
+            step = plan.call_steps[call]
+            last_call_of_step = call == calls - 1 or plan.call_steps[call + 1] != step
+            run.step = step
+            run.record_call = call == 0 or plan.call_steps[call - 1] != step
 
-                # (6–7) z_{t−1}, M_t ← DM(z_t, P, t, s) and M*_t ← DM(z*_t, P*, t, s), in one
-                # UNet batch; classifier-free guidance doubles it.
-                model_input = torch.cat([latents] * 2) if do_guidance else latents  # (4|2, C, h, w)
-                model_input = scheduler.scale_model_input(model_input, t)
-                # (8) M*_t ← Edit(M_t, M*_t, t): inside the UNet, the attention processors compute
-                # the target's attention from the source's maps (and record them).
-                noise_pred = unet(model_input, t, encoder_hidden_states=embeddings,
-                                  return_dict=False)[0]  # fmt: skip
-                if do_guidance:
-                    uncond_pred, text_pred = noise_pred.chunk(2)  # (2, C, h, w) each
-                    noise_pred = uncond_pred + guidance * (text_pred - uncond_pred)
+            # (6–7) z_{t−1}, M_t ← DM(z_t, P, t, s) and M*_t ← DM(z*_t, P*, t, s), in one
+            # UNet batch; classifier-free guidance doubles it.
+            model_input = torch.cat([latents] * 2) if do_guidance else latents  # (4|2, C, h, w)
+            model_input = scheduler.scale_model_input(model_input, t)
+            # (8) M*_t ← Edit(M_t, M*_t, t): inside the UNet, the attention processors compute
+            # the target's attention from the source's maps (and record them).
+            noise_pred = unet(model_input, t, encoder_hidden_states=embeddings,
+                              return_dict=False)[0]  # fmt: skip
+            if do_guidance:
+                uncond_pred, text_pred = noise_pred.chunk(2)  # (2, C, h, w) each
+                noise_pred = uncond_pred + guidance * (text_pred - uncond_pred)
 
-                # (9) z*_{t−1} ← DM(z*_t, P*, t, s){M ← M*_t}: the scheduler steps both.
-                sample = latents
-                output = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=True)
-                latents = output.prev_sample  # (2, C, h, w)
-                if not last_call_of_step:
-                    continue
+            # (9) z*_{t−1} ← DM(z*_t, P*, t, s){M ← M*_t}: the scheduler steps both.
+            sample = latents
+            output = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=True)
+            latents = output.prev_sample  # (2, C, h, w)
+            if not last_call_of_step:
+                continue
 
-                mask = None
-                if blend_plan is not None and step >= blend_plan.start_step and run.blend_count:
-                    word_maps = run.blend_sum / run.blend_count  # (2, H, W)
-                    mask = blend_mask(word_maps, tuple(latents.shape[2:]), blend_plan.threshold)
-                    latents = apply_blend(latents, mask)
-                if run.history is not None:
-                    run.history.end_step(step)
-                if callback is not None:
-                    callback(StepInfo(
-                        step=step,
-                        num_steps=num_steps,
-                        timestep=float(plan.timesteps[plan.call_steps.index(step)]),
-                        latents=latents,
-                        maps=run.history.at_step(step) if run.history is not None else {},
-                        history=run.history,
-                        blend_mask=mask,
-                        predicted_latents=predicted_clean_latents(
-                            scheduler, output, sample, noise_pred, t
-                        ),
-                        _decode=decode_preview,
-                    ))  # fmt: skip
-                bar.update()
+            mask = None
+            if blend_plan is not None and step >= blend_plan.start_step and run.blend_count:
+                word_maps = run.blend_sum / run.blend_count  # (2, H, W)
+                mask = blend_mask(word_maps, tuple(latents.shape[2:]), blend_plan.threshold)
+                latents = apply_blend(latents, mask)
+            if run.history is not None:
+                run.history.end_step(step)
+            if callback is not None:
+                callback(StepInfo(
+                    step=step,
+                    num_steps=num_steps,
+                    timestep=float(plan.timesteps[plan.call_steps.index(step)]),
+                    latents=latents,
+                    maps=run.history.at_step(step) if run.history is not None else {},
+                    history=run.history,
+                    blend_mask=mask,
+                    predicted_latents=predicted_clean_latents(
+                        scheduler, output, sample, noise_pred, t
+                    ),
+                    _decode=decode_preview,
+                ))  # fmt: skip
+            bar.update()
 
-            # (11) Return (z_0, z*_0), decoded by the VAE.
-            scaled = latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor
-            images = pipe.vae.decode(scaled, return_dict=False)[0]  # (2, 3, H, W) in [-1, 1]
-            images, flagged = pipe.run_safety_checker(images, device, embeddings.dtype)
-            denormalize = [True] * 2 if flagged is None else [not flag for flag in flagged]
-            pil_images = pipe.image_processor.postprocess(
-                images, output_type="pil", do_denormalize=denormalize
-            )
-    finally:
-        # Models under enable_model_cpu_offload() go back to the CPU, as after pipe(...).
-        free_hooks = getattr(pipe, "maybe_free_model_hooks", None)
-        if free_hooks is not None:
-            free_hooks()
+        # (11) Return (z_0, z*_0), decoded by the VAE.
+        scaled = latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor
+        images = pipe.vae.decode(scaled, return_dict=False)[0]  # (2, 3, H, W) in [-1, 1]
+        images, flagged = pipe.run_safety_checker(images, device, embeddings.dtype)
+        denormalize = [True] * 2 if flagged is None else [not flag for flag in flagged]
+        pil_images = pipe.image_processor.postprocess(
+            images, output_type="pil", do_denormalize=denormalize
+        )
     if run.history is not None:
         run.history.wait_for_copies()
     return pil_images[0], pil_images[1], latents.float().cpu()

@@ -351,14 +351,14 @@ def dtype_kwarg(dtype: torch.dtype) -> dict:
 def _hub_error(error: BaseException, kind: str) -> BaseException | None:
     """The first error of huggingface_hub's class ``kind`` in ``error``'s chain (diffusers
     re-raises hub errors as ``OSError`` from them), or None."""
-    try:
-        from huggingface_hub import errors
-    except ImportError:  # huggingface_hub < 0.20 keeps them in utils
-        from huggingface_hub import utils as errors
+    from huggingface_hub import errors
+
     wanted = getattr(errors, kind, None)
+    if wanted is None:
+        return None
     seen: set[int] = set()
     current: BaseException | None = error
-    while current is not None and id(current) not in seen and wanted is not None:
+    while current is not None and id(current) not in seen:
         if isinstance(current, wanted):
             return current
         seen.add(id(current))

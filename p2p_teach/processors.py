@@ -429,14 +429,7 @@ def attention_processors(
         KeyError: a name is not an attention layer of the UNet.
     """
     unet = getattr(pipe_or_unet, "unet", pipe_or_unet)
-    lock = _unet_lock(unet)
-    if not lock.acquire(blocking=False):
-        raise PipelineBusyError(
-            "this pipeline is running an edit in another thread (another widget's run, or a "
-            "background run). Fix: wait for it to finish (e.g. widget.wait()), or give each "
-            "widget a pipeline of its own."
-        )
-    try:
+    with _exclusive(unet):
         previous = unet.attn_processors  # name → processor, a fresh dict
         unknown = sorted(set(processors) - set(previous))
         if unknown:
@@ -449,8 +442,6 @@ def attention_processors(
             yield dict(previous)
         finally:
             unet.set_attn_processor(dict(previous))
-    finally:
-        lock.release()
 
 
 class PipelineBusyError(RuntimeError):
@@ -461,6 +452,22 @@ _UNET_LOCKS: weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock] = (
     weakref.WeakKeyDictionary()
 )
 _UNET_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def _exclusive(unet: torch.nn.Module) -> Iterator[None]:
+    """Hold the UNet's lock for the block, or raise :class:`PipelineBusyError` at once."""
+    lock = _unet_lock(unet)
+    if not lock.acquire(blocking=False):
+        raise PipelineBusyError(
+            "this pipeline is running an edit in another thread (another widget's run, or a "
+            "background run). Fix: wait for it to finish (e.g. widget.wait()), or give each "
+            "widget a pipeline of its own."
+        )
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _unet_lock(unet: torch.nn.Module) -> threading.RLock:

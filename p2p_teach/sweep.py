@@ -38,7 +38,7 @@ class SweepKey:
     """
 
     model: str
-    pipeline: Any  # weakref.ref to the pipeline, or ("id", id(pipe)) for objects without one
+    pipeline: weakref.ref  # to the pipeline
     scheduler: str  # class name
     scheduler_config: str  # a stable hash of the scheduler's config
     dtype: str
@@ -74,7 +74,7 @@ class SweepCache:
         self.results = {
             other: kept
             for other, kept in self.results.items()
-            if not (isinstance(other.pipeline, weakref.ref) and other.pipeline() is None)
+            if other.pipeline() is not None
         }
         self.results[key] = result
 
@@ -111,12 +111,9 @@ def _model_name(pipe: Any) -> str:
     return str(getattr(pipe, "name_or_path", "") or "pipeline")
 
 
-def _identity(pipe: Any) -> Any:
+def _identity(pipe: Any) -> weakref.ref:
     """A weak reference to ``pipe`` (equal only while it lives and is the same object)."""
-    try:
-        return weakref.ref(pipe)
-    except TypeError:  # objects without weak reference support
-        return ("id", id(pipe))
+    return weakref.ref(pipe)
 
 
 def config_hash(config: Any) -> str:

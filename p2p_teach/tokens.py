@@ -482,39 +482,32 @@ def tokenize(prompt: str, tokenizer: PreTrainedTokenizerBase | None = None) -> T
             f"has {MAX_SLOTS}. Fix: shorten it by at least {n_pieces + 2 - MAX_SLOTS} pieces."
         )
 
+    # Each word's pre-tokens with the slots of their pieces, and whether they hold a letter,
+    # digit or mark: the word proper runs from the first such pre-token to the last, and the
+    # punctuation pre-tokens outside it ("lion," → "lion" + ",") are its edges.
     slots = [Slot(0, BOS_ID, BOS_TOKEN, BOS_TOKEN, "bos", None)]
-    word_slots: dict[int, list[int]] = {i: [] for i in range(len(word_texts))}
+    parts: dict[int, list[tuple[str, range, bool]]] = {i: [] for i in range(len(word_texts))}
     for trace, word_index in zip(traces, pretoken_words):
-        for piece in trace.pieces:
-            index = len(slots)
+        pieces = range(len(slots), len(slots) + len(trace.pieces))
+        for index, piece in zip(pieces, trace.pieces):
             slots.append(Slot(index, vocab[piece], piece, piece_text(piece), "word", word_index))
-            word_slots[word_index].append(index)
+        proper = bool(regex.search(r"[\p{L}\p{N}\p{M}]", trace.pretoken))
+        parts[word_index].append((trace.pretoken, pieces, proper))
     slots.append(Slot(len(slots), EOS_ID, EOS_TOKEN, EOS_TOKEN, "eos", None))
     while len(slots) < MAX_SLOTS:
         slots.append(Slot(len(slots), EOS_ID, EOS_TOKEN, EOS_TOKEN, "pad", None))
 
-    # The word proper runs from its first to its last pre-token holding a letter, digit or
-    # mark; the punctuation pre-tokens outside it ("lion," → "lion" + ",") are its edges.
-    parts: dict[int, list[tuple[str, range, bool]]] = {i: [] for i in range(len(word_texts))}
-    position = 1
-    for trace, word_index in zip(traces, pretoken_words):
-        pieces = range(position, position + len(trace.pieces))
-        proper = bool(regex.search(r"[\p{L}\p{N}\p{M}]", trace.pretoken))
-        parts[word_index].append((trace.pretoken, pieces, proper))
-        position = pieces.stop
-
     words = []
     for index, text in enumerate(word_texts):
-        indices = word_slots[index]
+        word_parts = parts[index]
         # A word made only of characters CLIP drops (none here, but keep it honest): empty span.
-        start = indices[0] if indices else (words[-1].stop if words else 1)
-        stop = start + len(indices)
-        proper = [i for i, (_, _, is_proper) in enumerate(parts[index]) if is_proper]
+        start = word_parts[0][1].start if word_parts else (words[-1].stop if words else 1)
+        stop = word_parts[-1][1].stop if word_parts else start
+        proper = [i for i, (_, _, is_proper) in enumerate(word_parts) if is_proper]
         if proper:
-            first, last = parts[index][proper[0]], parts[index][proper[-1]]
-            lead = "".join(pretoken for pretoken, _, _ in parts[index][: proper[0]])
-            trail = "".join(pretoken for pretoken, _, _ in parts[index][proper[-1] + 1 :])
-            core_start, core_stop = first[1].start, last[1].stop
+            lead = "".join(pretoken for pretoken, _, _ in word_parts[: proper[0]])
+            trail = "".join(pretoken for pretoken, _, _ in word_parts[proper[-1] + 1 :])
+            core_start, core_stop = word_parts[proper[0]][1].start, word_parts[proper[-1]][1].stop
         else:  # only punctuation: the whole word is its own core
             lead = trail = ""
             core_start, core_stop = start, stop

@@ -68,30 +68,25 @@ def test_smoke_json_structure(smoke):
         # whole run's, and neither can exceed the process's lifetime peak (ru_maxrss)
         assert 0 <= measured["denoising_delta_mb"] <= measured["delta_mb"], measured
         assert measured["peak_mb"] <= measured["ru_maxrss_mb"] + 1, measured
-    assert memory_report_reliable(config)
     for variant in ("edit", "explicit"):
         assert _positive_finite(memory["ratio_to_stock"][variant]["peak"])
     assert set(config["targets"]) >= {"edit_time", "edit_peak_memory", "explicit_above_edit"}
-
-
-def memory_report_reliable(config: dict) -> bool:
-    return config["memory"]["peak_reset"] and not config["targets"]["edit_peak_memory"].get(
-        "unreliable"
-    )
 
 
 def test_smoke_markdown_shows_spread_and_memory_runs(smoke):
     table = run.markdown(smoke)
     assert "†" not in table  # the peaks are reliable here
     assert "Memory runs per variant" in table and "small 64² · 2 steps 1" in table
+    several = copy.deepcopy(smoke)  # the smoke run has one repetition: no range to show
+    several["configs"][0]["time"]["ratio_per_repetition"]["edit"] = [1.04, 1.21, 1.1]
+    assert "(1.04–1.21)" in run.markdown(several)
 
 
 def test_a_refused_peak_reset_is_flagged(smoke):
     """If the kernel refuses clear_refs, the table marks the memory cells and the target."""
     results = copy.deepcopy(smoke)
     (config,) = results["configs"]
-    config["memory"]["per_variant"]["edit"]["peak_reset"] = False
-    config["memory"]["peak_reset"] = False
+    config["memory"]["per_variant"]["edit"]["peak_reset"] = False  # one child's reset refused
     case = run.Case.from_dict(config["case"])
     config["targets"] = run.check_targets(case, config)
     assert config["targets"]["edit_peak_memory"]["unreliable"] is True
@@ -122,19 +117,19 @@ def test_peak_reset_forgets_an_earlier_peak():
 def test_job_running_without_pgrep(monkeypatch, tmp_path):
     """Finds jobs from /proc without procps, and says None when it cannot tell."""
     monkeypatch.setenv("PATH", "")  # no pgrep
-    assert isinstance(run.training_job_running(), bool)  # the real /proc
+    assert isinstance(run.job_running(run.TRAINING_JOB), bool)  # the real /proc
 
     fake = tmp_path / "proc"
     (fake / "123").mkdir(parents=True)
     (fake / "123" / "cmdline").write_bytes(b"python\0-m\0p2p_teach.shapes.train\0--out\0x\0")
     (fake / "self").mkdir()  # not a process id: ignored
     monkeypatch.setattr(run, "PROC", fake)
-    assert run.training_job_running() is True
+    assert run.job_running(run.TRAINING_JOB) is True
     assert run.job_running(run.EVALUATION_JOB) is False
     assert run.other_jobs() == {"training": True, "evaluation": False}
 
     monkeypatch.setattr(run, "PROC", tmp_path / "no-proc")
-    assert run.training_job_running() is None  # no /proc and no pgrep
+    assert run.job_running(run.TRAINING_JOB) is None  # no /proc and no pgrep
     results = {"other_jobs_at_start": run.other_jobs(), "other_jobs_at_end": run.other_jobs()}
     assert "could not be checked" in run._other_jobs_note(results)
 

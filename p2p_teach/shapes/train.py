@@ -255,6 +255,7 @@ def held_out_images(n_images: int, seed: int, count: int = HELD_OUT_IMAGES) -> t
 
 
 @torch.no_grad()
+@torch.no_grad()  # called inside the decoder's training loop: build no graph
 def vae_psnr(vae: AutoencoderKL, images: torch.Tensor, batch: int = 128) -> float:
     """Per-image mean PSNR of encode (posterior mean) → decode on uint8 ``images``, in dB.
 
@@ -954,15 +955,13 @@ def check_resume(out: Path, args: argparse.Namespace) -> None:
                     args.init_from = Path(was)
                     log(f"resume: a fine-tune of {was}")
                 continue
-            if was is None and not (out / "init.pt").exists():
+            if was is None:
                 raise SystemExit(f"--resume: {out} trains from scratch, so --init-from {now} "
                                  "cannot resume it; drop --init-from, or use another --out "
                                  "for a fine-tune")  # fmt: skip
-            same = was is None or Path(was).resolve() == Path(now).resolve()
-        elif isinstance(was, float) or isinstance(now, float):
-            same = float(was) == float(now)
+            same = Path(was).resolve() == Path(now).resolve()
         else:
-            same = was == now
+            same = was == now  # numbers compare by value (3 == 3.0)
         if not same:
             raise SystemExit(f"--resume: {out} was made with {_flag(name)} {was}, not {now}; "
                              f"repeat {_flag(name)} {was} to resume it (its cached data and "

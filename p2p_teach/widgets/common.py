@@ -22,6 +22,21 @@ def check_range(name: str, value: Real, low: Real, high: Real) -> Real:
     return value
 
 
+def seed_box(seed: int) -> widgets.BoundedIntText:
+    """The seed input of the widgets that run edits (``seed`` checked against its range)."""
+    return widgets.BoundedIntText(
+        value=check_range("seed", seed, 0, SEED_MAX), min=0, max=SEED_MAX, description="seed"
+    )
+
+
+def steps_slider(steps: int) -> widgets.IntSlider:
+    """The denoising-steps slider of the widgets that run edits (``steps`` checked)."""
+    return widgets.IntSlider(
+        value=check_range("steps", steps, 1, STEPS_MAX), min=1, max=STEPS_MAX,
+        description="steps",
+    )  # fmt: skip
+
+
 def png_image(css_class: str) -> widgets.Image:
     """An empty PNG ``ipywidgets.Image`` with a CSS class, hidden until it has a picture.
 

@@ -41,7 +41,7 @@ from ..figures.images import figure_png, image_png, side_by_side
 from ..figures.timeline import maps_mosaic
 from ..models import default_guidance, default_self_steps
 from ..timeline import layer_choices, step_word_maps
-from .common import SEED_MAX, STEPS_MAX, check_range, png_image, set_png
+from .common import check_range, png_image, seed_box, set_png, steps_slider
 from .run_guard import GuardedEditWidget, RunGuard
 
 PREVIEW_MIN_SIZE = 192  # pixels: small model images are upscaled (nearest) to be visible
@@ -109,13 +109,8 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         self.edit_dropdown = widgets.Dropdown(
             options=EDIT_KINDS, value=edit_kind, description="edit"
         )
-        self.seed_input = widgets.BoundedIntText(
-            value=check_range("seed", seed, 0, SEED_MAX), min=0, max=SEED_MAX, description="seed"
-        )
-        self.steps_slider = widgets.IntSlider(
-            value=check_range("steps", steps, 1, STEPS_MAX), min=1, max=STEPS_MAX,
-            description="steps",
-        )  # fmt: skip
+        self.seed_input = seed_box(seed)
+        self.steps_slider = steps_slider(steps)
         self.guidance_slider = widgets.FloatSlider(
             value=default_guidance(pipe) if guidance is None
             else check_range("guidance", guidance, 0.0, 15.0),

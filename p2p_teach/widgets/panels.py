@@ -41,7 +41,7 @@ from ..figures.images import figure_png, side_by_side
 from ..figures.timeline import step_maps_figure
 from ..timeline import mean_word_map
 from ..tokens import tokenize
-from .common import SEED_MAX, STEPS_MAX, check_range, png_image, set_png
+from .common import check_range, png_image, seed_box, set_png, steps_slider
 from .run_guard import GuardedEditWidget, RunGuard
 
 
@@ -69,13 +69,8 @@ class _EditPanel(GuardedEditWidget, widgets.VBox):
         self.error: str | None = None
         self.last_step: StepInfo | None = None
 
-        self.seed_input = widgets.BoundedIntText(
-            value=check_range("seed", seed, 0, SEED_MAX), min=0, max=SEED_MAX, description="seed"
-        )
-        self.steps_slider = widgets.IntSlider(
-            value=check_range("steps", steps, 1, STEPS_MAX), min=1, max=STEPS_MAX,
-            description="steps",
-        )  # fmt: skip
+        self.seed_input = seed_box(seed)
+        self.steps_slider = steps_slider(steps)
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.run_button.add_class("p2p-panel-run")
         self.progress = widgets.IntProgress(value=0, min=0, max=steps, description="step 0")

@@ -146,6 +146,10 @@ class GuardedWidget:
         """A failure after the run's own checks (drawing its result): shown, not lost."""
         self._show_failure(error, "show the result")
 
+    def _start(self, work: Callable[[], object], threaded: bool) -> bool:
+        """Start ``work`` through the guard; a failure it lets out is shown in the widget."""
+        return self.guard.start(work, threaded=threaded, on_error=self._show_late_failure)
+
 
 class GuardedEditWidget(GuardedWidget):
     """Mixin for a widget that runs one :func:`~p2p_teach.engine.edit` per Run press.
@@ -164,15 +168,11 @@ class GuardedEditWidget(GuardedWidget):
 
     def request_run(self) -> bool:
         """What Run does: start the edit (in a thread if ``threaded``); False if refused."""
-        return self.guard.start(
-            self._run_claimed, threaded=self.threaded, on_error=self._show_late_failure
-        )
+        return self._start(self._run_claimed, threaded=self.threaded)
 
     def run(self) -> EditResult | None:
         """Run the edit now, in this thread. Returns None if refused or if the edit failed."""
-        if not self.guard.start(
-            self._run_claimed, threaded=False, on_error=self._show_late_failure
-        ):
+        if not self._start(self._run_claimed, threaded=False):
             return None
         return self.result if self.error is None else None
 

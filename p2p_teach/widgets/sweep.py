@@ -153,9 +153,7 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
 
     def request_compute(self) -> bool:
         """What Compute does: compute the current row (in a thread if ``threaded``)."""
-        return self.guard.start(
-            self._compute_claimed, threaded=self.threaded, on_error=self._show_late_failure
-        )
+        return self._start(self._compute_claimed, threaded=self.threaded)
 
     def compute(self, target: str | None = None, vary: Varied | None = None) -> SweepResult | None:
         """Compute a row now, in this thread (default: the row on show); None if refused."""
@@ -163,9 +161,7 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
             self.target_dropdown.value = target
         if vary is not None:
             self.vary_buttons.value = vary
-        if not self.guard.start(
-            self._compute_claimed, threaded=False, on_error=self._show_late_failure
-        ):
+        if not self._start(self._compute_claimed, threaded=False):
             return None
         return self.sweeps.get(self.row_key)
 

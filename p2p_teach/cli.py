@@ -284,8 +284,8 @@ def _run_edit(args: argparse.Namespace, chosen: object, blend: object, folder: P
         written += ["attention.png", "history.safetensors"]
     if result.latents is not None:
         written.append("latents.safetensors")
-    print(f"edit: {args.source!r} → {args.target!r} ({result.settings['edit']['kind']}, "
-          f"{args.steps} steps, seed {args.seed}, {result.settings['scheduler']})")  # fmt: skip
+    print(f"edit: {args.source!r} → {args.target!r} ({result.settings.kind}, "
+          f"{args.steps} steps, seed {args.seed}, {result.settings.scheduler})")  # fmt: skip
     for name in written:
         print(f"wrote {folder / name}")
 

@@ -55,6 +55,7 @@ from .schedules import (
     resolve_schedule,
     self_injection_max_side,
 )
+from .settings import EditSettings
 from .tokens import tokenize
 
 PreviewMode = Literal["auto", "vae", "linear"]
@@ -126,14 +127,14 @@ class EditResult:
 
     Attributes:
         source_image, edited_image: PIL images.
-        settings: everything needed to reproduce the edit (JSON-ready).
+        settings: everything needed to reproduce the edit (:class:`EditSettings`).
         history: the per-step attention history, or None when nothing was recorded.
         latents: (2, C, h, w) final latents [source, target], float32 on the CPU.
     """
 
     source_image: Any
     edited_image: Any
-    settings: dict
+    settings: EditSettings
     history: AttentionHistory | None = None
     latents: torch.Tensor | None = field(default=None, repr=False)
 
@@ -144,9 +145,9 @@ class EditResult:
     def __repr__(self) -> str:
         settings = self.settings
         return (
-            f"EditResult({settings.get('source_prompt')!r} → {settings.get('target_prompt')!r}, "
-            f"edit={settings.get('edit', {}).get('kind')}, seed={settings.get('seed')}, "
-            f"steps={settings.get('steps')}, {settings.get('scheduler')}; history: "
+            f"EditResult({settings.source_prompt!r} → {settings.target_prompt!r}, "
+            f"edit={settings.kind}, seed={settings.seed}, "
+            f"steps={settings.steps}, {settings.scheduler}; history: "
             f"{'none' if self.history is None else f'{self.history.memory_mb:.2f} MB'})"
         )
 
@@ -158,7 +159,8 @@ class EditResult:
         folder.mkdir(parents=True, exist_ok=True)
         self.source_image.save(folder / "source.png")
         self.edited_image.save(folder / "edited.png")
-        (folder / "settings.json").write_text(json.dumps(self.settings, indent=2), "utf-8")
+        settings = json.dumps(self.settings.to_json(), indent=2)
+        (folder / "settings.json").write_text(settings, "utf-8")
         if self.history is not None:
             self.history.save(folder / "history.safetensors")
         if self.latents is not None:
@@ -183,7 +185,9 @@ class EditResult:
         return cls(
             source_image=images[0],
             edited_image=images[1],
-            settings=json.loads((folder / "settings.json").read_text("utf-8")),
+            settings=EditSettings.from_json(
+                json.loads((folder / "settings.json").read_text("utf-8"))
+            ),
             history=AttentionHistory.load(history_file) if history_file.is_file() else None,
             latents=load_file(str(latents_file))["latents"] if latents_file.is_file() else None,
         )
@@ -548,30 +552,30 @@ def edit(
                 layer, run, record=record_here, blend=blend_here, inject_self=inject_self
             )
 
-    settings = {
-        "source_prompt": source_prompt,
-        "target_prompt": target_prompt,
-        "edit": chosen_edit.describe(),
-        "blend": blend.describe() if blend is not None else None,
-        "seed": seed,
-        "latents_given": latents is not None,
-        "steps": num_steps,
-        "guidance": guidance,
-        "height": height,
-        "width": width,
+    settings = EditSettings(
+        source_prompt=source_prompt,
+        target_prompt=target_prompt,
+        edit=chosen_edit.describe(),
+        blend=blend.describe() if blend is not None else None,
+        seed=seed,
+        latents_given=latents is not None,
+        steps=num_steps,
+        guidance=guidance,
+        height=height,
+        width=width,
         **schedule.to_json(),
-        "self_max_ratio": float(self_max_ratio),
-        "self_max_side": self_max_side,
-        "blend_resolution": blend_side,
-        "record": record if isinstance(record, (str, int)) else sorted(record),
-        "record_slots": record_slots,
-        "scheduler": type(scheduler).__name__,
-        "scheduler_config": json.loads(json.dumps(dict(scheduler.config), default=str)),
-        "model": str(getattr(pipe, "name_or_path", "") or "a pipeline built in memory"),
-        "device": str(device),
-        "dtype": str(dtype).removeprefix("torch."),
-        "p2p_teach_version": __version__,
-    }
+        self_max_ratio=float(self_max_ratio),
+        self_max_side=self_max_side,
+        blend_resolution=blend_side,
+        record=record,
+        record_slots=record_slots,
+        scheduler=type(scheduler).__name__,
+        scheduler_config=json.loads(json.dumps(dict(scheduler.config), default=str)),
+        model=str(getattr(pipe, "name_or_path", "") or "a pipeline built in memory"),
+        device=str(device),
+        dtype=str(dtype).removeprefix("torch."),
+        p2p_teach_version=__version__,
+    )
     decode_preview = make_preview_decoder(pipe, preview) if callback is not None else None
     try:
         source_image, edited_image, final_latents = _denoise(

@@ -94,9 +94,9 @@ def test_each_model_runs_at_its_own_guidance_unless_told(tiny):
     assert default_guidance(tiny) == SD_GUIDANCE == 7.5
     prompts = ("a big red circle on the left", "a big blue circle on the left")
     ran = edit(shapes, *prompts, steps=2, record="none", progress=False)
-    assert ran.settings["guidance"] == SHAPES_GUIDANCE
+    assert ran.settings.guidance == SHAPES_GUIDANCE
     told = edit(shapes, *prompts, steps=2, guidance=7.5, record="none", progress=False)
-    assert told.settings["guidance"] == 7.5
+    assert told.settings.guidance == 7.5
     assert EditRunner(shapes, *prompts, threaded=False).guidance_slider.value == SHAPES_GUIDANCE
 
 
@@ -110,9 +110,9 @@ def test_each_model_injects_self_attention_in_its_own_layers_unless_told(tiny):
     assert default_self_max_ratio(tiny) == DEFAULT_SELF_RATIO == 0.25
     prompts = ("a big red circle on the left", "a big blue circle on the left")
     ran = edit(shapes, *prompts, steps=5, record="none", progress=False)  # self: steps 1–2
-    assert ran.settings["self_max_side"] == 16  # every layer of the 16×16 latent
+    assert ran.settings.self_max_side == 16  # every layer of the 16×16 latent
     told = edit(shapes, *prompts, steps=5, self_max_ratio=0.25, record="none", progress=False)
-    assert told.settings["self_max_side"] == 4
+    assert told.settings.self_max_side == 4
     # self-attention injected in the 16×16 and 8×8 layers changes the edit
     assert not torch.equal(ran.latents[1], told.latents[1])
     torch.testing.assert_close(ran.latents[0], told.latents[0])  # the source never changes
@@ -129,14 +129,14 @@ def test_each_model_injects_self_attention_over_its_own_steps_unless_told(tiny):
     assert default_self_steps(tiny) == DEFAULT_SELF_STEPS == 0.4
     prompts = ("a big red circle", "a big blue circle")
     ran = edit(shapes, *prompts, steps=5, record="none", progress=False)
-    assert ran.settings["self_steps"] == [0.0, 0.6]
+    assert ran.settings.self_steps == (0.0, 0.6)
     assert list(window_steps((0.0, 0.6), 5)) == [0, 1, 2]  # one step more than 0.4's
     told = edit(shapes, *prompts, steps=5, self_steps=0.4, record="none", progress=False)
-    assert told.settings["self_steps"] == [0.0, 0.4]
+    assert told.settings.self_steps == (0.0, 0.4)
     assert not torch.equal(ran.latents[1], told.latents[1])  # the third step's injection counts
     torch.testing.assert_close(ran.latents[0], told.latents[0])  # the source never changes
     on_tiny = edit(tiny, "a cat", "a dog", steps=2, record="none", progress=False)
-    assert on_tiny.settings["self_steps"] == [0.0, 0.4]
+    assert on_tiny.settings.self_steps == (0.0, 0.4)
     assert EditRunner(shapes, *prompts, threaded=False).self_slider.value == SELF_STEPS
     assert EditRunner(tiny, threaded=False).self_slider.value == DEFAULT_SELF_STEPS
 

@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ..engine import EditResult, StepInfo, edit
-from ..figures.images import figure_png, image_png, side_by_side
+from ..figures.images import figure_png, image_png, result_figure
 from ..figures.timeline import maps_mosaic
 from ..models import default_guidance, default_self_steps
 from ..timeline import layer_choices, step_word_maps
@@ -50,14 +50,6 @@ EDIT_KINDS = (
     ("refine (added words)", "refine"),
     ("none (same noise, no injection)", "none"),
 )
-
-
-def _window(setting: Any) -> str:
-    """A schedule window from the settings JSON as text: ``[0, 0.8]`` → ``'0–0.8'``."""
-    if isinstance(setting, dict):  # per-word cross windows: show the default
-        setting = setting.get("default", [0.0, 1.0])
-    start, end = setting
-    return f"{start:g}–{end:g}"
 
 
 def _styled(widget: widgets.Widget, css_class: str) -> widgets.Widget:
@@ -185,7 +177,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
 
     # ------------------------------------------------------------------ settings and runs
 
-    def settings(self) -> dict[str, Any]:
+    def edit_arguments(self) -> dict[str, Any]:
         """The keyword arguments of :func:`~p2p_teach.engine.edit` the controls describe."""
         return {
             "source_prompt": self.source_text.value,
@@ -206,7 +198,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
 
     def _run_claimed(self) -> None:
         """The run itself (the guard holds the claim): settings → edit → views."""
-        kwargs = self.settings()
+        kwargs = self.edit_arguments()
         self.error = None
         self.steps_seen = []
         self.last_step = None
@@ -259,17 +251,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         set_png(self.target_image, image_png(result.edited_image, min_size=PREVIEW_MIN_SIZE))
         self.source_caption.value = "<b>source</b><br><small>final</small>"
         self.target_caption.value = "<b>target</b><br><small>edited, final</small>"
-        settings = result.settings
-        self.result_figure = side_by_side(
-            [result.source_image, result.edited_image],
-            [settings["source_prompt"], settings["target_prompt"]],
-            suptitle=(
-                f"{settings['edit']['kind']}, seed {settings['seed']}, {settings['steps']} "
-                f"steps\ninjected: cross-attention {_window(settings['cross_steps'])}, "
-                f"self-attention {_window(settings['self_steps'])} of the steps"
-            ),
-            size=3.2,
-        )
+        self.result_figure = result_figure(result)
         set_png(self.result_image, figure_png(self.result_figure, tight=False))
 
     # ------------------------------------------------------------------ saving

@@ -67,7 +67,7 @@ class EditSettings:
     self_max_ratio: float
     self_max_side: int  # self-attention is injected in layers of side ≤ this
     blend_resolution: int | None  # the cross-attention side LocalBlend read
-    record: str | int | tuple[int, ...]  # which layers the history kept (history.KeepSetting)
+    record: str | int | tuple[int, ...]  # which layers the history kept (layers.KeepSetting)
     record_slots: str  # "used" or "all"
     scheduler: str  # the scheduler's class name
     scheduler_config: Mapping[str, Any]

@@ -536,9 +536,13 @@ def test_recording_processor_matches_default_attention_and_records_maps():
     with torch.no_grad():
         expected = unet(latents, 10, context).sample
         record = shapes_model.AttentionRecord(active=True)
-        previous = shapes_model.install_recording(unet, record)
-        got = unet(latents, 10, context).sample
-        unet.set_attn_processor(previous)
+        own = unet.attn_processors
+        with shapes_model.recording(unet, record):
+            got = unet(latents, 10, context).sample
+        assert unet.attn_processors == own
+        with pytest.raises(RuntimeError, match="stop"), shapes_model.recording(unet, record):
+            raise RuntimeError("stop")
+        assert unet.attn_processors == own  # put back after an error too
     assert torch.allclose(got, expected, atol=1e-5)
     sides = sorted({int(round(m.shape[1] ** 0.5)) for _, m in record.maps})
     assert sides == [4, 8, 16]  # cross-attention at 16×16 and 8×8, and the 4×4 middle block

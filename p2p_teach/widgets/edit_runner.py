@@ -36,10 +36,10 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 from PIL import Image
 
+from ..defaults import model_defaults
 from ..engine import EditResult, StepInfo, edit
 from ..figures.images import figure_png, image_png, result_figure
 from ..figures.timeline import maps_mosaic
-from ..models import default_guidance, default_self_steps
 from ..timeline import layer_choices, step_word_maps
 from .common import check_range, png_image, seed_box, set_png, steps_slider
 from .run_guard import GuardedEditWidget, RunGuard
@@ -104,7 +104,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         self.seed_input = seed_box(seed)
         self.steps_slider = steps_slider(steps)
         self.guidance_slider = widgets.FloatSlider(
-            value=default_guidance(pipe) if guidance is None
+            value=model_defaults(pipe).guidance if guidance is None
             else check_range("guidance", guidance, 0.0, 15.0),
             min=0.0, max=15.0, step=0.5, description="guidance",
         )
@@ -112,7 +112,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
             value=cross, min=0.0, max=1.0, step=0.05, description="cross inj."
         )
         self.self_slider = widgets.FloatSlider(
-            value=default_self_steps(pipe) if self_steps is None else self_steps,
+            value=model_defaults(pipe).self_steps if self_steps is None else self_steps,
             min=0.0, max=1.0, step=0.05, description="self inj.",
         )
         self.run_button = _styled(

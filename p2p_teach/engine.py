@@ -387,7 +387,16 @@ def _check_size(value: int | None, default: int, name: str, factor: int) -> int:
     return value
 
 
-def _check_run_options(preview: object, record_slots: object, callback: object) -> None:
+def _check_run_options(
+    preview: object,
+    record_slots: object,
+    callback: object,
+    record: object = "auto",
+    conventions: object = "p2p_teach",
+) -> None:
+    """How the edit records and reports: checked, or an error naming the fix."""
+    check_keep(record)
+    check_conventions(conventions)
     if preview not in ("auto", "vae", "linear"):
         raise ValueError(f"preview={preview!r}: use 'auto', 'vae' or 'linear'")
     if record_slots not in ("used", "all"):
@@ -403,6 +412,16 @@ def _check_blend(blend: object) -> LocalBlend | None:
             "Fix: blend=LocalBlend('bicycle') (or LocalBlend('bicycle', 'motorcycle'))."
         )
     return blend
+
+
+def _image_size(
+    pipe: Any, height: int | None, width: int | None
+) -> tuple[int, int, tuple[int, int, int, int]]:
+    """(height, width, z_T's (1, C, h, w) shape), sides checked; the model's size by default."""
+    unet, factor = pipe.unet, pipe.vae_scale_factor
+    height = _check_size(height, unet.config.sample_size * factor, "height", factor)
+    width = _check_size(width, unet.config.sample_size * factor, "width", factor)
+    return height, width, (1, unet.config.in_channels, height // factor, width // factor)
 
 
 def _check_latents(latents: object, latent_shape: tuple[int, ...], size: str) -> Any:
@@ -421,11 +440,13 @@ def _check_latents(latents: object, latent_shape: tuple[int, ...], size: str) ->
 
 
 def _check_null_embeddings(
-    null_embeddings: object, num_steps: int, width: int, do_guidance: bool
+    null_embeddings: object, num_steps: int, pipe: Any, do_guidance: bool
 ) -> torch.Tensor | None:
-    """Per-step unconditional embeddings of shape (steps, 77, width), or None."""
+    """Per-step unconditional embeddings of shape (steps, 77, d) (d: the UNet's text width),
+    or None."""
     if null_embeddings is None:
         return None
+    width = pipe.unet.config.cross_attention_dim
     if not isinstance(null_embeddings, torch.Tensor):
         raise TypeError(
             f"null_embeddings must be a torch.Tensor, not {type(null_embeddings).__name__}"
@@ -485,19 +506,12 @@ def plan_edit(
     self_steps = defaults.self_steps if self_steps is None else self_steps
     self_max_ratio = defaults.self_max_ratio if self_max_ratio is None else self_max_ratio
     seed = _check_seed(seed)
-    _check_run_options(preview, record_slots, None)
-    check_keep(record)
-    check_conventions(conventions)
+    _check_run_options(preview, record_slots, None, record, conventions)
     blend = _check_blend(blend)
-    unet, factor = pipe.unet, pipe.vae_scale_factor
-    height = _check_size(height, unet.config.sample_size * factor, "height", factor)
-    width = _check_size(width, unet.config.sample_size * factor, "width", factor)
-    latent_shape = (1, unet.config.in_channels, height // factor, width // factor)
+    height, width, latent_shape = _image_size(pipe, height, width)
     latents = _check_latents(latents, latent_shape, f"{height}×{width}")
-    do_guidance = guidance > 1.0 and unet.config.time_cond_proj_dim is None
-    null_embeddings = _check_null_embeddings(
-        null_embeddings, num_steps, unet.config.cross_attention_dim, do_guidance
-    )
+    do_guidance = guidance > 1.0 and pipe.unet.config.time_cond_proj_dim is None
+    null_embeddings = _check_null_embeddings(null_embeddings, num_steps, pipe, do_guidance)
 
     # ---- 2. Tokens, the edit's M, a and w, and its windows (P, P* → Edit) --------------------
     source_view = tokenize(source_prompt, pipe.tokenizer)  # PromptTooLongError over 77 slots
@@ -506,26 +520,23 @@ def plan_edit(
     token_edit = chosen_edit.resolve(source_view, target_view)  # mapper/alignment/weights
     schedule = resolve_schedule(cross_steps, self_steps, num_steps, target_view)
     blend_plan = blend.resolve(source_view, target_view, num_steps) if blend else None
-    device, dtype = pipe._execution_device, unet.dtype
+    device, dtype = pipe._execution_device, pipe.unet.dtype
     coefficients = step_coefficients(token_edit, schedule, device=device, dtype=dtype)
     calls = plan_scheduler(pipe.scheduler, num_steps, device)
 
     # ---- 3. Layers: which the history keeps, where LocalBlend reads, where self injects ------
     latent_side = max(latent_shape[2:])
-    layers = plan_layers(unet, *latent_shape[2:])
+    layers = plan_layers(pipe.unet, *latent_shape[2:])
     recorded = kept_layers(layers, record, latent_side)
     self_max_side = self_injection_max_side(latent_side, self_max_ratio)
     blend_side = (
         blend_resolution(layers, latent_side, blend_plan.resolution) if blend_plan else None
     )
     roles = layer_roles(
-        layers,
-        recorded={layer.name for layer in recorded},
-        blend_side=blend_side,
-        self_max_side=self_max_side,
-        injects=token_edit.injects,
+        layers, recorded={layer.name for layer in recorded}, blend_side=blend_side,
+        self_max_side=self_max_side, injects=token_edit.injects,
         injects_self=any(coefficients.self_inject),
-    )
+    )  # fmt: skip
     settings = EditSettings(
         source_prompt=source_prompt, target_prompt=target_prompt,
         edit=chosen_edit.describe(), blend=blend.describe() if blend is not None else None,
@@ -703,7 +714,7 @@ def edit(
         PipelineBusyError: another thread is running an edit on this pipeline (raised before
             its processors are touched).
     """
-    _check_run_options(preview, record_slots, callback)
+    _check_run_options(preview, record_slots, callback, record)
     plan = plan_edit(
         pipe, source_prompt, target_prompt, edit=edit, blend=blend, seed=seed, steps=steps,
         guidance=guidance, cross_steps=cross_steps, self_steps=self_steps,

@@ -90,7 +90,29 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         self.maps_picture: Image.Image | None = None
         self.result_figure: Figure | None = None
         self.error: str | None = None
+        self._make_controls(source, target, seed, steps, guidance, cross, self_steps, edit_kind)
+        self._make_outputs(save_folder)
+        self.run_button.on_click(lambda _button: self.request_run())
+        self.save_button.on_click(lambda _button: self.save())
+        super().__init__(self._layout())
+        self.add_class("p2p-edit-runner")
+        self.guard = RunGuard(
+            self.status, self._busy_message, disable=[self.run_button], owner=self
+        )
 
+    def _make_controls(
+        self,
+        source: str,
+        target: str,
+        seed: int,
+        steps: int,
+        guidance: float | None,
+        cross: float,
+        self_steps: float | None,
+        edit_kind: str,
+    ) -> None:
+        """The prompts, the settings' controls, Run, the progress bar and the status line."""
+        pipe = self.pipe
         wide = widgets.Layout(width="95%")
         self.source_text = _styled(
             widgets.Text(value=source, description="source", layout=wide), "p2p-source-prompt"
@@ -125,6 +147,8 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         )
         self.status = _styled(widgets.Label(value="Ready: press Run."), "p2p-status")
 
+    def _make_outputs(self, save_folder: str) -> None:
+        """The live images and maps, the result, and Save."""
         self.source_image = png_image("p2p-source-image")
         self.target_image = png_image("p2p-target-image")
         self.source_caption = widgets.HTML(LIVE_CAPTIONS[0])
@@ -138,9 +162,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
             widgets.Button(description="Save", icon="save", disabled=True), "p2p-save-button"
         )
 
-        self.run_button.on_click(lambda _button: self.request_run())
-        self.save_button.on_click(lambda _button: self.save())
-
+    def _layout(self) -> list[widgets.Widget]:
         controls = widgets.VBox(
             [
                 self.source_text,
@@ -162,18 +184,12 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
                 ),  # fmt: skip
             ]
         )
-        super().__init__(
-            [
-                controls,
-                live,
-                self.result_image,
-                widgets.HBox([self.save_folder, self.save_button]),
-            ]
-        )
-        self.add_class("p2p-edit-runner")
-        self.guard = RunGuard(
-            self.status, self._busy_message, disable=[self.run_button], owner=self
-        )
+        return [
+            controls,
+            live,
+            self.result_image,
+            widgets.HBox([self.save_folder, self.save_button]),
+        ]
 
     # ------------------------------------------------------------------ settings and runs
 

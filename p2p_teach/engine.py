@@ -4,13 +4,17 @@
                   "photo of a cat riding on a motorcycle", edit=Replace(), seed=1)
     result.source_image, result.edited_image, result.history
 
-:func:`edit` reads like the recitation's pseudo code (the numbers in its comments are the lines
-of Algorithm 1): one z_T from the seed is shared by the source and the target; at every step
-one UNet batch runs both prompts with classifier-free guidance; the source's attention edits
-the target's (inside the attention processors, :mod:`p2p_teach.processors`); the scheduler
-steps both. Everything is validated before the pipeline is touched, the pipeline's scheduler
-is never used directly (the loop steps a fresh copy), and its attention processors are put
-back afterwards, so a pipeline is the same before and after an edit, whatever happens.
+:func:`edit` runs in two parts. :func:`plan_edit` checks every argument (one small check
+each) and decides everything before the UNet runs: tokens, the edit's per-step coefficients,
+the scheduler's calls, which layers record, blend or inject (an :class:`EditPlan`, which can
+be inspected and tested alone). :func:`_denoise` then runs the plan, and reads like the
+recitation's pseudo code (the numbers in its comments are the lines of Algorithm 1): one z_T
+from the seed is shared by the source and the target; at every step one UNet batch runs both
+prompts with classifier-free guidance; M̂_t ← Edit(M_t, M*_t, t) replaces the target's maps
+(inside the attention processors, :mod:`p2p_teach.processors`), so the target runs with
+{M ← M̂_t}; the scheduler steps both. The pipeline's scheduler is never used directly (the
+loop steps a fresh copy), and its attention processors are put back afterwards, so a pipeline
+is the same before and after an edit, whatever happens.
 
 Steps are counted by the loop, not by UNet calls: PNDM (SD's default) evaluates the UNet twice
 in its first step (N + 1 calls for N steps); both calls belong to step 0, whose maps are those
@@ -397,12 +401,16 @@ def _check_run_options(
     """How the edit records and reports: checked, or an error naming the fix."""
     check_keep(record)
     check_conventions(conventions)
-    if preview not in ("auto", "vae", "linear"):
-        raise ValueError(f"preview={preview!r}: use 'auto', 'vae' or 'linear'")
+    _check_preview(preview)
     if record_slots not in ("used", "all"):
         raise ValueError(f"record_slots={record_slots!r}: use 'used' or 'all'")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+
+
+def _check_preview(preview: object) -> None:
+    if preview not in ("auto", "vae", "linear"):
+        raise ValueError(f"preview={preview!r}: use 'auto', 'vae' or 'linear'")
 
 
 def _check_blend(blend: object) -> LocalBlend | None:
@@ -603,8 +611,7 @@ def make_preview_decoder(pipe: Any, mode: PreviewMode) -> Callable[[torch.Tensor
     """
     from PIL import Image
 
-    if mode not in ("auto", "vae", "linear"):
-        raise ValueError(f"preview={mode!r}: use 'auto', 'vae' or 'linear'")
+    _check_preview(mode)
     if mode == "auto":
         small = sum(p.numel() for p in pipe.vae.parameters()) < SMALL_VAE_PARAMETERS
         mode = "vae" if small else "linear"
@@ -759,10 +766,11 @@ def _denoise(pipe: Any, plan: EditPlan, callback: StepCallback | None = None) ->
             step = calls.call_steps[call]
             run.step, run.record_call = step, calls.is_first_call(call)
 
-            # (6–7) z_{t−1}, M_t ← DM(z_t, P, t, s) and z*_{t−1}, M*_t ← DM(z*_t, P*, t, s), in one
-            # UNet batch; classifier-free guidance doubles it. (8) M̂_t ← Edit(M_t, M*_t, t),
-            # and the target runs with {M ← M̂_t}: inside the UNet, the attention processors
-            # compute the target's attention from the source's maps (and record them).
+            # (6) z_{t−1}, M_t ← DM(z_t, P, t, s)   (7) M*_t ← DM(z*_t, P*, t, s)
+            # (8) M̂_t ← Edit(M_t, M*_t, t)        (9) z*_{t−1} ← DM(z*_t, P*, t, s){M ← M̂_t}
+            # One UNet batch runs all four lines (classifier-free guidance doubles it): inside
+            # it the attention processors compute M̂_t from the source's maps, the target runs
+            # with {M ← M̂_t}, and the maps are recorded.
             model_input = torch.cat([latents] * 2) if plan.do_guidance else latents  # (4|2,C,h,w)
             model_input = scheduler.scale_model_input(model_input, t)
             noise_pred = unet(model_input, t, encoder_hidden_states=text.at_step(step),
@@ -771,7 +779,7 @@ def _denoise(pipe: Any, plan: EditPlan, callback: StepCallback | None = None) ->
                 uncond_pred, text_pred = noise_pred.chunk(2)  # (2, C, h, w) each
                 noise_pred = uncond_pred + plan.settings.guidance * (text_pred - uncond_pred)
 
-            # (9) z*_{t−1} ← DM(z*_t, P*, t, s){M ← M̂_t}: the scheduler steps both.
+            # The scheduler steps both: z_{t−1} (line 6) and z*_{t−1} (line 9).
             sample = latents
             output = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=True)
             latents = output.prev_sample  # (2, C, h, w)

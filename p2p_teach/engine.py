@@ -681,16 +681,16 @@ def edit(
             the batch of four instead of two may change low bits).
         steps: denoising steps (≥ 1).
         guidance: classifier-free guidance scale (≥ 0; ≤ 1 turns guidance off); None: the
-            model's own (:func:`~p2p_teach.models.default_guidance`: 7.5 for SD v1.x, less
+            model's own (:mod:`p2p_teach.defaults`: 7.5 for SD v1.x, 2
             for the built-in shapes model).
         cross_steps: cross-attention injection: a fraction, a ``(start, end)`` pair, or a
             per-word dict with a ``"default"`` (:mod:`p2p_teach.schedules`).
         self_steps: self-attention injection: a fraction or a ``(start, end)`` pair; None:
-            the model's own (:func:`~p2p_teach.models.default_self_steps`: 0.4 for SD v1.x,
+            the model's own (:mod:`p2p_teach.defaults`: 0.4 for SD v1.x,
             the original's; 0.6 for the built-in shapes model).
         self_max_ratio: self-attention is injected in layers whose side is at most this share
             of the latent's side; None: the model's own
-            (:func:`~p2p_teach.models.default_self_max_ratio`: 0.25 for SD v1.x, the
+            (:mod:`p2p_teach.defaults`: 0.25 for SD v1.x, the
             original's 16×16 of a 64×64 latent; every layer for the built-in shapes model).
         height, width: image size; defaults to the model's (512 for SD v1, 64 built in).
         latents: an optional z_T of shape (1, C, h, w) instead of the seed's (unscaled, as

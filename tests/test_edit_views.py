@@ -239,7 +239,7 @@ def test_sweep_caches_cells_and_its_ends_mean_what_the_slide_says(pipe):
     plain = edit(pipe, SOURCE, TARGET, edit="none", steps=2, seed=3, progress=False)
     assert np.array_equal(np.asarray(sweep.cells[0.0].edited_image),
                           np.asarray(plain.edited_image))  # fmt: skip
-    assert sweep.cells[1.0].settings["cross_step_ranges"]["default"] == [0, 2]
+    assert sweep.cells[1.0].settings.cross_step_ranges["default"] == (0, 2)
     # the same sweep again runs nothing
     again = injection_sweep(pipe, SOURCE, TARGET, fractions=(0.0, 1.0), steps=2, seed=3,
                             cache=cache)  # fmt: skip
@@ -250,7 +250,7 @@ def test_sweep_caches_cells_and_its_ends_mean_what_the_slide_says(pipe):
     # self-injection varies with cross fixed at 0.8 by default
     selfs = injection_sweep(pipe, SOURCE, TARGET, vary="self", fractions=(0.5,), steps=2,
                             seed=3, cache=cache)  # fmt: skip
-    assert selfs.fixed == 0.8 and selfs.cells[0.5].settings["self_steps"] == [0.0, 0.5]
+    assert selfs.fixed == 0.8 and selfs.cells[0.5].settings.self_steps == (0.0, 0.5)
     assert sweep_windows(sweep) == [
         "cross 0.0  → the source's cross-attention in no step of 2",
         "cross 1.0  → the source's cross-attention in steps 1–2 of 2",

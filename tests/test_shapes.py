@@ -302,9 +302,8 @@ def test_resume_refuses_settings_that_define_the_cached_data(tmp_path):
     # a fine-tune's own folder is taken when --init-from is not repeated; another is refused
     saved["init_from"] = str(WEIGHTS_DIR)
     (tmp_path / "args.json").write_text(json.dumps(saved, default=str))
-    args = _resume_args(tmp_path)
-    shapes_train.check_resume(tmp_path, args)
-    assert args.init_from == WEIGHTS_DIR
+    resumed = shapes_train.check_resume(tmp_path, _resume_args(tmp_path))
+    assert resumed.init_from == WEIGHTS_DIR
     other = tmp_path / "other"
     other.mkdir()
     (other / "model_index.json").write_text("{}")

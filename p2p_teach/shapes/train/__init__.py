@@ -52,8 +52,8 @@ from p2p_teach.shapes._lazy import lazy_exports
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("log", "save_atomic", "save_phase", "resume_phase", "unet_minutes_trained"),
                     "checkpoints"),
-    **dict.fromkeys(("PhaseClock", "lr_at", "ema_decay_at", "update_ema", "ema_state_dict"),
-                    "schedule"),
+    **dict.fromkeys(("PhaseClock", "lr_at", "set_lr", "optimiser_step", "ema_decay_at",
+                     "update_ema", "ema_state_dict"), "schedule"),
     **dict.fromkeys(("CaptionIds", "build_dataset", "images_to_tensor", "held_out_images",
                      "position_owners", "EMPTY_CAPTION_SHARE", "HELD_OUT_IMAGES"), "dataset"),
     **dict.fromkeys(("train_vae", "encode_latents", "vae_psnr", "finetune_decoder"), "vae"),

@@ -1,9 +1,10 @@
-"""What follows the wall clock and the step count: the phase budget, learning rate, EMA."""
+"""The optimisation: the phase budget on the wall clock, learning rate, optimiser step, EMA."""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 
 import torch
 
@@ -50,6 +51,16 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every parameter group's learning rate."""
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def optimiser_step(
+    optimizer: torch.optim.Optimizer, loss: torch.Tensor, params: Iterable[torch.Tensor]
+) -> None:
+    """One update on ``loss``: fresh gradients, clipped to a total norm of 1, then the step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
 
 
 def ema_decay_at(step: int, max_decay: float) -> float:

@@ -19,7 +19,7 @@ from p2p_teach.shapes import model as shapes_model
 from .checkpoints import log, resume_phase, save_phase
 from .config import TEXT_TARGETS
 from .dataset import EMPTY_CAPTION_SHARE, CaptionIds
-from .schedule import PhaseClock, lr_at, set_lr
+from .schedule import PhaseClock, lr_at, optimiser_step, set_lr
 
 if TYPE_CHECKING:
     from transformers import CLIPTextModel
@@ -157,10 +157,7 @@ def train_text_encoder(
         input_ids[drop] = empty_ids
         wanted[drop] = 0
         loss, _ = head_loss(input_ids, wanted)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        optimiser_step(optimizer, loss, params)
         step += 1
         if step % 100 == 0:
             log(f"text step {step} loss {loss.item():.4f}")

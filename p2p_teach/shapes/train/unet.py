@@ -19,7 +19,15 @@ from .checkpoints import log, resume_phase, save_phase
 from .config import TrainConfig
 from .dataset import EMPTY_CAPTION_SHARE, position_owners
 from .losses import denoising_loss, grounding_loss
-from .schedule import PhaseClock, ema_decay_at, ema_state_dict, lr_at, set_lr, update_ema
+from .schedule import (
+    PhaseClock,
+    ema_decay_at,
+    ema_state_dict,
+    lr_at,
+    optimiser_step,
+    set_lr,
+    update_ema,
+)
 
 
 @dataclass(frozen=True)
@@ -115,10 +123,7 @@ def train_unet(data: UnetData, config: TrainConfig, init_state: dict | None = No
         batch = data.batch(config.batch)
         loss, ground = unet_losses(unet, record, noise_scheduler, batch, config, ground_now)
         total = loss + config.ground_weight * ground if ground_now else loss
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        optimiser_step(optimizer, total, params)
         update_ema(ema, params, ema_decay_at(step, config.ema_decay))
         step += 1
         progress.add(step, loss.item(), ground.item(), lr, clock.elapsed)

@@ -13,7 +13,7 @@ from p2p_teach.shapes import model as shapes_model
 
 from .checkpoints import log, resume_phase, save_atomic, save_phase
 from .dataset import held_out_images, images_to_tensor
-from .schedule import PhaseClock, lr_at, set_lr
+from .schedule import PhaseClock, lr_at, optimiser_step, set_lr
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL
@@ -40,10 +40,7 @@ def train_vae(
         mse = F.mse_loss(recon, pixels)
         kl = posterior.kl().mean() / pixels[0].numel()
         loss = mse + 1e-4 * kl
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
+        optimiser_step(optimizer, loss, vae.parameters())
         step += 1
         if step % 50 == 0:
             psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))  # of this training batch
@@ -111,10 +108,7 @@ def finetune_decoder(out: Path, minutes: float, seed: int, ckpt_minutes: float) 
         noisy_latents = latents[index] + 0.02 * torch.randn_like(latents[index])
         recon = vae.decode(noisy_latents).sample
         loss = F.mse_loss(recon, pixels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        optimiser_step(optimizer, loss, params)
         step += 1
         if step % 100 == 0:
             psnr = vae_psnr(vae, held_out[:64])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -28,6 +29,9 @@ from .schedule import (
     set_lr,
     update_ema,
 )
+
+if TYPE_CHECKING:
+    from diffusers import DDPMScheduler
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class UnetData:
 
 
 def unet_losses(
-    unet: torch.nn.Module, record: shapes_model.AttentionRecord, noise_scheduler: object,
+    unet: torch.nn.Module, record: shapes_model.AttentionRecord, noise_scheduler: DDPMScheduler,
     batch: tuple[torch.Tensor, ...], config: TrainConfig, ground_now: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """The epsilon loss of one noised batch and, if ``ground_now``, its grounding loss (else 0).

@@ -95,8 +95,8 @@ def history_by_record(
     """The edit with each record set, interleaved with stock in every repetition (stock,
     edit(set 1), edit(set 2), …): per set, the layers kept, the history's size against the
     formula's, and the time; and the stock times."""
-    from p2p_teach.history import estimate_nbytes, keep_layer
-    from p2p_teach.processors import plan_layers
+    from p2p_teach.history import estimate_nbytes
+    from p2p_teach.layers import keep_layer, plan_layers
 
     case = Case("record sets", "builtin", side, side, steps, repetitions, memory=False)
     noise = initial_noise(pipe, side, side)

@@ -130,12 +130,6 @@ def test_the_checks_see_a_backward_import():
 # --------------------------------------------------------------------------------------------
 
 MAX_LINES = 80
-# Split into packages of small modules separately; their long functions go with that split.
-# These entries only apply while the old single-file modules still exist.
-BEING_SPLIT = [
-    PACKAGE / "shapes" / "train.py",
-    PACKAGE / "shapes" / "evaluate.py",
-]
 
 
 def _function_lengths(path: Path) -> list[tuple[str, int, int]]:
@@ -156,8 +150,6 @@ def _function_lengths(path: Path) -> list[tuple[str, int, int]]:
 
 @pytest.mark.parametrize("path", sorted(MODULES.values()), ids=lambda p: str(p.name))
 def test_no_function_is_over_80_lines(path):
-    if path in BEING_SPLIT:
-        pytest.skip("split into a package of small modules separately")
     too_long = [
         f"{path.relative_to(PACKAGE.parent)}:{line} {name}: {lines} lines"
         for name, line, lines in _function_lengths(path)

@@ -177,24 +177,6 @@ def recording(unet: UNet2DConditionModel, record: AttentionRecord) -> Iterator[N
         yield
 
 
-def install_recording(unet: UNet2DConditionModel, record: AttentionRecord) -> dict:
-    """Give every cross-attention layer of ``unet`` a recording processor for good (training
-    keeps them for its whole run); self-attention gets fused SDPA. Returns the previous
-    processors. Prefer :func:`recording`, which puts them back by itself.
-    """
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
-    previous = dict(unet.attn_processors)
-    processors = {}
-    for name in previous:
-        if name.endswith("attn2.processor"):
-            processors[name] = RecordingCrossAttnProcessor(name, record)
-        else:
-            processors[name] = AttnProcessor2_0()
-    unet.set_attn_processor(processors)
-    return previous
-
-
 def load_components(folder: str | Path, dtype: torch.dtype = torch.float32) -> dict:
     """Load the pipeline components saved in ``folder`` (a ``save_pretrained`` folder)."""
     from diffusers import StableDiffusionPipeline

@@ -30,18 +30,14 @@ def generate(
     attention = shapes_model.AttentionRecord(
         active=record, keep_batch=slice(n, None) if guidance > 1 else None, detach=True
     )
-    previous = shapes_model.install_recording(pipe.unet, attention)
-    try:
-        with torch.no_grad():
-            result = pipe(
-                [prompt] * n,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                generator=torch.Generator().manual_seed(seed),
-                output_type="np",
-            )
-    finally:
-        pipe.unet.set_attn_processor(previous)
+    with torch.no_grad(), shapes_model.recording(pipe.unet, attention):
+        result = pipe(
+            [prompt] * n,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="np",
+        )
     images = (np.clip(result.images, 0, 1) * 255 + 0.5).astype(np.uint8)  # (n, 64, 64, 3)
     return images, list(attention.maps)
 

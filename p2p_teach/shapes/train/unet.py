@@ -102,7 +102,6 @@ def train_unet(data: UnetData, config: TrainConfig, init_state: dict | None = No
     if init_state is not None:
         unet.load_state_dict(init_state)
     record = shapes_model.AttentionRecord()
-    shapes_model.install_recording(unet, record)
     noise_scheduler = shapes_model.build_noise_scheduler()
     params = list(unet.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -120,19 +119,21 @@ def train_unet(data: UnetData, config: TrainConfig, init_state: dict | None = No
         save_phase(ckpt_path, "unet", unet, optimizer, step, clock.elapsed, ema=ema)
         log(f"unet: checkpoint at step {step} ({clock.elapsed / 60:.1f} min)")
 
-    while clock.running():
-        lr = lr_at(config.lr, step, clock.fraction(), config.warmup)
-        set_lr(optimizer, lr)
-        ground_now = config.ground_weight > 0 and step % config.ground_every == 0
-        batch = data.batch(config.batch)
-        loss, ground = unet_losses(unet, record, noise_scheduler, batch, config, ground_now)
-        total = loss + config.ground_weight * ground if ground_now else loss
-        optimiser_step(optimizer, total, params)
-        update_ema(ema, params, ema_decay_at(step, config.ema_decay))
-        step += 1
-        progress.add(step, loss.item(), ground.item(), lr, clock.elapsed)
-        if clock.checkpoint_due():
-            checkpoint()
+    # The cross-attention layers record into `record` (the grounding loss reads it).
+    with shapes_model.recording(unet, record):
+        while clock.running():
+            lr = lr_at(config.lr, step, clock.fraction(), config.warmup)
+            set_lr(optimizer, lr)
+            ground_now = config.ground_weight > 0 and step % config.ground_every == 0
+            batch = data.batch(config.batch)
+            loss, ground = unet_losses(unet, record, noise_scheduler, batch, config, ground_now)
+            total = loss + config.ground_weight * ground if ground_now else loss
+            optimiser_step(optimizer, total, params)
+            update_ema(ema, params, ema_decay_at(step, config.ema_decay))
+            step += 1
+            progress.add(step, loss.item(), ground.item(), lr, clock.elapsed)
+            if clock.checkpoint_due():
+                checkpoint()
     checkpoint()
     log(f"unet: done, {step} steps")
     return ema_state_dict(unet, ema)

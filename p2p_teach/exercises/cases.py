@@ -10,6 +10,7 @@ own, and returns a report at the asked level.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +65,7 @@ def run_cases(
                 "of the arguments to see what arrives",
             )
         else:
-            changed = _changed_argument(case.args, args)
+            changed = _changed_argument(case.args, args, function)
             finding = (
                 Finding(
                     case.name,
@@ -84,11 +85,15 @@ def run_cases(
     )
 
 
-def _changed_argument(originals: tuple, given: tuple) -> str | None:
-    """The position (as text) of a tensor argument the learner changed in place, or None."""
+def _changed_argument(originals: tuple, given: tuple, function: Callable) -> str | None:
+    """The name of a tensor argument the learner changed in place, or None."""
+    try:
+        names = list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        names = []
     for index, (original, after) in enumerate(zip(originals, given)):
         if isinstance(original, torch.Tensor) and not torch.equal(original, after):
-            return f"number {index + 1}"
+            return repr(names[index]) if index < len(names) else f"number {index + 1}"
     return None
 
 
@@ -130,3 +135,17 @@ def random_maps(seed: int, heads: int = 2, pixels: int = 6, slots: int = 77) -> 
     generator = torch.Generator().manual_seed(seed)
     scores = torch.randn(heads, pixels, slots, generator=generator, dtype=torch.float64)
     return (2 * scores).softmax(dim=-1)  # (heads, pixels, slots)
+
+
+def mistake_hint(
+    answer: torch.Tensor, mistakes: dict[str, torch.Tensor], otherwise: str, atol: float = 0.0
+) -> str:
+    """The hint of every known mistake the answer equals (joined by "or"), else ``otherwise``."""
+    matching = [
+        text
+        for text, value in mistakes.items()
+        if answer.shape == value.shape and close(answer, value.to(answer.dtype), atol)
+    ]
+    if not matching:
+        return otherwise
+    return matching[0] if len(matching) == 1 else "either " + "; or ".join(matching)

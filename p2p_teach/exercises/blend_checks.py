@@ -126,6 +126,7 @@ def _variant(maps: torch.Tensor, latent: tuple, threshold: float, mistake: str) 
 
 
 def _show(expected: torch.Tensor) -> str:
-    return "\n".join(
-        " ".join("#" if v else "." for v in row) for row in expected[0, 0].tolist()
-    ) + "\n(# = 1, . = 0)"
+    return (
+        "\n".join(" ".join("#" if v else "." for v in row) for row in expected[0, 0].tolist())
+        + "\n(# = 1, . = 0)"
+    )

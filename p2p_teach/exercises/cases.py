@@ -61,7 +61,8 @@ def run_cases(
             finding = Finding(
                 case.name,
                 f"{exercise} raised {type(error).__name__}: {error}",
-                case.error_hint or "read the error's line in your function; print the shapes "
+                case.error_hint
+                or "read the error's line in your function; print the shapes "
                 "of the arguments to see what arrives",
             )
         else:

@@ -53,7 +53,10 @@ def check_local_blend_mask(
     ):
         maps = word_maps(side, source, target, scale, index)
         expected = blend_mask(maps, latent, threshold).double()  # (1, 1, h, w)
-        name = f"'{label}' (word_maps {tuple(maps.shape)}, latent_size={latent}, threshold={threshold})"
+        name = (
+            f"'{label}' (word_maps {tuple(maps.shape)}, latent_size={latent}, "
+            f"threshold={threshold})"
+        )
         args = (maps, latent, threshold)
         cases.append(Case(name, args, _judge(name, args, expected)))
     return run_cases("local_blend_mask", local_blend_mask, cases, hint=hint, reveal=reveal)

@@ -89,13 +89,12 @@ class LearnerProcessor(ExplicitAttnProcessor, PromptToPromptProcessor):
             return target
         where = f"in layer {self.layer.name} at step {run.step}"
         if plan.kind == "replace":
-            mapper = plan.mapper.to(target.device)
-            edited = _call(plan.functions, "replace_attention", where, source, mapper)
+            name, args = "replace_attention", (source, plan.mapper.to(target.device))
         else:
-            edited = _call(plan.functions, "refine_attention", where, source, target,
-                           plan.source_index.to(target.device), plan.alphas.to(target.device))  # fmt: skip
-        edited = _checked(edited, tuple(target.shape), "replace_attention" if plan.kind ==
-                          "replace" else "refine_attention", where).to(target)  # fmt: skip
+            index, alphas = plan.source_index.to(target.device), plan.alphas.to(target.device)
+            name, args = "refine_attention", (source, target, index, alphas)
+        edited = _call(plan.functions, name, where, *args)
+        edited = _checked(edited, tuple(target.shape), name, where).to(target)
         return tau * edited + (1 - tau) * target  # (heads, pixels, 77)
 
 

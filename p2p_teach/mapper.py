@@ -340,23 +340,85 @@ class CellDifference:
     column_label: str
 
     def __str__(self) -> str:
+        """The cell with both values (what ``reveal=True`` shows)."""
+        return f"{self.where()}: expected {format_weight(self.expected, '0')}, got {self.got_text}"
+
+    @property
+    def got_text(self) -> str:
+        return format_weight(self.got, "0")
+
+    def where(self) -> str:
         return (
             f"M[{self.row}, {self.column}] (source {self.row_label!r} → target "
-            f"{self.column_label!r}): expected {format_weight(self.expected, '0')}, "
-            f"got {format_weight(self.got, '0')}"
+            f"{self.column_label!r})"
         )
 
 
 MAX_LISTED = 20  # differing cells a MapperCheck lists as text (all are in .differences)
+MapperRegion = tuple[str, range, "Swap | None"]  # kind, source rows, the swap it belongs to
+
+
+def mapper_regions(swaps: tuple[Swap, ...]) -> list[MapperRegion]:
+    """The source rows in walk order: before the first swap, each swap's block, and the rows
+    after it (``"before"``, ``"block"``, ``"after"``; ``"plain"`` when there is no swap)."""
+    regions: list[MapperRegion] = []
+    row = 0
+    for swap in swaps:
+        regions.append(("before", range(row, swap.source_slots.start), swap))
+        regions.append(("block", swap.source_slots, swap))
+        row = swap.source_slots.stop
+    last = swaps[-1] if swaps else None
+    regions.append(("after" if swaps else "plain", range(row, MAX_SLOTS), last))
+    return [region for region in regions if len(region[1])]
+
+
+def region_text(kind: str, swap: Swap | None) -> tuple[str, str]:
+    """A region in words, and the hint about the rule there (see :func:`mapper_regions`)."""
+    if kind == "block" and swap is not None:
+        what = (
+            f"the block of the swap {swap.source_text!r} (source slots "
+            f"{_span(swap.source_slots)}) → {swap.target_text!r} (target slots "
+            f"{_span(swap.target_slots)}), {swap.case}"
+        )
+        if swap.n_source == swap.n_target:
+            return what, (
+                f"n = m = {swap.n_source}: the pieces pair up one to one, so the block is an "
+                "identity (piece k → piece k), with no sharing"
+            )
+        return what, (
+            f"n = {swap.n_source} ≠ m = {swap.n_target}: the pieces cannot be paired, so every "
+            "source piece feeds every target piece with the same weight; the rule picks that "
+            "weight from n and m (§2)"
+        )
+    if kind == "before" and swap is not None:
+        return f"the unchanged slots before the swap {swap.source_text!r} → {swap.target_text!r}", (
+            "unchanged slots map i → j with weight 1; after an earlier swap of n source and m "
+            "target pieces, j runs m − n ahead of i"
+        )
+    if kind == "after" and swap is not None:
+        return f"the slots after the swap {swap.source_text!r} → {swap.target_text!r}", (
+            "after a swap of n source and m target pieces, i advances by n and j by m, and "
+            "every later slot maps i → j with weight 1 (so later words keep their counterpart); "
+            "when j or i reaches 77 the walk stops"
+        )
+    return "the slots (no word is swapped)", (
+        "slots outside the swaps (BOS, unchanged words, EOS, padding) map i → j with weight 1"
+    )
 
 
 @dataclass(frozen=True)
 class MapperCheck:
-    """The result of :func:`check_mapper`: ``ok`` and the cells that differ."""
+    """The result of :func:`check_mapper`: ``ok`` and the cells that differ.
+
+    Its text answers in levels: which cells differ, grouped by region (a swap's block, the
+    slots after it) with your values only; with ``level`` 1 a hint per region; with 2 the
+    expected values too.
+    """
 
     expected: WordSwapMapper
     checked_shape: tuple[int, int]  # the top-left corner that was compared
     differences: tuple[CellDifference, ...]
+    level: int = 0
 
     @property
     def ok(self) -> bool:
@@ -371,16 +433,37 @@ class MapperCheck:
         if self.ok:
             return f"Correct: all cells of {where} match the {self.expected.rule} rule."
         lines = [
-            f"{len(self.differences)} cell(s) of {where} differ from the "
-            f"{self.expected.rule} rule:"
+            f"{len(self.differences)} cell(s) of {where} differ from the {self.expected.rule} rule:"
         ]
-        lines += [f"  {difference}" for difference in self.differences[:MAX_LISTED]]
-        if len(self.differences) > MAX_LISTED:
-            lines.append(f"  … and {len(self.differences) - MAX_LISTED} more")
+        listed = 0
+        for kind, source_rows, swap in mapper_regions(self.expected.swaps):
+            cells = [d for d in self.differences if d.row in source_rows]
+            if not cells:
+                continue
+            what, why = region_text(kind, swap)
+            shown = cells[: max(0, MAX_LISTED - listed)]
+            listed += len(shown)
+            lines.append(f"  {what}: {len(cells)} cell(s)")
+            if self.level >= 2:
+                lines += [f"    {cell}" for cell in shown]
+            else:
+                lines += [f"    {cell.where()}: yours {cell.got_text}" for cell in shown]
+            if len(shown) < len(cells):
+                lines.append(f"    … and {len(cells) - len(shown)} more")
+            if self.level >= 1:
+                lines.append(f"    why: {why}")
+        if self.level == 0:
+            lines.append(
+                "  (check again, or pass hint=True, for a hint; reveal=True shows the expected "
+                "values)"
+            )
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer, cycle) -> None:  # IPython shows the report as text
         printer.text(str(self))
+
+
+_LAST_MAPPER_FAILURE: dict[tuple[str, str, str], tuple] = {}  # (source, target, rule) → cells
 
 
 def check_mapper(
@@ -389,8 +472,15 @@ def check_mapper(
     target: str | TokenView,
     rule: str = "course",
     atol: float = 1e-4,
+    *,
+    hint: bool = False,
+    reveal: bool = False,
 ) -> MapperCheck:
     """Compare a learner's mapper with the library's and say which cells differ.
+
+    The report names the differing cells and your values, grouped by region; it adds a hint
+    per region with ``hint=True`` or when the same answer is checked again, and the expected
+    values only with ``reveal=True``.
 
     Args:
         answer: the learner's matrix, rows = source slots, columns = target slots: a nested
@@ -400,6 +490,8 @@ def check_mapper(
         source, target: the prompts (or token views).
         rule: the rule to check against, ``"course"`` (default) or ``"original"``.
         atol: how close a cell must be to count as equal.
+        hint: add a hint about the rule in each region that differs.
+        reveal: show the expected value of each differing cell.
     """
     expected = word_swap_mapper(source, target, rule=rule)
     given = torch.as_tensor(_as_float_rows(answer), dtype=torch.float64)
@@ -423,7 +515,12 @@ def check_mapper(
         )
         for i, j in differing.nonzero().tolist()
     )
-    return MapperCheck(expected, (rows, columns), differences)
+    key = (expected.source.prompt, expected.target.prompt, rule)
+    cells = tuple((d.row, d.column, d.got) for d in differences)
+    repeated = bool(differences) and _LAST_MAPPER_FAILURE.get(key) == cells
+    _LAST_MAPPER_FAILURE[key] = cells
+    level = 2 if reveal else 1 if (hint or repeated) else 0
+    return MapperCheck(expected, (rows, columns), differences, level)
 
 
 def _as_float_rows(answer: object) -> torch.Tensor:
@@ -450,8 +547,7 @@ def _as_float_rows(answer: object) -> torch.Tensor:
         )
     except (TypeError, ValueError) as error:
         raise ValueError(
-            f"every cell of the answer must be a number such as 1, 0.5 or Fraction(1, 3): "
-            f"{error}"
+            f"every cell of the answer must be a number such as 1, 0.5 or Fraction(1, 3): {error}"
         ) from None
 
 

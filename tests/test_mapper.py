@@ -459,8 +459,27 @@ def test_check_mapper_reports_each_differing_cell():
     }
     text = str(report)
     assert "5 cell(s)" in text
-    assert "M[3, 5] (source 'eating' → target 'eating'): expected 1, got 0" in text
-    assert "M[2, 2] (source 'lion' → target 'hippo'): expected 1/3, got 1" in text
+    # first what: the regions and the learner's own values, never the expected ones
+    assert "the block of the swap 'lion' (source slots 2) → 'hippopotamus' (target slots 2–4)" in text
+    assert "M[3, 5] (source 'eating' → target 'eating'): yours 0" in text
+    assert "expected 1" not in text and "1/3" not in text and "why:" not in text
+    # then why: a hint per region, still without the values
+    hinted = str(check_mapper(answer, "A lion eating", "A hippopotamus eating", hint=True))
+    assert "why: n = 1 ≠ m = 3" in hinted and "1/3" not in hinted
+    # the expected values only on request
+    revealed = str(check_mapper(answer, "A lion eating", "A hippopotamus eating", reveal=True))
+    assert "M[3, 5] (source 'eating' → target 'eating'): expected 1, got 0" in revealed
+    assert "M[2, 2] (source 'lion' → target 'hippo'): expected 1/3, got 1" in revealed
+
+
+def test_check_mapper_gives_the_hint_when_the_same_answer_is_checked_again():
+    answer = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    first = str(check_mapper(answer, "A lion, eating", "A hippopotamus, eating"))
+    again = str(check_mapper(answer, "A lion, eating", "A hippopotamus, eating"))
+    assert "why:" not in first and "why:" in again
+    assert "expected" not in again.replace("reveal=True shows the expected values", "")
+    changed = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0.5, 0.5], [0, 0, 0, 0]]
+    assert "why:" not in str(check_mapper(changed, "A lion, eating", "A hippopotamus, eating"))
 
 
 def test_check_mapper_against_the_original_rule():
@@ -472,8 +491,9 @@ def test_check_mapper_against_the_original_rule():
     # course: source i → target i + 2 for i = 3…74; original: j → j for j = 5…76
     assert len(report.differences) == 72 + 72
     text = str(report)
-    assert "144 cell(s)" in text and text.endswith("… and 124 more")
-    assert len(text.splitlines()) == 1 + 20 + 1
+    assert "144 cell(s)" in text and "… and 124 more" in text
+    assert "the slots after the swap 'lion' → 'hippopotamus': 144 cell(s)" in text
+    assert len(text.splitlines()) == 1 + 1 + 20 + 1 + 1  # title, region, 20 cells, more, help
 
 
 def test_check_mapper_rejects_a_wrong_shape():

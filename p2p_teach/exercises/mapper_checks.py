@@ -13,7 +13,16 @@ from collections.abc import Callable
 
 import torch
 
-from ..mapper import EXAMPLES, Swap, find_swaps, format_mapper, word_swap_mapper
+from ..mapper import (
+    EXAMPLES,
+    Swap,
+    find_swaps,
+    format_mapper,
+    format_weight,
+    mapper_regions,
+    region_text,
+    word_swap_mapper,
+)
 from ..tokens import MAX_SLOTS, tokenize
 from .cases import Case, as_tensor, run_cases, span
 from .feedback import CheckReport, Finding
@@ -78,63 +87,20 @@ def _judge(name: str, source: str, target: str, swaps: tuple[Swap, ...]):
     return judge
 
 
-def _regions(swaps: tuple[Swap, ...]) -> list[tuple[str, range, Swap | None]]:
-    """Source rows in walk order: before the first swap, each block, the rows after it."""
-    regions: list[tuple[str, range, Swap | None]] = []
-    row = 0
-    for swap in swaps:
-        regions.append(("before", range(row, swap.source_slots.start), swap))
-        regions.append(("block", swap.source_slots, swap))
-        row = swap.source_slots.stop
-    regions.append(("after" if swaps else "plain", range(row, MAX_SLOTS), swaps[-1] if swaps
-                    else None))  # fmt: skip
-    return [region for region in regions if len(region[1])]
-
-
 def _locate(differ, matrix, swaps, expected) -> tuple[str, str]:
     """What is wrong (the first region of rows with a differing cell) and a hint for it."""
-    for kind, rows, swap in _regions(swaps):
+    for kind, rows, swap in mapper_regions(swaps):
         cells = differ[rows.start : rows.stop].nonzero().tolist()
         if not cells:
             continue
         r, c = cells[0][0] + rows.start, cells[0][1]
-        cell = (
-            f"first M[{r}, {c}] (source {expected.source.slots[r].label!r} → target "
-            f"{expected.target.slots[c].label!r}; yours: {_short(float(matrix[r, c]))})"
-        )
-        count = f"{len(cells)} cell(s) in source rows {span(list(rows))} differ, {cell}"
-        if kind == "block":
-            what = (
-                f"the block of the swap {swap.source_text!r} (source slots "
-                f"{span(list(swap.source_slots))}) → {swap.target_text!r} (target slots "
-                f"{span(list(swap.target_slots))}), {swap.case}, is wrong: "
-            )
-            why = _block_hint(swap)
-        elif kind in ("after", "plain") and swap is not None:
-            what = f"the slots after the swap {swap.source_text!r} → {swap.target_text!r}: "
-            why = (
-                "after a swap of n source and m target pieces, i advances by n and j by m, and "
-                "every later slot maps i → j with weight 1, so later words keep their own "
-                "counterpart; when j (or i) reaches 77 the walk stops"
-            )
-        else:
-            what = "a slot that no swap touches: "
-            why = "slots outside the swaps (BOS, unchanged words, EOS, padding) map i → j with 1"
-        return what + count, why
-    raise AssertionError("no differing cell")  # pragma: no cover - differ.any() was True
-
-
-def _block_hint(swap: Swap) -> str:
-    if swap.n_source == swap.n_target:
+        what, why = region_text(kind, swap)
         return (
-            f"n = m = {swap.n_source}: the pieces pair up one to one, so the block is an "
-            "identity (piece k → piece k), with no sharing"
-        )
-    return (
-        f"n = {swap.n_source} ≠ m = {swap.n_target}: the pieces cannot be paired, so every "
-        "source piece feeds every target piece with the same weight; the course's rule picks "
-        "that weight from n and m (notebook 02, §2)"
-    )
+            f"{what} is wrong: {len(cells)} cell(s) in source rows {span(list(rows))} differ, "
+            f"first M[{r}, {c}] (source {expected.source.slots[r].label!r} → target "
+            f"{expected.target.slots[c].label!r}; yours: {format_weight(float(matrix[r, c]), '0')})"
+        ), why
+    raise AssertionError("no differing cell")  # pragma: no cover - differ.any() was True
 
 
 def _known_mistake(matrix: torch.Tensor, swaps: tuple[Swap, ...]) -> str | None:
@@ -194,9 +160,3 @@ def _variant(swaps: tuple[Swap, ...], mistake: str) -> torch.Tensor:
             matrix[i, j] = 1.0
         i, j = i + 1, j + 1
     return matrix
-
-
-def _short(value: float) -> str:
-    from ..mapper import format_weight
-
-    return format_weight(value, "0")

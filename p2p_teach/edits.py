@@ -245,8 +245,9 @@ def step_coefficients(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> StepCoefficients:
-    """Combine an edit with its schedule into per-step coefficients (see the module formula)."""
-    num_steps = schedule.num_steps
+    """Combine an edit with its schedule into per-step coefficients (see the module formula);
+    one row per row of the schedule (steps, or UNet calls for the original's count)."""
+    num_steps = schedule.cross.shape[0]  # rows: T steps, or the UNet calls
     if not token_edit.injects:
         return StepCoefficients(
             value_mixers=torch.zeros(num_steps, MAX_SLOTS, MAX_SLOTS, device=device, dtype=dtype),

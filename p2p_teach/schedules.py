@@ -12,10 +12,18 @@ target's own details appear (the recitation's "Injection Step" slides). Two sche
 
 A window ``(start, end)`` of fractions covers the steps ``k`` with
 ``floor(start·T) ≤ k < floor(end·T)`` for ``T`` denoising steps, for both schedules, so one
-fraction means the same steps for both. The original code rounds self-attention this way; for
-cross-attention its table has ``T + 1`` rows and it rounds ``f·(T + 1)`` down, which is one step
-more for some ``(T, f)`` (``T = 25, f = 0.5``: 13 steps there, 12 here; ``f = 0.8`` gives 20 in
-both at 25 steps and 40 in both at 50).
+fraction means the same steps for both.
+
+The original code counts differently (``conventions="original"`` in
+:func:`p2p_teach.engine.edit` reproduces it, :func:`resolve_original_schedule`): its windows
+index *UNet calls*, not denoising steps. Its cross-attention table has ``T + 1`` rows and a
+window covers the calls ``int(start·(T + 1)) ≤ c < int(end·(T + 1))``; its self-attention
+window covers ``int(start·T) ≤ c < int(end·T)``. With one UNet call per step (DDIM, Euler, …)
+calls are steps, and the two counts differ only by the ``T + 1`` rounding (``T = 25,
+f = 0.5``: 13 steps there, 12 here; ``f = 0.8`` gives 20 in both at 25 steps and 40 in both
+at 50). With PNDM, Stable Diffusion's default, the first step makes two UNet calls, so every
+window ending after it covers one step less there: ``0.8`` of 25 steps injects 19 denoising
+steps there and 20 here, and self-attention's ``0.4`` 9 steps there and 10 here.
 Self-attention is injected only in layers of a coarse resolution: the original does it at
 ≤ 16×16 for SD's 64×64 latent, a quarter of the latent's side, and
 :func:`self_injection_max_side` keeps that ratio for any model.
@@ -31,6 +39,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from numbers import Real
+from typing import Literal
 
 import torch
 
@@ -38,6 +47,8 @@ from .defaults import SD_V1
 from .tokens import MAX_SLOTS, TokenView, Word, WordNotFoundError
 
 Window = tuple[float, float]
+Conventions = Literal["p2p_teach", "original"]
+CONVENTIONS: tuple[Conventions, ...] = ("p2p_teach", "original")
 StepFraction = float | tuple[float, float]
 CrossSteps = StepFraction | Mapping[str, StepFraction]
 SelfSteps = StepFraction
@@ -129,11 +140,13 @@ class InjectionSchedule:
 
     Attributes:
         num_steps: T, the number of denoising steps.
-        cross: (T, 77) float32; ``cross[k, j]`` is α of target slot ``j`` at step ``k`` (1: the
-            slot takes the source's map, 0: it keeps its own).
-        self_: (T,) bool; inject self-attention at step ``k``.
+        cross: (rows, 77) float32; ``cross[k, j]`` is α of target slot ``j`` at row ``k`` (1:
+            the slot takes the source's map, 0: it keeps its own).
+        self_: (rows,) bool; inject self-attention at row ``k``.
         cross_windows: the normalised cross windows, ``{"default": (s, e), word: (s, e)}``.
         self_window: the normalised self window.
+        rows: ``"step"`` (row k is denoising step k: T rows, this toolkit's count) or
+            ``"call"`` (row c is the c-th UNet call, the original code's count).
     """
 
     num_steps: int
@@ -141,22 +154,33 @@ class InjectionSchedule:
     self_: torch.Tensor = field(repr=False)
     cross_windows: dict[str, Window]
     self_window: Window
+    rows: Literal["step", "call"] = "step"
 
     def to_json(self) -> dict:
-        """The windows as JSON-ready data (lists for pairs)."""
+        """The windows as JSON-ready data (lists for pairs), with the rows they cover."""
+        if self.rows == "call":
+            return {
+                "cross_steps": {word: list(window) for word, window in self.cross_windows.items()},
+                "self_steps": list(self.self_window),
+                "cross_call_ranges": {
+                    word: _bounds(original_cross_calls(window, self.num_steps))
+                    for word, window in self.cross_windows.items()
+                },
+                "self_call_range": _bounds(original_self_calls(self.self_window, self.num_steps)),
+            }
         return {
             "cross_steps": {word: list(window) for word, window in self.cross_windows.items()},
             "self_steps": list(self.self_window),
             "cross_step_ranges": {
-                word: [r.start, r.stop]
+                word: _bounds(window_steps(window, self.num_steps))
                 for word, window in self.cross_windows.items()
-                for r in [window_steps(window, self.num_steps)]
             },
-            "self_step_range": [
-                window_steps(self.self_window, self.num_steps).start,
-                window_steps(self.self_window, self.num_steps).stop,
-            ],
+            "self_step_range": _bounds(window_steps(self.self_window, self.num_steps)),
         }
+
+
+def _bounds(covered: range) -> list[int]:
+    return [covered.start, covered.stop]
 
 
 def check_num_steps(num_steps: object) -> int:
@@ -220,3 +244,64 @@ def _target_words(target: TokenView, word_text: str) -> tuple[Word, ...]:
             f"{target.prompt!r} (per-word windows act on the target's maps); its words are "
             f"{[w.text for w in target.words]}. Fix: use one of those words, or 'default'."
         ) from error
+
+
+# --------------------------------------------------------------------------------------------
+# The original code's count: windows over UNet calls
+# --------------------------------------------------------------------------------------------
+
+
+def original_cross_calls(window: Window, num_steps: int) -> range:
+    """The UNet calls the original code injects cross-attention in.
+
+    Its table (``ptp_utils.get_time_words_attention_alpha``) has ``T + 1`` rows, read by a
+    counter of UNet calls: a window covers ``int(start·(T + 1)) ≤ c < int(end·(T + 1))``,
+    computed in floating point without rounding guard, as the original does.
+    """
+    rows = num_steps + 1
+    return range(int(window[0] * rows), int(window[1] * rows))
+
+
+def original_self_calls(window: Window, num_steps: int) -> range:
+    """The UNet calls the original code injects self-attention in:
+    ``int(start·T) ≤ c < int(end·T)`` (``AttentionControlEdit.num_self_replace``)."""
+    return range(int(window[0] * num_steps), int(window[1] * num_steps))
+
+
+def resolve_original_schedule(
+    cross_steps: CrossSteps,
+    self_steps: SelfSteps,
+    num_steps: int,
+    num_calls: int,
+    target: TokenView,
+) -> InjectionSchedule:
+    """The original code's injection tables, one row per UNet call (``rows="call"``).
+
+    Args:
+        cross_steps, self_steps, target: as :func:`resolve_schedule`.
+        num_steps: T, the denoising steps (the original's ``NUM_DIFFUSION_STEPS``).
+        num_calls: the UNet calls of the run (T + 1 for PNDM, T for DDIM).
+    """
+    num_steps = check_num_steps(num_steps)
+    cross_windows = parse_cross_steps(cross_steps)
+    self_window = parse_window(self_steps, "self_steps")
+    cross = torch.zeros(num_calls, MAX_SLOTS)  # (calls, 77 target slots)
+    default = original_cross_calls(cross_windows["default"], num_steps)
+    cross[default.start : default.stop, :] = 1.0
+    for word_text, window in cross_windows.items():
+        if word_text == "default":
+            continue
+        calls = original_cross_calls(window, num_steps)
+        for word in _target_words(target, word_text):
+            cross[:, word.core_start : word.core_stop] = 0.0
+            cross[calls.start : calls.stop, word.core_start : word.core_stop] = 1.0
+    self_ = torch.zeros(num_calls, dtype=torch.bool)  # (calls,)
+    self_calls = original_self_calls(self_window, num_steps)
+    self_[self_calls.start : self_calls.stop] = True
+    return InjectionSchedule(num_steps, cross, self_, cross_windows, self_window, rows="call")
+
+
+def injected_steps(covered: range, call_steps: tuple[int, ...]) -> list[int]:
+    """The denoising steps whose UNet calls a range of calls touches (``call_steps[c]`` is the
+    step of call ``c``, as :func:`p2p_teach.engine.plan_scheduler` gives it)."""
+    return sorted({call_steps[c] for c in covered if c < len(call_steps)})

@@ -101,8 +101,8 @@ class LearnerProcessor(ExplicitAttnProcessor, PromptToPromptProcessor):
 def _call(functions: Mapping[str, Callable], name: str, where: str, *args: Any) -> Any:
     try:
         return call_learner(functions[name], *args)
-    except NotWritten as blank:
-        raise NotWritten(f"{name} is still blank ({blank})") from None
+    except NotWritten:
+        raise
     except Exception as error:
         raise LearnerFunctionError(
             f"your {name} raised {type(error).__name__} {where}: {error}. Fix: run "
@@ -125,7 +125,13 @@ def learner_plan(
     steps: int,
     cross_steps: Any,
 ) -> LearnerPlan:
-    """Call the learner's mapper and τ once for the prompts (raises NotWritten on a blank)."""
+    """Call the learner's mapper and τ once for the prompts, and the attention function once
+    on small maps (a dry run before the edit).
+
+    Raises:
+        NotWritten: naming every needed function that is still blank, with its hint.
+        LearnerFunctionError: a function raised or returned the wrong shape.
+    """
     missing = [name for name in NEEDED[kind] if not callable(functions.get(name))]
     if missing:
         raise TypeError(f"the {kind} edit needs your functions {missing}; pass them by name")
@@ -137,15 +143,30 @@ def learner_plan(
         for word in target.find_words(text)
     }
     where = f"for the prompts {source.prompt!r} → {target.prompt!r}"
-    table = _call(functions, "injection_table", where, steps, windows["default"], word_windows)
-    plan = LearnerPlan(kind, functions, _checked(table, (steps, MAX_SLOTS), "injection_table",
-                                                 where).float())  # fmt: skip
+    blanks: dict[str, str] = {}
+
+    def attempt(name: str, shape: tuple[int, ...], *args: Any) -> torch.Tensor | None:
+        try:
+            return _checked(_call(functions, name, where, *args), shape, name, where).float()
+        except NotWritten as blank:
+            blanks[name] = str(blank)
+            return None
+
+    plan = LearnerPlan(kind, functions, torch.zeros(0))
+    table = attempt("injection_table", (steps, MAX_SLOTS), steps, windows["default"], word_windows)
+    maps = torch.full((1, 2, MAX_SLOTS), 1.0 / MAX_SLOTS)  # (heads, pixels, 77) for a dry run
     if kind == "replace":
-        mapper = _call(functions, "build_mapper", where, find_swaps(source, target))
-        plan.mapper = _checked(mapper, (MAX_SLOTS, MAX_SLOTS), "build_mapper", where).float()
+        plan.mapper = attempt("build_mapper", (MAX_SLOTS, MAX_SLOTS), find_swaps(source, target))
+        mapper = torch.eye(MAX_SLOTS) if plan.mapper is None else plan.mapper
+        attempt("replace_attention", tuple(maps.shape), maps.clone(), mapper)
     else:
         alignment = refinement_alignment(source, target)
         plan.source_index, plan.alphas = alignment.source_index, alignment.alphas
+        attempt("refine_attention", tuple(maps.shape), maps.clone(), maps.clone(),
+                alignment.source_index, alignment.alphas)  # fmt: skip
+    if blanks:
+        raise NotWritten("; ".join(f"{name} ({hint})" for name, hint in blanks.items()))
+    plan.table = table
     return plan
 
 
@@ -255,7 +276,9 @@ def check_edit(
     try:
         learner = learner_edit(pipe, source_prompt, target_prompt, functions, edit=edit, **kwargs)
     except NotWritten as blank:
-        return EditCheck("not written yet", f"your {edit} edit: not written yet: {blank}.")
+        return EditCheck(
+            "not written yet", f"your {edit} edit: not written yet; still blank: {blank}."
+        )
     except LearnerFunctionError as error:
         return EditCheck("error", f"your {edit} edit stopped: {error}")
     from ..engine import edit as run_edit

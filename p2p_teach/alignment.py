@@ -113,13 +113,24 @@ def align_sequences(source_ids: list[int], target_ids: list[int]) -> list[int]:
 
 
 def refinement_alignment(
-    source: str | TokenView, target: str | TokenView
+    source: str | TokenView, target: str | TokenView, padding: str = "eos"
 ) -> RefinementAlignment:
     """Align a target prompt that adds or removes words with its source prompt.
 
     Returns, for each of the target's 77 slots, the aligned source slot (−1 if none) and an
     alpha: 1.0 where the target slot keeps the source's attention, 0.0 for new tokens.
+
+    Args:
+        source, target: the prompts (or token views).
+        padding: ``"eos"`` (default): target padding slot ``EOS + d`` continues source slot
+            ``EOS + d``; ``"slot"``: target padding slot ``k`` reads source slot ``k``, as
+            the original code's ``seq_aligner.get_mapper`` does.
     """
+    if padding not in ("eos", "slot"):
+        raise ValueError(
+            f"padding={padding!r}: 'eos' (padding follows EOS, this toolkit's) or 'slot' "
+            "(target padding slot k reads source slot k, the original code's)"
+        )
     source_view = source if isinstance(source, TokenView) else tokenize(source)
     target_view = target if isinstance(target, TokenView) else tokenize(target)
     source_used = source_view.ids[: source_view.n_used]  # BOS … EOS
@@ -131,6 +142,8 @@ def refinement_alignment(
     )
     for offset in range(1, MAX_SLOTS - target_view.eos_index):  # padding follows EOS
         source_slot = source_view.eos_index + offset
+        if padding == "slot":  # the original: padding slot k reads source slot k
+            source_slot = target_view.eos_index + offset
         if source_slot < MAX_SLOTS:
             source_index[target_view.eos_index + offset] = source_slot
     alphas = (source_index >= 0).float()  # (77,)

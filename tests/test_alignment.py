@@ -4,6 +4,7 @@ aligner on generated prompt pairs."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -178,3 +179,17 @@ def test_property_used_slots_match_the_original_aligner(source_words, target_wor
     assert torch.equal(alignment.alphas, (alignment.source_index >= 0).float())
     assert int(alignment.source_index.max()) < MAX_SLOTS
 
+
+def test_original_padding_reads_the_same_source_slot():
+    here = refinement_alignment("a big red circle", "a big red circle on the left")
+    there = refinement_alignment("a big red circle", "a big red circle on the left", padding="slot")
+    eos = here.target.eos_index
+    assert torch.equal(here.source_index[: eos + 1], there.source_index[: eos + 1])  # BOS…EOS
+    assert there.source_index[eos + 1 :].tolist() == list(range(eos + 1, 77))  # k → k
+    assert here.source_index[eos + 1 : eos + 3].tolist() == [
+        here.source.eos_index + 1,
+        here.source.eos_index + 2,
+    ]
+    assert bool((there.alphas[eos + 1 :] == 1).all())
+    with pytest.raises(ValueError, match="padding='end'"):
+        refinement_alignment("a cat", "a fluffy cat", padding="end")

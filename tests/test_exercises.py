@@ -317,6 +317,7 @@ def test_a_wrong_function_in_the_edit_is_found_by_step_and_layer(pipe):
     text = str(check)
     assert check.status == "wrong" and check.max_difference > 1
     assert "the edited target's maps first differ at step 0, layer" in text
+    assert "why: check_replace_attention(replace_attention) is not correct yet" in text
 
 
 def test_a_blank_in_the_edit_lists_every_blank(pipe):

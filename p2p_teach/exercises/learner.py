@@ -295,9 +295,29 @@ def check_edit(
         lines.append("  Correct: your Prompt-to-Prompt makes the toolkit's image.")
         return EditCheck("correct", "\n".join(lines), toolkit, learner, difference)
     lines.append(f"  what: {first_divergence(toolkit.history, learner.history)}")
-    lines.append("  why: run the exercise checks above; the first that is not correct is where "
-                 "to look")  # fmt: skip
+    lines.append(f"  why: {_first_failing_exercise(functions, edit)}")
     return EditCheck("wrong", "\n".join(lines), toolkit, learner, difference)
+
+
+def _first_failing_exercise(functions: Mapping[str, Callable], kind: str) -> str:
+    """Which of the edit's functions fails its own check (the checks take a second or so)."""
+    from . import attention_checks, feedback, mapper_checks, schedule_checks
+
+    remembered = dict(feedback._LAST_FAILURE)  # these checks are not the learner's attempts
+    checks = {
+        "build_mapper": mapper_checks.check_build_mapper,
+        "replace_attention": attention_checks.check_replace_attention,
+        "injection_table": schedule_checks.check_injection_table,
+        "refine_attention": attention_checks.check_refine_attention,
+    }
+    try:
+        for name in NEEDED[kind]:
+            if not checks[name](functions[name]).ok:
+                return f"check_{name}({name}) is not correct yet; run it for what is wrong there"
+    finally:
+        feedback._LAST_FAILURE.clear()
+        feedback._LAST_FAILURE.update(remembered)
+    return "every function passes its own check, so look at how they combine in the edit"
 
 
 def image_difference(first: Any, second: Any) -> int:

@@ -58,18 +58,18 @@ class ExplicitPromptToPromptProcessor(ExplicitAttnProcessor, PromptToPromptProce
         per_head = probabilities.view(-1, attn.heads, pixels, tokens)
         if self.layer.cross:
             self._edit_cross(per_head)
-        elif self.inject_self and self.run.coefficients.self_inject[self.run.step]:
+        elif self.inject_self and self.run.coefficients.self_inject[self.run.row]:
             per_head[self.run.cond_target] = per_head[self.run.cond_source]
         return probabilities
 
     def _edit_cross(self, probabilities: torch.Tensor) -> None:
         """Edit the conditional target's (heads, pixels, 77) probabilities in place, and record."""
         run = self.run
-        step, source, target = run.step, run.cond_source, run.cond_target
+        step, row, source, target = run.step, run.row, run.cond_source, run.cond_target
         coefficients = run.coefficients
-        if coefficients.modes[step] != "none":
-            mixer = coefficients.value_mixers[step]  # (77, 77)
-            keep = coefficients.target_keep[step]  # (77,)
+        if coefficients.modes[row] != "none":
+            mixer = coefficients.value_mixers[row]  # (77, 77)
+            keep = coefficients.target_keep[row]  # (77,)
             # (heads, pixels, 77) @ (77, 77) + (heads, pixels, 77) · (77,)
             probabilities[target] = probabilities[source] @ mixer + probabilities[target] * keep
         if run.record_call and (self.record or self.blend):

@@ -32,7 +32,7 @@ outside a mask made from the attention maps of chosen words, so only that region
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import TYPE_CHECKING, ClassVar, Literal
@@ -129,17 +129,36 @@ class Replace(Edit):
 @dataclass(frozen=True)
 class Refine(Edit):
     """Refinement (words added or removed): aligned target slots take their source slot's map,
-    new tokens keep their own."""
+    new tokens keep their own.
 
+    Args:
+        padding: ``"eos"`` (default): target padding slot ``EOS + d`` continues source slot
+            ``EOS + d``; ``"slot"``: padding slot ``k`` reads source slot ``k``, as the
+            original code does (:func:`p2p_teach.alignment.refinement_alignment`).
+    """
+
+    padding: str = "eos"
     kind: ClassVar[str] = "refine"
+
+    def __post_init__(self) -> None:
+        if self.padding not in ("eos", "slot"):
+            raise ValueError(
+                f"Refine(padding={self.padding!r}): 'eos' (this toolkit's) or 'slot' (the "
+                "original code's). Fix: Refine() or Refine(padding='slot')."
+            )
 
     def resolve(self, source: TokenView, target: TokenView) -> TokenEdit:
         from .alignment import refinement_alignment
 
-        alignment = refinement_alignment(source, target)
+        alignment = refinement_alignment(source, target, padding=self.padding)
         return TokenEdit(
             alignment.as_matrix().float(), alignment.alphas.float(), torch.ones(MAX_SLOTS)
         )
+
+    def describe(self) -> dict:
+        if self.padding == "eos":  # 0.1.0's description, unchanged
+            return {"kind": self.kind}
+        return {"kind": self.kind, "padding": self.padding}
 
 
 @dataclass(frozen=True)
@@ -199,6 +218,21 @@ class Reweight(Edit):
 
 
 EDIT_NAMES: dict[str, type[Edit]] = {"none": NoEdit, "replace": Replace, "refine": Refine}
+
+
+def with_conventions(edit: Edit, conventions: str) -> Edit:
+    """The edit as the original code makes it (``conventions="original"``): the original's
+    mapper rule for a word swap, its padding for a refinement (also under a reweighting);
+    unchanged for ``"p2p_teach"`` and for the empty edit."""
+    if conventions != "original":
+        return edit
+    if isinstance(edit, Replace):
+        return Replace(rule="original")
+    if isinstance(edit, Refine):
+        return Refine(padding="slot")
+    if isinstance(edit, Reweight) and edit.base is not None:
+        return Reweight(edit.weights, base=with_conventions(edit.base, conventions))
+    return edit
 
 
 def as_edit(edit: Edit | str | None) -> Edit:
@@ -302,6 +336,8 @@ class LocalBlend:
         resolution: the side of the cross-attention maps used; ``None`` follows the model: the
             largest down/up cross-attention side ≤ a quarter of the latent's side (16 for SD's
             64×64 latent, as the original), or the smallest such side if none is that small.
+        mask_function: the mask's recipe, ``(word_maps (2, H, W), latent_size, threshold) →
+            (1, 1, h, w)``; ``None``: :func:`blend_mask` (notebook 07 plugs in a learner's).
     """
 
     source_words: str | int | Sequence[str | int]
@@ -309,6 +345,7 @@ class LocalBlend:
     threshold: float = 0.3
     start: float = 0.2
     resolution: int | None = None
+    mask_function: Callable[..., torch.Tensor] | None = None
 
     def resolve(self, source: TokenView, target: TokenView, num_steps: int) -> BlendPlan:
         """Look up the words' slots and the first blended step; validate the numbers."""
@@ -331,6 +368,8 @@ class LocalBlend:
             or self.resolution < 1
         ):
             raise ValueError(f"LocalBlend resolution={self.resolution!r}: a side ≥ 1, or None")
+        if self.mask_function is not None and not callable(self.mask_function):
+            raise TypeError("LocalBlend mask_function: a function (word_maps, size, threshold)")
         source_words = _as_words(self.source_words)
         target_words = source_words if self.target_words is None else _as_words(self.target_words)
         if not source_words or not target_words:
@@ -343,16 +382,20 @@ class LocalBlend:
             threshold=float(self.threshold),
             start_step=window_steps(start_window, num_steps).start,
             resolution=self.resolution,
+            mask_function=self.mask_function,
         )
 
     def describe(self) -> dict:
-        return {
+        described = {
             "source_words": _as_words(self.source_words),
             "target_words": None if self.target_words is None else _as_words(self.target_words),
             "threshold": float(self.threshold),
             "start": float(self.start),
             "resolution": self.resolution,
         }
+        if self.mask_function is not None:  # 0.1.0's description otherwise
+            described["mask_function"] = getattr(self.mask_function, "__name__", "a function")
+        return described
 
 
 @dataclass(frozen=True)
@@ -364,6 +407,12 @@ class BlendPlan:
     threshold: float
     start_step: int
     resolution: int | None  # None: chosen from the model by the engine
+    mask_function: Callable[..., torch.Tensor] | None = None  # None: blend_mask
+
+    def mask(self, word_maps: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
+        """The (1, 1, h, w) mask of the averaged (2, H, W) word maps."""
+        function = blend_mask if self.mask_function is None else self.mask_function
+        return function(word_maps, latent_size, self.threshold)
 
 
 def _as_words(words: str | int | Sequence[str | int]) -> list[str | int]:

@@ -48,8 +48,8 @@ from .edits import (
     StepCoefficients,
     apply_blend,
     as_edit,
-    blend_mask,
     step_coefficients,
+    with_conventions,
 )
 from .history import AttentionHistory
 from .layers import KeepSetting, LayerInfo, blend_resolution, check_keep, kept_layers, plan_layers
@@ -63,8 +63,10 @@ from .processors import (
 )
 from .schedules import (
     CrossSteps,
+    InjectionSchedule,
     SelfSteps,
     check_num_steps,
+    resolve_original_schedule,
     resolve_schedule,
     self_injection_max_side,
 )
@@ -524,13 +526,13 @@ def plan_edit(
     # ---- 2. Tokens, the edit's M, a and w, and its windows (P, P* → Edit) --------------------
     source_view = tokenize(source_prompt, pipe.tokenizer)  # PromptTooLongError over 77 slots
     target_view = tokenize(target_prompt, pipe.tokenizer)
-    chosen_edit = as_edit(edit)
+    chosen_edit = with_conventions(as_edit(edit), conventions)  # the original's mapper/padding
     token_edit = chosen_edit.resolve(source_view, target_view)  # mapper/alignment/weights
-    schedule = resolve_schedule(cross_steps, self_steps, num_steps, target_view)
-    blend_plan = blend.resolve(source_view, target_view, num_steps) if blend else None
     device, dtype = pipe._execution_device, pipe.unet.dtype
-    coefficients = step_coefficients(token_edit, schedule, device=device, dtype=dtype)
     calls = plan_scheduler(pipe.scheduler, num_steps, device)
+    schedule = _schedule(conventions, cross_steps, self_steps, num_steps, calls, target_view)
+    blend_plan = blend.resolve(source_view, target_view, num_steps) if blend else None
+    coefficients = step_coefficients(token_edit, schedule, device=device, dtype=dtype)
 
     # ---- 3. Layers: which the history keeps, where LocalBlend reads, where self injects ------
     latent_side = max(latent_shape[2:])
@@ -560,6 +562,22 @@ def plan_edit(
         tuple(recorded), blend_plan, latent_shape, latents, do_guidance, null_embeddings,
         processor_class, preview, progress,
     )  # fmt: skip
+
+
+def _schedule(
+    conventions: str,
+    cross_steps: CrossSteps,
+    self_steps: SelfSteps,
+    num_steps: int,
+    calls: SchedulerPlan,
+    target: TokenView,
+) -> InjectionSchedule:
+    """The injection tables: one row per step, or per UNet call as the original counts."""
+    if conventions == "original":
+        return resolve_original_schedule(
+            cross_steps, self_steps, num_steps, len(calls.call_steps), target
+        )
+    return resolve_schedule(cross_steps, self_steps, num_steps, target)
 
 
 def _run_description(pipe: Any, scheduler: Any, device: torch.device, dtype: Any) -> dict:
@@ -661,6 +679,7 @@ def edit(
     record: KeepSetting = "auto",
     record_slots: Literal["used", "all"] = "used",
     callback: StepCallback | None = None,
+    conventions: Conventions = "p2p_teach",
     preview: PreviewMode = "auto",
     progress: bool = True,
     processor_class: type[PromptToPromptProcessor] = PromptToPromptProcessor,
@@ -704,6 +723,13 @@ def edit(
         callback: called after every step with a :class:`StepInfo` (step, timestep, latents,
             a lazily decoded x0 preview, that step's maps). Raise in it to stop the edit; the
             pipeline is restored either way.
+        conventions: ``"p2p_teach"`` (this toolkit's) or ``"original"``: reproduce
+            google/prompt-to-prompt's numbers. Its windows count UNet calls (PNDM's first step
+            makes two, so ``0.8`` of 25 steps injects 19 steps there, 20 here; its cross table
+            has T + 1 rows), its refinement maps target padding slot k to source slot k
+            (``Refine(padding="slot")``), and its word-swap mapper is
+            ``Replace(rule="original")`` (:mod:`p2p_teach.schedules`). LocalBlend keeps this
+            toolkit's step count.
         preview: how :meth:`StepInfo.preview` decodes: ``"auto"``, ``"vae"`` or ``"linear"``.
         progress: show a tqdm progress bar.
         processor_class: the attention strategy of the layers the edit touches: the fused
@@ -727,7 +753,8 @@ def edit(
         guidance=guidance, cross_steps=cross_steps, self_steps=self_steps,
         self_max_ratio=self_max_ratio, height=height, width=width, latents=latents,
         null_embeddings=null_embeddings, record=record, record_slots=record_slots,
-        preview=preview, progress=progress, processor_class=processor_class,
+        conventions=conventions, preview=preview, progress=progress,
+        processor_class=processor_class,
     )  # fmt: skip
     try:
         return _denoise(pipe, plan, callback)
@@ -765,6 +792,7 @@ def _denoise(pipe: Any, plan: EditPlan, callback: StepCallback | None = None) ->
         for call, t in enumerate(calls.timesteps):
             step = calls.call_steps[call]
             run.step, run.record_call = step, calls.is_first_call(call)
+            run.row = call if plan.conventions == "original" else step  # coefficients' row
 
             # (6) z_{t−1}, M_t ← DM(z_t, P, t, s)   (7) M*_t ← DM(z*_t, P*, t, s)
             # (8) M̂_t ← Edit(M_t, M*_t, t)        (9) z*_{t−1} ← DM(z*_t, P*, t, s){M ← M̂_t}
@@ -887,7 +915,7 @@ def _local_blend(
     if blend is None or step < blend.start_step or not run.blend_count:
         return None, latents
     word_maps = run.blend_sum / run.blend_count  # (2, H, W)
-    mask = blend_mask(word_maps, tuple(latents.shape[2:]), blend.threshold)
+    mask = blend.mask(word_maps, tuple(latents.shape[2:]))
     return mask, apply_blend(latents, mask)
 
 

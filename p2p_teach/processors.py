@@ -167,8 +167,10 @@ class ExplicitAttnProcessor:
 class EditRun:
     """State shared by the processors of one edit and its denoising loop.
 
-    The loop sets :attr:`step` (the denoising step, not a count of UNet calls) and
-    :attr:`record_call` (True on the first UNet call of each step) before every UNet call.
+    The loop sets :attr:`step` (the denoising step, not a count of UNet calls),
+    :attr:`row` (the row of the coefficients this call reads: its step, or its UNet call under
+    the original code's conventions) and :attr:`record_call` (True on the first UNet call of
+    each step) before every UNet call.
 
     Attributes:
         coefficients: per-step mixers, keeps, modes and self-injection flags.
@@ -186,6 +188,7 @@ class EditRun:
     blend_source_slots: torch.Tensor | None = None
     blend_target_slots: torch.Tensor | None = None
     step: int = 0
+    row: int = 0
     record_call: bool = True
     blend_sum: torch.Tensor | None = field(default=None, repr=False)
     blend_count: int = 0
@@ -283,7 +286,7 @@ class PromptToPromptProcessor:
 
     def _self_attention(self, query, key, value, attention_mask):
         run = self.run
-        if self.inject_self and run.coefficients.self_inject[run.step]:
+        if self.inject_self and run.coefficients.self_inject[run.row]:
             # P*_self = P_src,self: the target attends with the source's queries and keys.
             query[run.cond_target] = query[run.cond_source]
             key[run.cond_target] = key[run.cond_source]
@@ -291,9 +294,9 @@ class PromptToPromptProcessor:
 
     def _cross_attention(self, query, key, value, attention_mask):
         run = self.run
-        step, source, target = run.step, run.cond_source, run.cond_target
+        row, source, target = run.row, run.cond_source, run.cond_target
         coefficients = run.coefficients
-        mode = coefficients.modes[step]
+        mode = coefficients.modes[row]
 
         if run.record_call and (self.record or self.blend):
             return self._recorded_cross_attention(query, key, value, attention_mask)
@@ -302,7 +305,7 @@ class PromptToPromptProcessor:
             return F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
 
         # V₁ = M·diag(c_src)·V_tgt: (77, 77) @ (heads, 77, head_dim) → (heads, 77, head_dim)
-        source_values = torch.matmul(coefficients.value_mixers[step], value[target])
+        source_values = torch.matmul(coefficients.value_mixers[row], value[target])
         if mode == "source":  # c_tgt = 0: P*·V = sdpa(Q_src, K_src, V₁), in the same batch
             query[target] = query[source]
             key[target] = key[source]
@@ -312,7 +315,7 @@ class PromptToPromptProcessor:
         # mixed: one more batch entry carries sdpa(Q_src, K_src, V₁); the target's own entry
         # becomes sdpa(Q_tgt, K_tgt, V₂) with V₂ = diag(c_tgt)·V_tgt.
         batch = query.shape[0]
-        keep = coefficients.target_keep[step][:, None]  # (77, 1)
+        keep = coefficients.target_keep[row][:, None]  # (77, 1)
         query = torch.cat([query, query[source : source + 1]])  # (batch + 1, heads, pixels, d)
         key = torch.cat([key, key[source : source + 1]])  # (batch + 1, heads, tokens, d)
         value = torch.cat([value, source_values[None]])  # (batch + 1, heads, tokens, d)
@@ -329,9 +332,9 @@ class PromptToPromptProcessor:
         history, so its output is computed from them (``P·V``) rather than a second time by
         SDPA; the unconditional entries go through SDPA as usual."""
         run = self.run
-        step, source, target = run.step, run.cond_source, run.cond_target
+        step, row, source, target = run.step, run.row, run.cond_source, run.cond_target
         coefficients = run.coefficients
-        mode = coefficients.modes[step]
+        mode = coefficients.modes[row]
         pair = slice(source, target + 1)  # the conditional pair [source, target]
         if target != source + 1:
             raise ValueError(
@@ -346,8 +349,8 @@ class PromptToPromptProcessor:
         if mode == "none":
             pair_out = torch.matmul(probs, values)  # (2, heads, pixels, head_dim)
         else:
-            mixer = coefficients.value_mixers[step].float()  # (77, 77)
-            keep = coefficients.target_keep[step].float()  # (77,)
+            mixer = coefficients.value_mixers[row].float()  # (77, 77)
+            keep = coefficients.target_keep[row].float()  # (77,)
             source_values = torch.matmul(mixer, values[1])  # (heads, 77, head_dim): V₁
             target_out = torch.matmul(probs[0], source_values)  # (heads, pixels, head_dim)
             if mode == "mixed":

@@ -157,25 +157,20 @@ class InjectionSchedule:
     rows: Literal["step", "call"] = "step"
 
     def to_json(self) -> dict:
-        """The windows as JSON-ready data (lists for pairs), with the rows they cover."""
+        """The windows as JSON-ready data (lists for pairs), with the rows they cover: steps,
+        or UNet calls for the original's count (``rows == "call"``)."""
         if self.rows == "call":
-            return {
-                "cross_steps": {word: list(window) for word, window in self.cross_windows.items()},
-                "self_steps": list(self.self_window),
-                "cross_call_ranges": {
-                    word: _bounds(original_cross_calls(window, self.num_steps))
-                    for word, window in self.cross_windows.items()
-                },
-                "self_call_range": _bounds(original_self_calls(self.self_window, self.num_steps)),
-            }
+            cross_rows, self_rows = original_cross_calls, original_self_calls
+        else:
+            cross_rows = self_rows = window_steps
         return {
             "cross_steps": {word: list(window) for word, window in self.cross_windows.items()},
             "self_steps": list(self.self_window),
             "cross_step_ranges": {
-                word: _bounds(window_steps(window, self.num_steps))
+                word: _bounds(cross_rows(window, self.num_steps))
                 for word, window in self.cross_windows.items()
             },
-            "self_step_range": _bounds(window_steps(self.self_window, self.num_steps)),
+            "self_step_range": _bounds(self_rows(self.self_window, self.num_steps)),
         }
 
 

@@ -61,9 +61,10 @@ class EditSettings:
     height: int
     width: int
     cross_steps: Mapping[str, tuple[float, float]]  # word (or "default") → (start, end) shares
-    cross_step_ranges: Mapping[str, tuple[int, int]]  # word → (first step, stop step)
+    # word → (first step, stop step); UNet calls, not steps, under conventions="original"
+    cross_step_ranges: Mapping[str, tuple[int, int]]
     self_steps: tuple[float, float]
-    self_step_range: tuple[int, int]
+    self_step_range: tuple[int, int]  # (first step, stop step), or calls as above
     self_max_ratio: float
     self_max_side: int  # self-attention is injected in layers of side ≤ this
     blend_resolution: int | None  # the cross-attention side LocalBlend read
@@ -75,7 +76,7 @@ class EditSettings:
     device: str = "cpu"
     dtype: str = "float32"
     p2p_teach_version: str = "0.1.0"
-    conventions: str = "p2p_teach"  # whose step-window counting the edit used
+    conventions: str = "p2p_teach"  # whose windows, padding and mapper rule the edit used
     null_embeddings_given: bool = False  # per-step unconditional embeddings were given
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ STAGES: list[tuple[str, ...]] = [
     ("shapes", "shapes.data", "shapes.model"),  # the built-in model's parts
     ("models",),  # getting a pipeline
     ("engine",),  # Algorithm 1
-    ("measures", "timeline", "sweep", "lessons", "tour"),  # reading results, lessons
+    ("measures", "timeline", "sweep", "lessons", "tour", "exercises"),  # reading results, lessons
     ("shapes.train", "shapes.evaluate"),  # training and evaluating the built-in model
     ("figures",),  # data in, matplotlib Figure out
     ("widgets",),  # thin ipywidgets views

@@ -231,3 +231,32 @@ def test_original_windows_count_unet_calls():
     assert len(injected_steps(original_cross_calls((0.0, 0.6), 25), pndm)) == 14
     assert len(injected_steps(original_self_calls((0.0, 0.4), 25), pndm)) == 9
     assert original_cross_calls((0.0, 0.5), 25) == range(0, 13)  # T + 1 rows: 13, not 12
+
+
+def test_conventions_original_makes_the_original_edits():
+    from p2p_teach.edits import NoEdit, with_conventions
+
+    assert with_conventions(Replace(), "original") == Replace(rule="original")
+    assert with_conventions(Refine(), "original") == Refine(padding="slot")
+    reweight = with_conventions(Reweight({"red": 2.0}, base=Refine()), "original")
+    assert reweight.base == Refine(padding="slot") and reweight.weights == {"red": 2.0}
+    assert with_conventions(Reweight({"red": 2.0}), "original") == Reweight({"red": 2.0})
+    assert with_conventions(NoEdit(), "original") == NoEdit()
+    assert with_conventions(Replace(), "p2p_teach") == Replace()
+    assert Refine().describe() == {"kind": "refine"}  # 0.1.0's settings unchanged
+    assert Refine(padding="slot").describe() == {"kind": "refine", "padding": "slot"}
+    with pytest.raises(ValueError, match="Refine\\(padding='end'\\)"):
+        Refine(padding="end")
+
+
+def test_original_settings_record_windows_in_unet_calls(pipe):
+    result = edit(
+        pipe, "a cat riding a bicycle", "a cat riding a motorcycle", steps=25, seed=0,
+        cross_steps=0.8, self_steps=0.4, conventions="original", record="none", progress=False,
+    )  # fmt: skip
+    settings = result.settings
+    assert settings.conventions == "original" and settings.edit["rule"] == "original"
+    assert settings.cross_step_ranges["default"] == (0, 20)  # calls 0–19: steps 0–18 (PNDM)
+    assert settings.self_step_range == (0, 10)
+    with pytest.raises(ValueError, match="conventions='originals'"):
+        edit(pipe, "a cat", "a dog", steps=2, conventions="originals")

@@ -341,3 +341,29 @@ def test_a_function_failing_inside_the_edit_says_where(pipe):
     assert check.status == "error"
     assert "your replace_attention raised ValueError in layer" in str(check)
     assert "at step 0: boom" in str(check)
+
+
+def test_the_solutions_make_the_toolkits_local_blend(pipe):
+    from p2p_teach import LocalBlend
+
+    functions = {**MINE, "local_blend_mask": solutions.local_blend_mask}
+    blend = LocalBlend("bicycle", "motorcycle", start=0.0)
+    check = ex.check_edit(
+        pipe, "a cat riding a bicycle", "a cat riding a motorcycle", functions, steps=4, seed=3,
+        blend=blend,
+    )  # fmt: skip
+    assert check.ok, str(check)
+    assert check.learner.settings.blend["mask_function"] == "local_blend_mask"
+    nowhere = lambda maps, size, threshold: torch.zeros(1, 1, *size)  # noqa: E731
+    wrong = {**functions, "local_blend_mask": nowhere}
+    check = ex.check_edit(
+        pipe, "a cat riding a bicycle", "a cat riding a motorcycle", wrong, steps=4, seed=3,
+        blend=blend,
+    )  # fmt: skip
+    assert check.status == "wrong"
+    assert "why: check_local_blend_mask(local_blend_mask) is not correct yet" in str(check)
+
+
+def test_the_learner_edit_builds_this_toolkits_conventions_only(pipe):
+    with pytest.raises(ValueError, match="conventions='original'"):
+        ex.learner_edit(pipe, "a cat", "a dog", MINE, steps=2, conventions="original")

@@ -460,7 +460,8 @@ def test_check_mapper_reports_each_differing_cell():
     text = str(report)
     assert "5 cell(s)" in text
     # first what: the regions and the learner's own values, never the expected ones
-    assert "the block of the swap 'lion' (source slots 2) → 'hippopotamus' (target slots 2–4)" in text
+    block = "the block of the swap 'lion' (source slots 2) → 'hippopotamus' (target slots 2–4)"
+    assert block in text
     assert "M[3, 5] (source 'eating' → target 'eating'): yours 0" in text
     assert "expected 1" not in text and "1/3" not in text and "why:" not in text
     # then why: a hint per region, still without the values

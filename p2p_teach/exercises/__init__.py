@@ -23,7 +23,7 @@ from __future__ import annotations
 from .attention_checks import check_refine_attention, check_replace_attention
 from .blend_checks import check_local_blend_mask
 from .feedback import CheckReport, forget_attempts
-from .learner import EditCheck, LearnerFunctionError, check_edit, learner_edit
+from .learner import EditCheck, LearnerFunctionError, check_edit, image_difference, learner_edit
 from .mapper_checks import check_build_mapper
 from .schedule_checks import check_injection_table
 
@@ -38,5 +38,6 @@ __all__ = [
     "check_refine_attention",
     "check_replace_attention",
     "forget_attempts",
+    "image_difference",
     "learner_edit",
 ]

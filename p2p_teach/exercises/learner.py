@@ -7,8 +7,9 @@ cross-attention edit is the learner's: at step k, for every target slot j,
     P*[:, j] = τ[k, j] · edited[:, j] + (1 − τ[k, j]) · P_tgt[:, j]
 
 with ``τ = injection_table(...)`` and ``edited = replace_attention(P_src, build_mapper(swaps))``
-for a word swap, or ``refine_attention(P_src, P_tgt, source_index, alphas)`` for a refinement.
-Everything else (self-attention injection, the loop, the scheduler, LocalBlend) is the engine's.
+for a word swap, or ``refine_attention(P_src, P_tgt, source_index, alphas)`` for a refinement;
+with ``blend=LocalBlend(...)``, the blend's mask is ``local_blend_mask(...)``. Everything else
+(self-attention injection, the loop, the scheduler) is the engine's.
 
 :func:`check_edit` runs the toolkit's edit and the learner's from the same seed and compares
 the edited images: correct when no pixel differs by more than one level of 255.
@@ -16,6 +17,7 @@ the edited images: correct when no pixel differs by more than one level of 255.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from ..alignment import refinement_alignment
-from ..edits import Edit, Refine, Replace
+from ..edits import Edit, LocalBlend, Refine, Replace
 from ..mapper import find_swaps
 from ..processors import ExplicitAttnProcessor, PromptToPromptProcessor
 from ..schedules import check_num_steps, parse_cross_steps
@@ -75,7 +77,7 @@ class LearnerProcessor(ExplicitAttnProcessor, PromptToPromptProcessor):
                     run.history.record(self.layer.name, run.step, maps)  # (2, pixels, 77)
                 if self.blend:
                     run.add_blend_maps(maps, self.layer)
-        elif self.inject_self and run.coefficients.self_inject[run.step]:
+        elif self.inject_self and run.coefficients.self_inject[run.row]:
             per_head[run.cond_target] = per_head[run.cond_source]
         return probabilities
 
@@ -124,6 +126,7 @@ def learner_plan(
     target: TokenView,
     steps: int,
     cross_steps: Any,
+    blends: bool = False,
 ) -> LearnerPlan:
     """Call the learner's mapper and τ once for the prompts, and the attention function once
     on small maps (a dry run before the edit).
@@ -164,6 +167,8 @@ def learner_plan(
         plan.source_index, plan.alphas = alignment.source_index, alignment.alphas
         attempt("refine_attention", tuple(maps.shape), maps.clone(), maps.clone(),
                 alignment.source_index, alignment.alphas)  # fmt: skip
+    if blends:  # the learner's LocalBlend mask, if they pass it
+        attempt("local_blend_mask", (1, 1, 8, 8), torch.rand(2, 4, 4), (8, 8), 0.3)
     if blanks:
         raise NotWritten("; ".join(f"{name} ({hint})" for name, hint in blanks.items()))
     plan.table = table
@@ -198,8 +203,8 @@ def learner_edit(
         pipe: the pipeline (e.g. ``load_pipeline()``).
         source_prompt, target_prompt: the prompts.
         functions: the learner's functions by name (``build_mapper``, ``replace_attention``,
-            ``injection_table``, ``refine_attention``); e.g. ``dict(build_mapper=build_mapper,
-            ...)``.
+            ``injection_table``, ``refine_attention``, and ``local_blend_mask`` for an edit with
+            ``blend=LocalBlend(...)``); e.g. ``dict(build_mapper=build_mapper, ...)``.
         edit: ``"replace"`` (word swap) or ``"refine"`` (words added or removed).
         steps, cross_steps: as :func:`p2p_teach.engine.edit`; other keyword arguments too.
 
@@ -209,15 +214,37 @@ def learner_edit(
     """
     from ..engine import edit as run_edit
 
+    if kwargs.get("conventions", "p2p_teach") != "p2p_teach":
+        raise ValueError(
+            "the exercises build this toolkit's conventions (windows over steps); compare "
+            "edit(..., conventions='original') with the toolkit's edit instead"
+        )
     source, target = (
         tokenize(source_prompt, pipe.tokenizer),
         tokenize(target_prompt, pipe.tokenizer),
     )
-    plan = learner_plan(functions, edit, source, target, check_num_steps(steps), cross_steps)
+    blend = _learner_blend(functions, kwargs.pop("blend", None))
+    plan = learner_plan(
+        functions, edit, source, target, check_num_steps(steps), cross_steps,
+        blends=blend is not None and "local_blend_mask" in functions,
+    )  # fmt: skip
     return run_edit(
-        pipe, source_prompt, target_prompt, edit=_as_edit(edit), steps=steps,
+        pipe, source_prompt, target_prompt, edit=_as_edit(edit), steps=steps, blend=blend,
         cross_steps=cross_steps, processor_class=learner_processor_class(plan), **kwargs,
     )  # fmt: skip
+
+
+def _learner_blend(functions: Mapping[str, Callable], blend: LocalBlend | None):
+    """``blend`` with the learner's ``local_blend_mask`` as its mask (if they pass one)."""
+    if blend is None or "local_blend_mask" not in functions:
+        return blend
+
+    def local_blend_mask(word_maps: torch.Tensor, latent_size: tuple, threshold: float):
+        where = f"on word maps of shape {tuple(word_maps.shape)}"
+        mask = _call(functions, "local_blend_mask", where, word_maps, latent_size, threshold)
+        return _checked(mask, (1, 1, *latent_size), "local_blend_mask", where).to(word_maps)
+
+    return dataclasses.replace(blend, mask_function=local_blend_mask)
 
 
 # -------------------------------------------------------------------------------- comparing
@@ -252,10 +279,6 @@ class EditCheck:
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(str(self))
-
-    def figure(self):
-        """Source, the toolkit's edit, yours, and their difference (a matplotlib Figure)."""
-        return edit_comparison_figure(self)
 
 
 def check_edit(
@@ -295,28 +318,34 @@ def check_edit(
         lines.append("  Correct: your Prompt-to-Prompt makes the toolkit's image.")
         return EditCheck("correct", "\n".join(lines), toolkit, learner, difference)
     lines.append(f"  what: {first_divergence(toolkit.history, learner.history)}")
-    lines.append(f"  why: {_first_failing_exercise(functions, edit)}")
+    names = NEEDED[edit] + (("local_blend_mask",) if kwargs.get("blend") is not None else ())
+    lines.append(f"  why: {_first_failing_exercise(functions, names)}")
     return EditCheck("wrong", "\n".join(lines), toolkit, learner, difference)
 
 
-def _first_failing_exercise(functions: Mapping[str, Callable], kind: str) -> str:
+def _first_failing_exercise(functions: Mapping[str, Callable], names: tuple[str, ...]) -> str:
     """Which of the edit's functions fails its own check (the checks take a second or so)."""
-    from . import attention_checks, feedback, mapper_checks, schedule_checks
+    from .attention_checks import check_refine_attention, check_replace_attention
+    from .blend_checks import check_local_blend_mask
+    from .feedback import _LAST_FAILURE
+    from .mapper_checks import check_build_mapper
+    from .schedule_checks import check_injection_table
 
-    remembered = dict(feedback._LAST_FAILURE)  # these checks are not the learner's attempts
+    remembered = dict(_LAST_FAILURE)  # these checks are not the learner's attempts
     checks = {
-        "build_mapper": mapper_checks.check_build_mapper,
-        "replace_attention": attention_checks.check_replace_attention,
-        "injection_table": schedule_checks.check_injection_table,
-        "refine_attention": attention_checks.check_refine_attention,
+        "build_mapper": check_build_mapper,
+        "replace_attention": check_replace_attention,
+        "injection_table": check_injection_table,
+        "refine_attention": check_refine_attention,
+        "local_blend_mask": check_local_blend_mask,
     }
     try:
-        for name in NEEDED[kind]:
-            if not checks[name](functions[name]).ok:
+        for name in names:
+            if name in functions and not checks[name](functions[name]).ok:
                 return f"check_{name}({name}) is not correct yet; run it for what is wrong there"
     finally:
-        feedback._LAST_FAILURE.clear()
-        feedback._LAST_FAILURE.update(remembered)
+        _LAST_FAILURE.clear()
+        _LAST_FAILURE.update(remembered)
     return "every function passes its own check, so look at how they combine in the edit"
 
 
@@ -343,32 +372,3 @@ def first_divergence(toolkit_history: Any, learner_history: Any, atol: float = 2
                     f"target column(s) {', '.join(repr(labels[c]) for c in columns[:6])}"
                 )
     return "the maps agree, yet the images differ: look at self-attention and the loop"
-
-
-def edit_comparison_figure(check: EditCheck):
-    """Source, the toolkit's edited image, the learner's, and the absolute difference."""
-    import matplotlib.pyplot as plt
-
-    if check.toolkit is None or check.learner is None:
-        raise ValueError("nothing to show: the learner's edit did not run")
-    toolkit, learner = check.toolkit, check.learner
-    difference = np.abs(
-        np.asarray(toolkit.edited_image, dtype=np.int16)
-        - np.asarray(learner.edited_image, dtype=np.int16)
-    ).max(axis=-1)  # (H, W) largest channel difference
-    figure, axes = plt.subplots(1, 4, figsize=(10, 2.8))
-    panels = [
-        (toolkit.source_image, "source"),
-        (toolkit.edited_image, "toolkit's edit"),
-        (learner.edited_image, "your edit"),
-    ]
-    for axis, (image, title) in zip(axes, panels):
-        axis.imshow(image)
-        axis.set_title(title)
-    shown = axes[3].imshow(difference, cmap="magma", vmin=0, vmax=max(1, int(difference.max())))
-    axes[3].set_title(f"|difference|, max {int(difference.max())}/255")
-    figure.colorbar(shown, ax=axes[3], fraction=0.046)
-    for axis in axes:
-        axis.axis("off")
-    figure.tight_layout()
-    return figure

@@ -1,6 +1,7 @@
 """Pure figure functions: data in, matplotlib Figure (or HTML text) out; no widgets, no model."""
 
 from .attention import changed_word_rows, pick_steps, word_steps_figure
+from .comparison import edit_comparison_figure
 from .images import figure_png, image_png, result_figure, side_by_side
 from .mapper import alignment_figure, mapper_comparison_figure, mapper_figure
 from .sweep import layout_survival_figure, sweep_grid_figure
@@ -15,6 +16,7 @@ __all__ = [
     "alignment_figure",
     "changed_words",
     "concentration_figure",
+    "edit_comparison_figure",
     "layout_survival_figure",
     "sweep_grid_figure",
     "step_lines_figure",

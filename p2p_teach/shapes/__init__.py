@@ -55,8 +55,20 @@ def load_shapes_pipeline(
     finally:
         diffusers_logging.enable_progress_bar()
         transformers_logging.enable_progress_bar()
+    _check_components(pipe, Path(folder or WEIGHTS_DIR))
     if folder is None:
         pipe.register_to_config(_name_or_path=f"{BUILTIN_PREFIX}shapes")
         mark(pipe, SHAPES)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _check_components(pipe: StableDiffusionPipeline, folder: Path) -> None:
+    """Every weight in the folder's safetensors files is in the pipeline, unchanged: a library
+    that cannot read the files must fail here, not run with random weights."""
+    from ..guards import check_loaded_weights
+
+    for name in ("unet", "vae", "text_encoder"):
+        files = sorted((folder / name).glob("*.safetensors"))
+        if files:
+            check_loaded_weights(getattr(pipe, name), files, f"{name} of {folder}")

@@ -1,0 +1,115 @@
+"""Guards against silent garbage: weights that did not load, and values that are not finite.
+
+* :func:`check_loaded_weights` compares a loaded module with the safetensors file it was
+  loaded from, tensor by tensor. A library that cannot read a file's key names may initialise
+  the weights at random and only log a warning; this turns that into an error.
+* :func:`check_finite` stops an edit at the first NaN or Inf in its latents, noise predictions
+  or decoded images, naming the step and the likely causes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+# Prefixes that one library version writes and another does not (transformers 5's
+# CLIPTextModel has no ``text_model.`` level; transformers 4's has).
+_OPTIONAL_PREFIXES = ("text_model.",)
+
+
+class WeightsNotLoadedError(RuntimeError):
+    """A module's weights differ from the file they were loaded from (missing, extra or
+    different tensors): the library loaded something else, often random weights."""
+
+
+class NonFiniteError(FloatingPointError):
+    """An edit produced NaN or Inf values; the message names the step and the likely cause."""
+
+
+def _file_key_to_module_key(key: str, module_keys: set[str]) -> str | None:
+    if key in module_keys:
+        return key
+    for prefix in _OPTIONAL_PREFIXES:
+        if key.startswith(prefix) and key.removeprefix(prefix) in module_keys:
+            return key.removeprefix(prefix)
+        if prefix + key in module_keys:
+            return prefix + key
+    return None
+
+
+def check_loaded_weights(module: torch.nn.Module, files: Iterable[str | Path], what: str) -> None:
+    """Check that ``module`` holds exactly the tensors of the safetensors ``files``.
+
+    Every entry of the module's state dict must come from the files with the same values (up
+    to the module's dtype), and every tensor of the files must have a place in the module.
+
+    Raises:
+        WeightsNotLoadedError: names the missing, unexpected or differing tensors, and the fix.
+    """
+    from safetensors import safe_open
+
+    state = module.state_dict()
+    module_keys = set(state)
+    found: set[str] = set()
+    unexpected: list[str] = []
+    differing: list[str] = []
+    for path in files:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                target = _file_key_to_module_key(key, module_keys)
+                if target is None:
+                    unexpected.append(key)
+                    continue
+                found.add(target)
+                stored = handle.get_tensor(key)
+                loaded = state[target].detach().cpu()
+                if stored.shape != loaded.shape or not torch.equal(
+                    stored.to(loaded.dtype), loaded
+                ):
+                    differing.append(target)
+    missing = sorted(module_keys - found)
+    if not (missing or unexpected or differing):
+        return
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("different", differing)):
+        if keys:
+            problems.append(f"{len(keys)} {label} (e.g. {', '.join(sorted(keys)[:3])})")
+    raise WeightsNotLoadedError(
+        f"the {what} did not load its weights: {'; '.join(problems)}; its "
+        f"{len(module_keys)} tensors would run with values not in the file. Fix: reinstall "
+        "p2p_teach (the weight files may be damaged), or install the versions of diffusers "
+        "and transformers the package lists."
+    )
+
+
+def check_finite(tensor: torch.Tensor, what: str, step: int | None = None) -> None:
+    """Raise :class:`NonFiniteError` if ``tensor`` holds a NaN or an Inf.
+
+    Args:
+        tensor: any tensor (checked on its device, one reduction).
+        what: what it is, for the message: ``"latents"``, ``"noise prediction"``,
+            ``"decoded images"``, ``"latents="`` (the caller's z_T).
+        step: the denoising step it belongs to, or None (before the loop or after it).
+    """
+    if bool(torch.isfinite(tensor).all()):
+        return
+    nan = int(torch.isnan(tensor).sum())
+    inf = int(torch.isinf(tensor).sum())
+    where = f" at step {step}" if step is not None else ""
+    if what == "latents=":
+        raise NonFiniteError(
+            f"latents= holds {nan} NaN and {inf} Inf values; an edit starts from them and "
+            "would only produce NaN. Fix: pass finite latents (e.g. torch.randn(shape)), or "
+            "drop latents= to draw them from the seed."
+        )
+    causes = (
+        "likely causes: damaged model weights (check the weight files, or reinstall/redownload "
+        "the model), fp16 overflow (load the model in float32 or bfloat16: "
+        "load_pipeline(..., dtype=torch.float32)), or non-finite latents= given to the edit"
+    )
+    raise NonFiniteError(
+        f"the {what}{where} hold {nan} NaN and {inf} Inf values of {tensor.numel()}; the edit "
+        f"stopped and nothing was returned ({causes})."
+    )

@@ -7,14 +7,19 @@
     p2p-teach edit "a cat riding a bicycle" "a cat riding a motorcycle"   # images + attention
     p2p-teach edit "a cat" "a fluffy cat" --edit refine --blend cat --out runs/fluffy
 
-Wrong input exits with status 2 and one line on stderr, never a traceback.
+Wrong input exits with status 2 and one line on stderr, never a traceback; other failures (out
+of memory, a file system error) exit with status 1 and one line; Ctrl-C exits 130 and SIGTERM
+143. Every argument is checked before a model is loaded, and a result folder is written whole
+or not at all.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -172,51 +177,46 @@ def _unpaired_blend_message(item: str, role: str, here: TokenView, there: TokenV
     )
 
 
-def _output_folder(text: str) -> tuple[Path, Path | None]:
-    """Check that ``--out`` can be a folder and create it, before any model is loaded.
+def _output_folder(text: str) -> Path:
+    """Check that ``--out`` can become the result folder, before any model is loaded.
 
-    Returns the folder and the topmost folder this created (None if it existed), so a failed
-    run can remove what it made.
+    Nothing is created here: the result is saved whole at the end (a hidden sibling renamed
+    into place), so a run that fails or is interrupted leaves no folder behind.
     """
-    folder = Path(text).expanduser()
-    missing: Path | None = None
-    existing = folder  # the nearest path that exists: the folder itself or a parent
-    while not existing.exists():
-        missing, existing = existing, existing.parent
-    if not existing.is_dir():
-        where = "" if existing == folder else f" (under {str(existing)!r}, which is a file)"
+    from .atomic import check_replaceable
+    from .engine import RESULT_FILES
+
+    if not text.strip():
         raise UsageError(
-            f"--out {text!r}: a file is in the way{where}; the output must be a folder. Fix: "
-            "give a folder path (it is created if missing), or move the file away."
+            "--out '': an empty path would write into the current folder. Fix: name a "
+            "folder, e.g. --out ./p2p_edit."
         )
-    if not os.access(existing, os.W_OK | os.X_OK):
+    folder = Path(text).expanduser()
+    existing = folder  # the nearest path that exists: the folder itself or a parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != folder and not existing.is_dir():
         raise UsageError(
-            f"--out {text!r}: the folder {str(existing)!r} is not writable. Fix: choose a "
+            f"--out {text!r}: a file is in the way (under {str(existing)!r}, which is a file); "
+            "the output must be a folder. Fix: give a folder path (it is created if missing), "
+            "or move the file away."
+        )
+    if existing == folder and not folder.is_dir():
+        raise UsageError(
+            f"--out {text!r}: a file is in the way; the output must be a folder. Fix: give a "
+            "folder path (it is created if missing), or move the file away."
+        )
+    parent = existing if existing != folder else folder.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--out {text!r}: the folder {str(parent)!r} is not writable. Fix: choose a "
             "folder you can write to, e.g. --out ./p2p_edit."
         )
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(
-            f"--out {text!r}: the folder cannot be made ({error.strerror or error}). Fix: "
-            "choose a folder you can write to, e.g. --out ./p2p_edit."
-        ) from error
-    return folder, missing
-
-
-def _remove_empty(folder: Path, top: Path | None) -> None:
-    """Remove ``folder`` and its parents up to ``top`` (folders this run made) while empty."""
-    if top is None:
-        return
-    current = folder
-    while True:
-        try:
-            current.rmdir()
-        except OSError:
-            return
-        if current == top or current.parent == current:
-            return
-        current = current.parent
+        check_replaceable(folder, set(RESULT_FILES))
+    except FileExistsError as error:
+        raise UsageError(f"--out {text!r}: {error}") from error
+    return folder
 
 
 def _cmd_edit(args: argparse.Namespace) -> None:
@@ -249,12 +249,8 @@ def _cmd_edit(args: argparse.Namespace) -> None:
         blend.resolve(source, target, args.steps)
     self_steps = DEFAULT_SELF_STEPS if args.self_ is None else args.self_  # any model's is valid
     resolve_schedule(args.cross, self_steps, args.steps, target)
-    folder, made = _output_folder(args.out)
-    try:
-        _run_edit(args, chosen, blend, folder)
-    except BaseException:
-        _remove_empty(folder, made)
-        raise
+    folder = _output_folder(args.out)
+    _run_edit(args, chosen, blend, folder)
 
 
 def _run_edit(args: argparse.Namespace, chosen: object, blend: object, folder: Path) -> None:
@@ -276,14 +272,12 @@ def _run_edit(args: argparse.Namespace, chosen: object, blend: object, folder: P
         steps=args.steps, guidance=args.guidance, cross_steps=args.cross, self_steps=args.self_,
         progress=not args.quiet,
     )  # fmt: skip
-    folder = result.save(folder)
-    written = ["source.png", "edited.png", "settings.json"]
+    extra = {}
     if result.history is not None:
         figure = word_steps_figure(result.history)
-        figure.savefig(folder / "attention.png", dpi=100, bbox_inches="tight")
-        written += ["attention.png", "history.safetensors"]
-    if result.latents is not None:
-        written.append("latents.safetensors")
+        extra["attention.png"] = lambda path: figure.savefig(path, dpi=100, bbox_inches="tight")
+    folder = result.save(folder, extra=extra)  # whole, or not at all
+    written = sorted(path.name for path in folder.iterdir() if path.name != "manifest.json")
     print(f"edit: {args.source!r} → {args.target!r} ({result.settings.kind}, "
           f"{args.steps} steps, seed {args.seed}, {result.settings.scheduler})")  # fmt: skip
     for name in written:
@@ -359,17 +353,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean wrong input (exit 2): a bad value, name, word or model id."""
+    from .models import ModelNotAvailableError  # imports torch: only once something failed
+
+    return (UsageError, ValueError, KeyError, ModelNotAvailableError)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that a run cleans up (exit status 143)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; the exit status: 0 done, 2 wrong input (one line on stderr),
+    1 another failure such as out of memory or a file system error (one line), 130 Ctrl-C,
+    143 SIGTERM. Nothing half-written is left either way."""
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse itself exits 2 with a usage line
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         args.run(args)
-    except (UsageError, ValueError, KeyError, RuntimeError, OSError) as error:
+    except _usage_errors() as error:  # evaluated only when something is raised
         print(f"p2p-teach {args.command}: error: {_error_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"p2p-teach {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except (RuntimeError, OSError, ArithmeticError, MemoryError) as error:
+        print(f"p2p-teach {args.command}: failed: {_error_line(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as interrupt:
+        stopped = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
+        print(f"p2p-teach {args.command}: {stopped}; nothing was written", file=sys.stderr)
+        return 143 if isinstance(interrupt, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

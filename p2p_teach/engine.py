@@ -164,46 +164,139 @@ class EditResult:
             f"{'none' if self.history is None else f'{self.history.memory_mb:.2f} MB'})"
         )
 
-    def save(self, folder: str | Path) -> Path:
-        """Write source.png, edited.png, settings.json, history.safetensors, latents.safetensors."""
+    def save(self, folder: str | Path, extra: Mapping[str, Callable[[Path], Any]] | None = None
+             ) -> Path:  # fmt: skip
+        """Write source.png, edited.png, settings.json, history.safetensors (if recorded),
+        latents.safetensors (if kept), the ``extra`` files (name → function writing that path,
+        e.g. a figure) and a manifest.json listing them all, written last.
+
+        The folder appears complete or not at all: the files go to a hidden sibling that is
+        renamed into place at the end, replacing an older result of the same name only then
+        (:mod:`p2p_teach.atomic`). An interrupted or failed save leaves the old result or
+        nothing. A folder holding other files is refused (FileExistsError), not replaced.
+        """
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.source_image.save(folder / "source.png")
-        self.edited_image.save(folder / "edited.png")
-        settings = json.dumps(self.settings.to_json(), indent=2)
-        (folder / "settings.json").write_text(settings, "utf-8")
+        from .atomic import write_folder
+
+        writers: dict[str, Callable[[Path], Any]] = {
+            "source.png": self.source_image.save,
+            "edited.png": self.edited_image.save,
+            "settings.json": lambda path: path.write_text(
+                json.dumps(self.settings.to_json(), indent=2), "utf-8"
+            ),
+        }
         if self.history is not None:
-            self.history.save(folder / "history.safetensors")
+            writers["history.safetensors"] = self.history.save
         if self.latents is not None:
-            save_file({"latents": self.latents.contiguous()}, str(folder / "latents.safetensors"))
-        return folder
+            latents = {"latents": self.latents.contiguous()}
+            writers["latents.safetensors"] = lambda path: save_file(latents, str(path))
+        for name, writer in (extra or {}).items():
+            if name in writers:
+                raise ValueError(f"extra file {name!r} would overwrite a result file")
+            writers[name] = writer
+        return write_folder(folder, writers, replaceable=set(RESULT_FILES))
 
     @classmethod
     def load(cls, folder: str | Path) -> EditResult:
-        """Read a folder written by :meth:`save`."""
-        from PIL import Image
-        from safetensors.torch import load_file
+        """Read a folder written by :meth:`save`, after checking it against its manifest.
 
-        folder = Path(folder)
-        if not (folder / "settings.json").is_file():
-            raise FileNotFoundError(f"{folder} holds no settings.json: not a saved edit")
-        images = []
-        for name in ("source.png", "edited.png"):
-            with Image.open(folder / name) as image:
-                images.append(image.copy())
-        history_file = folder / "history.safetensors"
-        latents_file = folder / "latents.safetensors"
-        return cls(
-            source_image=images[0],
-            edited_image=images[1],
-            settings=EditSettings.from_json(
-                json.loads((folder / "settings.json").read_text("utf-8"))
-            ),
-            history=AttentionHistory.load(history_file) if history_file.is_file() else None,
-            latents=load_file(str(latents_file))["latents"] if latents_file.is_file() else None,
+        A folder saved before manifests existed (p2p_teach before they were written) is read
+        with a warning if it holds settings.json, both PNGs and latents.safetensors (the last
+        file the old save wrote) and its history matches its settings; save it again to add
+        a manifest.
+
+        Raises:
+            FileNotFoundError: no such folder.
+            p2p_teach.atomic.IncompleteResultError: missing, truncated or changed files,
+                named in the message.
+        """
+        from .atomic import IncompleteResultError, read_manifest
+
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder} is not a folder: EditResult.load reads a folder written by "
+                "result.save(folder)."
+            )
+        files = read_manifest(folder)
+        if files is None:
+            _check_legacy_result(folder)
+        try:
+            return _read_result(cls, folder, files)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+            if isinstance(error, IncompleteResultError):
+                raise
+            raise IncompleteResultError(
+                f"{folder}: a file cannot be read ({type(error).__name__}: {error}). Fix: "
+                "save the result again, or rerun the edit."
+            ) from error
+
+
+RESULT_FILES = (
+    "source.png",
+    "edited.png",
+    "settings.json",
+    "history.safetensors",
+    "latents.safetensors",
+    "attention.png",  # the command line's figure
+)
+
+
+def _check_legacy_result(folder: Path) -> None:
+    """Refuse a folder without a manifest unless it is a complete result of the old format."""
+    import warnings
+
+    from .atomic import IncompleteResultError
+
+    needed = ("settings.json", "source.png", "edited.png", "latents.safetensors")
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        what = "not a saved edit" if len(missing) == len(needed) else "an incomplete result"
+        raise IncompleteResultError(
+            f"{folder} has no manifest.json and is {what} (missing: {', '.join(missing)}); "
+            "a save that was interrupted leaves such a folder. Fix: rerun the edit and save it."
         )
+    warnings.warn(
+        f"{folder} was saved before p2p_teach wrote manifests, so only its files' presence is "
+        "checked. Fix: save it again (EditResult.load(folder).save(folder)) to add one.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _read_result(cls: type[EditResult], folder: Path, files: dict | None) -> EditResult:
+    """The result in a checked folder; its history must belong to its settings."""
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from .atomic import IncompleteResultError
+
+    listed = set(files) if files is not None else {p.name for p in folder.iterdir()}
+    images = []
+    for name in ("source.png", "edited.png"):
+        if name not in listed:
+            raise IncompleteResultError(f"{folder}: {name} is missing. Fix: save it again.")
+        with Image.open(folder / name) as image:
+            image.load()  # reads every byte: a truncated PNG fails here
+            images.append(image.copy())
+    settings = json.loads((folder / "settings.json").read_text("utf-8"))
+    history = None
+    if "history.safetensors" in listed:
+        history = AttentionHistory.load(folder / "history.safetensors")
+        stale = settings.get("record") == "none" or (
+            history.source.prompt, history.target.prompt, history.num_steps
+        ) != (settings.get("source_prompt"), settings.get("target_prompt"), settings.get("steps"))
+        if stale:
+            raise IncompleteResultError(
+                f"{folder}: history.safetensors belongs to another edit than settings.json "
+                f"({history.source.prompt!r} → {history.target.prompt!r}, {history.num_steps} "
+                "steps). Fix: rerun the edit and save it to a new folder."
+            )
+    latents = None
+    if "latents.safetensors" in listed:
+        latents = load_file(str(folder / "latents.safetensors"))["latents"]
+    return cls(images[0], images[1], EditSettings.from_json(settings), history, latents)
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from p2p_teach.cli import main
 
@@ -91,6 +92,19 @@ def test_os_errors_are_one_line_not_a_traceback(capsys, monkeypatch):
         raise PermissionError(13, "Permission denied", "/root/locked")
 
     monkeypatch.setattr(cli, "_cmd_tokens", fail)
-    assert main(["tokens", "a cat"]) == 2
+    assert main(["tokens", "a cat"]) == 1  # not a usage error (2): the input was fine
     err = capsys.readouterr().err
-    assert err == "p2p-teach tokens: error: Permission denied: /root/locked\n"
+    assert err == "p2p-teach tokens: failed: Permission denied: /root/locked\n"
+
+
+def test_out_of_memory_is_a_failure_not_a_usage_error(capsys, monkeypatch):
+    from p2p_teach import cli
+
+    def fail(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(cli, "_cmd_tokens", fail)
+    assert main(["tokens", "a cat"]) == 1
+    assert capsys.readouterr().err == (
+        "p2p-teach tokens: failed: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+    )

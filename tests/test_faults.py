@@ -1,0 +1,359 @@
+"""Fault injection, by class: signals at each stage (load, denoise, save), damaged and truncated
+files of every kind the package reads, values out of range, wrong types for public arguments,
+and concurrent use. Each numbered bug of the reliability review has a test here that fails on
+the code before its fix (the test's docstring names the bug).
+
+Most tests build results in memory (no model); those that run one use the tiny random model
+at two or three steps, and the signal tests run the command line in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from p2p_teach.atomic import MANIFEST, IncompleteResultError
+from p2p_teach.engine import EditResult
+from p2p_teach.history import AttentionHistory, HistoryFileError, LayerInfo
+from p2p_teach.tokens import tokenize
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYER = LayerInfo("down_blocks.0.attentions.0.transformer_blocks.0.attn2.processor", "down", 4, 4)
+
+
+def make_result(source: str = "a red circle", target: str = "a blue circle", *, steps: int = 2,
+                record: bool = True, colour: int = 10) -> EditResult:  # fmt: skip
+    """A small result in memory, as an edit returns one (images, settings, history, latents)."""
+    history = None
+    if record:
+        history = AttentionHistory([LAYER], tokenize(source), tokenize(target),
+                                   [900.0 - 100 * k for k in range(steps)])  # fmt: skip
+        for step in range(steps):
+            history.record(LAYER.name, step, torch.full((2, LAYER.pixels, 77), 1 / 77))
+            history.end_step(step)
+    settings = {"source_prompt": source, "target_prompt": target, "steps": steps,
+                "record": "auto" if record else "none", "seed": colour}  # fmt: skip
+    return EditResult(
+        Image.new("RGB", (8, 8), (colour, 0, 0)),
+        Image.new("RGB", (8, 8), (0, 0, colour)),
+        settings,
+        history,
+        torch.full((2, 4, 2, 2), float(colour)),
+    )
+
+
+def same_result(a: EditResult, b: EditResult) -> bool:
+    return (
+        a.settings == b.settings
+        and a.source_image.tobytes() == b.source_image.tobytes()
+        and a.edited_image.tobytes() == b.edited_image.tobytes()
+        and torch.equal(a.latents, b.latents)
+        and (a.history is None) == (b.history is None)
+    )
+
+
+def hidden_siblings(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}"))
+
+
+# ============================================================================================
+# Saved results: whole or absent (bugs 4, 5, 6), readable by others, damaged files named
+# ============================================================================================
+
+
+def test_a_saved_result_round_trips_with_a_manifest_listing_every_file(tmp_path):
+    result = make_result()
+    folder = result.save(tmp_path / "run")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    on_disk = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST)
+    assert sorted(manifest["files"]) == on_disk
+    for name, entry in manifest["files"].items():
+        assert entry["bytes"] == (folder / name).stat().st_size
+    assert same_result(EditResult.load(folder), result)
+    assert hidden_siblings(folder) == []
+
+
+def test_stale_history_cannot_survive_a_second_save(tmp_path):
+    """Bug 6: a save with record='none' over a recorded result kept the old history."""
+    folder = tmp_path / "run"
+    make_result(colour=1).save(folder)
+    make_result(colour=2, record=False).save(folder)
+    loaded = EditResult.load(folder)
+    assert loaded.history is None and loaded.settings["seed"] == 2
+    assert not (folder / "history.safetensors").exists()
+
+
+def test_result_files_are_as_readable_as_the_pngs(tmp_path):
+    """Result files were 0600 (history, latents) while the PNGs followed the umask."""
+    old = os.umask(0o022)
+    try:
+        folder = make_result().save(tmp_path / "run")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_a_failed_save_leaves_the_old_result_whole(tmp_path, monkeypatch):
+    """Bug 5: a save that failed half-way mixed new files with the old settings."""
+    folder = tmp_path / "run"
+    old = make_result(colour=1)
+    old.save(folder)
+    (folder / "settings.json").chmod(0o444)  # the old folder's file is read-only: no matter
+    new = make_result(colour=2)
+
+    def fail(path):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(new.history, "save", fail)
+    with pytest.raises(OSError, match="No space left"):
+        new.save(folder)
+    assert same_result(EditResult.load(folder), old)
+    assert hidden_siblings(folder) == []
+    monkeypatch.undo()
+    new.save(folder)  # and a good save replaces it, read-only file and all
+    assert same_result(EditResult.load(folder), new)
+
+
+def test_a_folder_with_other_files_is_refused_not_replaced(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="mine.txt.*Fix: save to a new folder"):
+        make_result().save(folder)
+    assert [p.name for p in folder.iterdir()] == ["mine.txt"]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        make_result().save(afile)
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "flip", "manifest"])
+@pytest.mark.parametrize("name", ["source.png", "settings.json", "history.safetensors",
+                                  "latents.safetensors"])  # fmt: skip
+def test_a_damaged_result_is_refused_naming_the_file(tmp_path, name, damage):
+    """Bug 4's folder (files missing) and any damaged file: refused, with the file named."""
+    folder = make_result().save(tmp_path / "run")
+    path = folder / name
+    data = path.read_bytes()
+    if damage == "delete":
+        path.unlink()
+        expected = f"missing: {name}"
+    elif damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+        expected = f"changed or truncated: {name}"
+    elif damage == "flip":
+        path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+        expected = f"changed or truncated: {name}"
+    else:
+        (folder / MANIFEST).write_text('{"kind": "p2p_teach result", "files": ')
+        expected = "manifest.json cannot be read"
+    with pytest.raises(IncompleteResultError, match=expected + ".*Fix:"):
+        EditResult.load(folder)
+
+
+def write_old_format(result: EditResult, folder: Path, files: list[str]) -> None:
+    """A folder as p2p_teach wrote it before manifests (only the listed files)."""
+    folder.mkdir()
+    writers = {
+        "source.png": lambda p: result.source_image.save(p),
+        "edited.png": lambda p: result.edited_image.save(p),
+        "settings.json": lambda p: p.write_text(json.dumps(result.settings)),
+        "history.safetensors": lambda p: result.history.save(p),
+        "latents.safetensors": lambda p: __import__("safetensors.torch").torch.save_file(
+            {"latents": result.latents}, str(p)
+        ),
+    }
+    for name in files:
+        writers[name](folder / name)
+
+
+ALL_OLD = ["source.png", "edited.png", "settings.json", "history.safetensors",
+           "latents.safetensors"]  # fmt: skip
+
+
+def test_an_old_complete_folder_loads_with_a_warning(tmp_path):
+    result = make_result()
+    write_old_format(result, tmp_path / "old", ALL_OLD)
+    with pytest.warns(UserWarning, match="before p2p_teach wrote manifests.*save it again"):
+        loaded = EditResult.load(tmp_path / "old")
+    assert same_result(loaded, result)
+
+
+def test_an_old_folder_left_by_an_interrupted_save_is_refused(tmp_path):
+    """Bug 4: Ctrl-C while saving left source.png, edited.png and settings.json, and load
+    took that folder as complete."""
+    write_old_format(make_result(), tmp_path / "old", ALL_OLD[:3])
+    with pytest.raises(IncompleteResultError, match="incomplete result.*latents.safetensors"):
+        EditResult.load(tmp_path / "old")
+
+
+def test_an_old_folder_with_another_edits_history_is_refused(tmp_path):
+    """Bug 6 in folders saved before manifests: settings and history of two edits."""
+    folder = tmp_path / "old"
+    write_old_format(make_result(record=False), folder, ALL_OLD[:3] + ALL_OLD[4:])
+    make_result(source="a green square", target="a blue square").history.save(
+        folder / "history.safetensors"
+    )
+    with pytest.warns(UserWarning), pytest.raises(IncompleteResultError, match="another edit"):
+        EditResult.load(folder)
+
+
+def test_loading_what_is_not_a_result_folder_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        EditResult.load(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IncompleteResultError, match="not a saved edit"):
+        EditResult.load(tmp_path / "empty")
+
+
+# ---- signals while saving, in a subprocess (the signal really arrives mid-save)
+
+SAVE_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_faults import make_result
+folder = sys.argv[1]
+make_result(colour=1).save(folder)
+new = make_result(colour=2)
+original = new.history.save
+def save_then_signal(path):
+    original(path)
+    os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+    original(path)  # still writing when the signal arrives
+new.history.save = save_then_signal
+new.save(folder)
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_saving_leaves_the_old_result(tmp_path, signal_name):
+    """Bug 4: Ctrl-C or SIGTERM during a save left a partial folder."""
+    script = tmp_path / "save.py"
+    script.write_text(SAVE_SCRIPT.format(tests=str(ROOT / "tests")))
+    folder = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(script), str(folder), signal_name], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    # SIGTERM kills; Python ends on an uncaught KeyboardInterrupt by SIGINT too
+    assert done.returncode == -getattr(signal, signal_name), done.stderr
+    assert same_result(EditResult.load(folder), make_result(colour=1))
+    # SIGTERM gives no chance to clean up: a hidden partial sibling may stay; the next save
+    # removes it (its process is gone)
+    make_result(colour=3).save(folder)
+    assert hidden_siblings(folder) == []
+
+
+# ============================================================================================
+# History files: folders, foreign files, truncation, tampered metadata
+# ============================================================================================
+
+
+def test_a_history_from_a_folder_says_to_pass_the_file(tmp_path):
+    with pytest.raises(HistoryFileError, match="is a folder.*EditResult.load"):
+        AttentionHistory.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such history file"):
+        AttentionHistory.load(tmp_path / "none.safetensors")
+
+
+def test_a_foreign_safetensors_file_is_not_a_history(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(HistoryFileError, match="holds no p2p_teach attention history"):
+        AttentionHistory.load(tmp_path / "model.safetensors")
+
+
+@pytest.mark.parametrize("cut", [0, 7, 100, -10])
+def test_a_truncated_history_is_refused(tmp_path, cut):
+    path = make_result().history.save(tmp_path / "h.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[:cut])
+    with pytest.raises(HistoryFileError, match="truncated, damaged|unknown history format"):
+        AttentionHistory.load(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("steps_recorded", 999, "steps_recorded is 999, outside 0–2"),
+        ("steps_recorded", "2", "not a whole number"),
+        ("timesteps", [1.0, 2.0, 3.0], r"holds \(2, 2, 16, 6\).*means \(3,"),
+        ("layers", [], "its maps are for layers"),
+        ("slots", "many", "metadata is damaged"),
+        ("format_version", 7, "unknown history format 7"),
+        ("source_prompt", None, "metadata is damaged"),
+    ],
+)
+def test_tampered_history_metadata_is_refused(tmp_path, field, value, expected):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = make_result().history.save(tmp_path / "h.safetensors")
+    with safe_open(str(path), "pt") as handle:
+        metadata = json.loads(handle.metadata()["p2p_teach_history"])
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    metadata[field] = value
+    save_file(tensors, str(path), metadata={"p2p_teach_history": json.dumps(metadata)})
+    with pytest.raises(HistoryFileError, match=expected):
+        AttentionHistory.load(path)
+
+
+# ============================================================================================
+# The command line: signals at each stage (load, denoise, save)
+# ============================================================================================
+
+CLI_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import p2p_teach.cli as cli
+    import p2p_teach.models as models
+    from p2p_teach.history import AttentionHistory
+    stage, name = sys.argv[1], sys.argv[2]
+    def send():
+        os.kill(os.getpid(), getattr(signal, name))
+    load = models.load_pipeline
+    def load_pipeline(*args, **kwargs):
+        if stage == "load":
+            send()
+        pipe = load(*args, **kwargs)
+        calls = []
+        def hook(module, inputs, output):
+            calls.append(1)
+            if stage == "denoise" and len(calls) == 2:
+                send()
+        pipe.unet.register_forward_hook(hook)
+        return pipe
+    models.load_pipeline = load_pipeline
+    save = AttentionHistory.save
+    def save_history(self, path):
+        if stage == "save":
+            send()
+        return save(self, path)
+    AttentionHistory.save = save_history
+    sys.exit(cli.main(["edit", "a red circle", "a blue circle", "--model", "tiny-random",
+                       "--steps", "3", "--quiet", "--out", sys.argv[3]]))
+""")
+
+
+@pytest.mark.parametrize(
+    ("stage", "signal_name"),
+    [("load", "SIGINT"), ("denoise", "SIGINT"), ("denoise", "SIGTERM"), ("save", "SIGTERM")],
+)  # fmt: skip
+def test_a_signal_at_each_stage_of_the_command_line_leaves_nothing(tmp_path, stage, signal_name):
+    out = tmp_path / "new" / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", CLI_SCRIPT, stage, signal_name, str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == (130 if signal_name == "SIGINT" else 143), done.stderr
+    assert done.stderr.strip().endswith("nothing was written"), done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "new").exists()  # not the folder, not its parent, no partial copy

@@ -16,6 +16,7 @@ or not at all.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -51,12 +52,26 @@ def _add_tokens(subparsers) -> None:
 
 def _cmd_mapper(args: argparse.Namespace) -> None:
     from .alignment import format_alignment, refinement_alignment
-    from .mapper import format_mapper, word_swap_mapper
+    from .mapper import WordCountMismatchError, format_mapper, word_swap_mapper
 
     if args.refine:
         print(format_alignment(refinement_alignment(args.source, args.target)))
         return
-    print(format_mapper(word_swap_mapper(args.source, args.target, rule=args.rule)))
+    try:
+        mapper = word_swap_mapper(args.source, args.target, rule=args.rule)
+    except WordCountMismatchError as error:
+        counts = str(error).split(". To add or remove words", 1)[0]
+        raise UsageError(
+            f"{counts}. Fix: to add or remove words, align the prompts with --refine: "
+            f"p2p-teach mapper {_quoted(args.source)} {_quoted(args.target)} --refine"
+        ) from error
+    print(format_mapper(mapper))
+
+
+def _quoted(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
 
 
 def _add_mapper(subparsers) -> None:
@@ -88,12 +103,52 @@ def _fraction_or_pair(text: str) -> float | tuple[float, float]:
         ) from None
 
 
+def _seed(text: str) -> int:
+    """``--seed``: a whole number from 0 to 2**64 - 1, checked before any model loads."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a whole number from 0 to 2**64 - 1 (a generator's seed), e.g. 0"
+        )
+    return value
+
+
+def _guidance(text: str) -> float:
+    """``--guidance``: a finite number ≥ 0, checked before any model loads."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a finite number ≥ 0 (1 or less turns guidance off), e.g. 7.5"
+        )
+    return value
+
+
+def _steps(text: str) -> int:
+    """``--steps``: a whole number ≥ 1 (the scheduler's own limit is checked before loading)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of steps ≥ 1, e.g. 25")
+    return value
+
+
 def _word_scale(text: str) -> tuple[str, float]:
     word, _, scale = text.partition("=")
     try:
-        return word, float(scale)
+        value = float(scale)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give WORD=SCALE, e.g. smiling=3") from None
+        value = math.nan
+    if not word.strip() or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: give WORD=SCALE, e.g. smiling=3")
+    return word, value
 
 
 def _words(view: TokenView) -> list[str]:
@@ -221,11 +276,12 @@ def _output_folder(text: str) -> Path:
 
 def _cmd_edit(args: argparse.Namespace) -> None:
     from .edits import LocalBlend, Refine, Replace, Reweight, as_edit
+    from .guards import tokenize_prompt
     from .mapper import WordCountMismatchError
     from .schedules import DEFAULT_SELF_STEPS, resolve_schedule
-    from .tokens import tokenize
 
-    source, target = tokenize(args.source), tokenize(args.target)
+    source = tokenize_prompt(args.source, "source")  # no words, or too long: named
+    target = tokenize_prompt(args.target, "target")
     same = source.ids == target.ids
     base = {"replace": Replace(), "refine": Refine(), "none": None}[args.edit]
     chosen = as_edit(base)
@@ -249,8 +305,26 @@ def _cmd_edit(args: argparse.Namespace) -> None:
         blend.resolve(source, target, args.steps)
     self_steps = DEFAULT_SELF_STEPS if args.self_ is None else args.self_  # any model's is valid
     resolve_schedule(args.cross, self_steps, args.steps, target)
+    _check_steps_before_loading(args)
     folder = _output_folder(args.out)
     _run_edit(args, chosen, blend, folder)
+
+
+def _check_steps_before_loading(args: argparse.Namespace) -> None:
+    """Refuse more steps than the scheduler can take, judged on SD v1's scheduler settings
+    (every built-in model and SD v1.x hub model has them); the engine checks the loaded
+    model's own scheduler again."""
+    from .models import _sd_v1_scheduler_config
+    from .schedules import check_scheduler_steps
+
+    if args.steps <= 50:  # every scheduler trained on ≥ 51 timesteps can
+        return
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
+
+    kind = {"pndm": PNDMScheduler, "ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}
+    check_scheduler_steps(
+        kind[args.scheduler or "pndm"].from_config(_sd_v1_scheduler_config()), args.steps
+    )
 
 
 def _run_edit(args: argparse.Namespace, chosen: object, blend: object, folder: Path) -> None:
@@ -310,10 +384,10 @@ def _add_edit(subparsers) -> None:
         help="self-attention injection: share of the steps, or START:END (default: the "
         "model's own, 0.4 for SD, 0.6 for the built-in model)",
     )  # fmt: skip
-    parser.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of z_T (default 0)")
+    parser.add_argument("--steps", type=_steps, default=25, help="denoising steps (default 25)")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of z_T (default 0)")
     parser.add_argument(
-        "--guidance", type=float, default=None,
+        "--guidance", type=_guidance, default=None,
         help="CFG scale (default: the model's own, 7.5 for SD, 2 for the built-in model)",
     )  # fmt: skip
     parser.add_argument(

@@ -5,14 +5,20 @@
   the weights at random and only log a warning; this turns that into an error.
 * :func:`check_finite` stops an edit at the first NaN or Inf in its latents, noise predictions
   or decoded images, naming the step and the likely causes.
+* :func:`check_prompt` and :func:`tokenize_prompt` refuse a prompt without words, and name the
+  prompt (source or target) that is too long.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from .tokens import TokenView
 
 # Prefixes that one library version writes and another does not (transformers 5's
 # CLIPTextModel has no ``text_model.`` level; transformers 4's has).
@@ -113,3 +119,43 @@ def check_finite(tensor: torch.Tensor, what: str, step: int | None = None) -> No
         f"the {what}{where} hold {nan} NaN and {inf} Inf values of {tensor.numel()}; the edit "
         f"stopped and nothing was returned ({causes})."
     )
+
+
+class EmptyPromptError(ValueError):
+    """A prompt with no words: nothing to generate, no words to edit or show."""
+
+
+def check_prompt(prompt: object, role: str) -> str:
+    """``prompt`` if it is a string with at least one word.
+
+    Args:
+        prompt: the prompt.
+        role: ``"source"`` or ``"target"``, for the message.
+
+    Raises:
+        TypeError: not a string.
+        EmptyPromptError: empty or only whitespace.
+    """
+    if not isinstance(prompt, str):
+        raise TypeError(
+            f"the {role} prompt must be a string, not {type(prompt).__name__} {prompt!r:.40}. "
+            "Fix: e.g. 'a big red circle'."
+        )
+    if not prompt.strip():
+        raise EmptyPromptError(
+            f"the {role} prompt {prompt!r} has no words: an edit needs words to draw and to "
+            "compare. Fix: give it words, e.g. 'a big red circle' (the same prompt twice "
+            "with edit=None draws it plainly)."
+        )
+    return prompt
+
+
+def tokenize_prompt(prompt: object, role: str, tokenizer: Any = None) -> TokenView:
+    """:func:`~p2p_teach.tokens.tokenize` of a checked prompt; a too-long prompt is named as the
+    source or the target."""
+    from .tokens import PromptTooLongError, tokenize
+
+    try:
+        return tokenize(check_prompt(prompt, role), tokenizer)
+    except PromptTooLongError as error:
+        raise PromptTooLongError(f"the {role} prompt is too long: {error}") from error

@@ -82,7 +82,8 @@ def test_mapper_original_rule_and_refine(capsys):
 def test_mapper_word_count_mismatch_is_one_line(capsys):
     assert main(["mapper", "a cat", "a fluffy cat"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "use refinement instead" in err
+    assert err.count("\n") == 1 and "align the prompts with --refine" in err
+    assert "p2p-teach mapper 'a cat' 'a fluffy cat' --refine" in err
 
 
 def test_os_errors_are_one_line_not_a_traceback(capsys, monkeypatch):

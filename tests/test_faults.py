@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -357,3 +358,262 @@ def test_a_signal_at_each_stage_of_the_command_line_leaves_nothing(tmp_path, sta
     assert done.stderr.strip().endswith("nothing was written"), done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "new").exists()  # not the folder, not its parent, no partial copy
+
+
+# ============================================================================================
+# Non-finite values (bug 7): a guard that names the step and the likely cause
+# ============================================================================================
+
+
+def test_check_finite_passes_finite_values_and_names_the_step_of_others():
+    from p2p_teach.guards import NonFiniteError, check_finite
+
+    check_finite(torch.randn(2, 4, 8, 8), "latents", 3)
+    bad = torch.zeros(2, 4, 8, 8)
+    bad[0, 0, 0, 0], bad[1, 1, 1, 1] = float("nan"), float("inf")
+    with pytest.raises(NonFiniteError, match=r"noise prediction at step 4 hold 1 NaN and 1 Inf"
+                       r".*damaged model weights.*fp16 overflow.*latents="):  # fmt: skip
+        check_finite(bad, "noise prediction", 4)
+    with pytest.raises(NonFiniteError, match="latents= holds 1 NaN.*Fix: pass finite latents"):
+        check_finite(torch.tensor([0.0, float("nan")]), "latents=")
+
+
+# ============================================================================================
+# Prompts and steps (bugs 1, 2, 3; steps=np.int64)
+# ============================================================================================
+
+
+@pytest.mark.parametrize("prompt", ["", " ", "\t\n", "\u3000"])
+def test_a_prompt_without_words_is_refused_naming_it(prompt):
+    """Bug 1: an empty prompt ran the edit, then failed in the figure."""
+    from p2p_teach.guards import EmptyPromptError, check_prompt
+
+    for role in ("source", "target"):
+        with pytest.raises(EmptyPromptError, match=f"the {role} prompt .* has no words.*Fix:"):
+            check_prompt(prompt, role)
+
+
+def test_a_too_long_target_prompt_is_named_as_the_target():
+    from p2p_teach.guards import tokenize_prompt
+    from p2p_teach.tokens import PromptTooLongError
+
+    assert tokenize_prompt("a red circle", "target").words[-1].text == "circle"
+    with pytest.raises(PromptTooLongError, match="the target prompt is too long: .*needs 82 slots"):
+        tokenize_prompt("word " * 80, "target")
+    with pytest.raises(TypeError, match="the source prompt must be a string, not int"):
+        tokenize_prompt(5, "source")
+
+
+def sd_scheduler(kind):
+    from p2p_teach.models import _sd_v1_scheduler_config
+
+    return kind.from_config(_sd_v1_scheduler_config())
+
+
+@pytest.mark.parametrize("kind", ["PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler",
+                                  "DPMSolverMultistepScheduler"])  # fmt: skip
+def test_the_steps_limit_is_the_largest_count_a_scheduler_steps_through(kind):
+    """Bugs 2 and 3: steps=1000 with PNDM ended in an IndexError, steps=100000 hung.
+
+    The limit the check names is checked independently: at the limit every step has its own
+    timestep inside the trained range; one more and a timestep repeats or falls outside."""
+    import time
+
+    import diffusers
+
+    from p2p_teach.schedules import ScheduleError, check_scheduler_steps
+
+    scheduler = sd_scheduler(getattr(diffusers, kind))
+    before = None if scheduler.timesteps is None else scheduler.timesteps.clone()
+    started = time.perf_counter()
+    with pytest.raises(ScheduleError, match=r"can take at most \d+ steps.*Fix:") as error:
+        check_scheduler_steps(scheduler, 100_000)
+    assert time.perf_counter() - started < 5  # no hang
+    limit = int(re.search(r"at most (\d+) steps", str(error.value)).group(1))
+    check_scheduler_steps(scheduler, limit)  # the limit itself passes
+    for steps, fits in ((limit, True), (limit + 1, False)):
+        trial = sd_scheduler(getattr(diffusers, kind))
+        try:
+            trial.set_timesteps(steps)
+        except ValueError:
+            assert not fits
+            continue
+        times = [float(t) for t in trial.timesteps]
+        if kind == "PNDMScheduler":
+            times = [times[0], *times[2:]]
+        distinct = len(set(times)) == len(times) and max(times) <= 999 and min(times) >= 0
+        assert (distinct and steps <= 1000) == fits, (steps, fits)  # ≤ 1 step per timestep
+    after = scheduler.timesteps
+    assert (before is None and after is None) or torch.equal(before, after)  # a copy was used
+
+
+def test_steps_take_numpy_integers_and_refuse_the_rest():
+    np = pytest.importorskip("numpy")
+    from p2p_teach.schedules import ScheduleError, check_num_steps
+
+    assert check_num_steps(np.int64(5)) == 5 and type(check_num_steps(np.int64(5))) is int
+    for bad in (0, -1, 2.5, True, "10", np.float64(5.0), None):
+        with pytest.raises(ScheduleError, match="whole number ≥ 1"):
+            check_num_steps(bad)
+
+
+# ============================================================================================
+# The command line: every argument checked before a model loads
+# ============================================================================================
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fail the test if the CLI loads a model."""
+    import p2p_teach.models
+
+    def load_pipeline(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(p2p_teach.models, "load_pipeline", load_pipeline)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["", ""], "the source prompt '' has no words"),
+        (["a red circle", "\t"], "the target prompt"),
+        (["a red circle", "a blue circle", "--seed", "-1"], "--seed: '-1': a whole number"),
+        (["a red circle", "a blue circle", "--seed", str(2**64)], "--seed"),
+        (["a red circle", "a blue circle", "--guidance", "nan"], "--guidance: 'nan'"),
+        (["a red circle", "a blue circle", "--guidance", "-2"], "--guidance"),
+        (["a red circle", "a blue circle", "--steps", "0"], "--steps: '0'"),
+        (["a red circle", "a blue circle", "--steps", "1000"], "at most 999 steps"),
+        (["a red circle", "a blue circle", "--steps", "100000", "--scheduler", "ddim"],
+         "DDIMScheduler can take at most 999"),
+        (["a red circle", "a blue circle", "--out", ""], "--out '': an empty path"),
+        (["a red circle", "a blue circle", "--reweight", "=3"], "--reweight: '=3'"),
+        (["a red circle", "a blue circle", "--reweight", "red=inf"], "--reweight"),
+        (["a red circle", "a blue circle", "--cross", "2"], "fractions must lie in"),
+        (["a red circle", "a blue circle", "--blend", "square"], "in neither prompt"),
+        (["a red circle", "word " * 80], "the target prompt is too long"),
+    ],
+)  # fmt: skip
+def test_every_edit_argument_is_checked_before_a_model_loads(
+    no_model_load, tmp_path, capsys, monkeypatch, arguments, message
+):
+    from p2p_teach.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(["edit", *arguments])
+    except SystemExit as stop:  # argparse's own usage errors
+        code = stop.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_an_output_folder_with_other_files_is_refused_before_loading(no_model_load, tmp_path,
+                                                                    capsys):  # fmt: skip
+    from p2p_teach.cli import main
+
+    (tmp_path / "notes.txt").write_text("keep")
+    assert main(["edit", "a red circle", "a blue circle", "--out", str(tmp_path)]) == 2
+    assert "notes.txt" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+# ============================================================================================
+# Widgets: constructor values checked with the range and the fix (bugs 8, 9)
+# ============================================================================================
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cross": 5}, r"cross=5: this widget's control runs from 0 to 1"),
+        ({"self_steps": 2}, r"self_steps=2: this widget's control runs from 0 to 1"),
+        ({"cross": -0.1}, r"cross=-0.1"),
+        ({"edit_kind": "swap"}, r"edit_kind='swap' is not one of .*'replace', 'refine', 'none'"),
+        ({"source": None}, r"source must be a string, not NoneType"),
+    ],
+)
+def test_edit_runner_refuses_what_its_controls_cannot_hold(pipe, kwargs, message):
+    """Bug 8: cross=5 and self_steps=2 were clamped to 1.0 silently."""
+    from p2p_teach.widgets.edit_runner import EditRunner
+
+    with pytest.raises((ValueError, TypeError), match=message + ".*Fix:"):
+        EditRunner(pipe, **kwargs)
+
+
+def test_injection_sweep_takes_one_target_string_as_one_target(pipe):
+    """Bug 9: a string target became one target per character."""
+    from p2p_teach.widgets.sweep import InjectionSweep
+
+    sweep = InjectionSweep(pipe, "a big red circle", "a big blue circle", threaded=False)
+    assert list(sweep.target_dropdown.options) == ["a big blue circle"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"fractions": []}, r"fractions=\[\]: give at least one fraction"),
+        ({"fractions": [0.5, 2]}, r"2 is not a fraction of the steps"),
+        ({"fractions": "0.5"}, "give at least one fraction"),
+        ({"targets": []}, "needs a target prompt or a list"),
+        ({"targets": [None]}, "each target must be a string"),
+    ],
+)
+def test_injection_sweep_refuses_bad_settings_clearly(pipe, kwargs, message):
+    from p2p_teach.widgets.sweep import InjectionSweep
+
+    with pytest.raises((ValueError, TypeError), match=message + ".*Fix:"):
+        InjectionSweep(pipe, "a big red circle", **kwargs)
+
+
+def test_the_timeline_needs_a_result_and_a_step_it_has():
+    from p2p_teach.widgets.timeline import AttentionTimeline
+
+    with pytest.raises(TypeError, match="needs an EditResult.*not NoneType.*Fix:"):
+        AttentionTimeline(None)
+    with pytest.raises(ValueError, match="step=5: this widget's control runs from 0 to 1"):
+        AttentionTimeline(make_result(steps=2), step=5)
+
+
+def test_the_mapper_widget_refuses_an_unknown_rule():
+    from p2p_teach.widgets.mapper import MapperExplorer
+
+    with pytest.raises(ValueError, match="rule='paper' is not one of .*'course', 'original'"):
+        MapperExplorer(rule="paper")
+
+
+# ============================================================================================
+# Sweep cache: the edit's own arguments are part of the key
+# ============================================================================================
+
+
+def test_the_sweep_cache_key_tells_edits_apart(pipe):
+    from p2p_teach.edits import LocalBlend, Refine, Replace
+    from p2p_teach.sweep import sweep_key
+
+    def key(**edit_kwargs):
+        return sweep_key(pipe, "a cat", "a dog", seed=0, steps=2, guidance=2.0, cross=0.8,
+                         self_=0.4, edit_kwargs=edit_kwargs)  # fmt: skip
+
+    assert key(edit=Replace()) == key(edit=Replace(), progress=True, record="none")
+    assert key(edit=Replace()) != key(edit=Refine())
+    assert key(edit=Replace()) != key(edit=Replace(rule="original"))
+    assert key(blend=LocalBlend("cat")) != key(blend=LocalBlend("dog"))
+    assert key(latents=torch.zeros(1, 4, 8, 8)) != key(latents=torch.ones(1, 4, 8, 8))
+    assert key(latents=torch.zeros(1, 4, 8, 8)) == key(latents=torch.zeros(1, 4, 8, 8))
+
+
+# ============================================================================================
+# Edits: wrong types for public arguments
+# ============================================================================================
+
+
+@pytest.mark.parametrize("weights", [["smiling"], "smiling", [], {1: 2.0}])
+def test_reweight_refuses_what_is_not_words_and_scales(weights):
+    from p2p_teach.edits import Reweight
+
+    with pytest.raises(TypeError, match="Reweight.*Fix: e.g. Reweight"):
+        Reweight(weights)
+    assert Reweight([("smiling", 3.0)]).weights == {"smiling": 3.0}

@@ -35,7 +35,7 @@ from ..engine import EditResult
 from ..figures.images import figure_png
 from ..figures.timeline import shared_vmax, timeline_figure
 from ..timeline import LayerChoice, SlotChoice, choice_maps, layer_choices, slot_choices
-from .common import png_image, set_png
+from .common import check_range, png_image, set_png
 
 
 class AttentionTimeline(widgets.VBox):
@@ -50,6 +50,12 @@ class AttentionTimeline(widgets.VBox):
         play_interval_ms: int = 700,
         show_maps_alone: bool = True,
     ) -> None:
+        if not isinstance(result, EditResult):
+            raise TypeError(
+                f"AttentionTimeline needs an EditResult (what edit() returns), not "
+                f"{type(result).__name__}. Fix: result = edit(pipe, source, target); "
+                "AttentionTimeline(result)."
+            )
         if result.history is None or result.history.steps_recorded == 0:
             raise ValueError(
                 "this result has no attention history. Fix: run the edit with record='auto' "
@@ -68,7 +74,7 @@ class AttentionTimeline(widgets.VBox):
 
         n_steps = self.history.steps_recorded
         self.step_slider = widgets.IntSlider(
-            value=min(max(step, 0), n_steps - 1),
+            value=check_range("step", step, 0, n_steps - 1),
             min=0,
             max=n_steps - 1,
             description="step",

@@ -141,7 +141,9 @@ def check_prompt(prompt: object, role: str) -> str:
             f"the {role} prompt must be a string, not {type(prompt).__name__} {prompt!r:.40}. "
             "Fix: e.g. 'a big red circle'."
         )
-    if not prompt.strip():
+    from .tokens import default_fix_text, normalize
+
+    if not normalize(prompt, default_fix_text()):  # what the tokenizer keeps of it
         raise EmptyPromptError(
             f"the {role} prompt {prompt!r} has no words: an edit needs words to draw and to "
             "compare. Fix: give it words, e.g. 'a big red circle' (the same prompt twice "

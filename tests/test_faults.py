@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from p2p_teach.atomic import MANIFEST, IncompleteResultError
@@ -617,3 +619,163 @@ def test_reweight_refuses_what_is_not_words_and_scales(weights):
     with pytest.raises(TypeError, match="Reweight.*Fix: e.g. Reweight"):
         Reweight(weights)
     assert Reweight([("smiling", 3.0)]).weights == {"smiling": 3.0}
+
+
+# ============================================================================================
+# Whole input spaces (hypothesis)
+# ============================================================================================
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(" \t\n\r\x0b\x0c\x1c\x1f\u00a0\u2003\u3000ab.,"),
+                    max_size=8))  # fmt: skip
+def test_a_prompt_is_refused_exactly_when_the_tokenizer_sees_no_word(text):
+    from p2p_teach.guards import EmptyPromptError, check_prompt
+
+    has_words = bool(tokenize(text).words)
+    try:
+        check_prompt(text, "source")
+        refused = False
+    except EmptyPromptError:
+        refused = True
+    assert refused == (not has_words)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_any_changed_byte_of_a_saved_result_is_caught(tmp_path_factory, data):
+    folder = make_result().save(tmp_path_factory.mktemp("r") / "run")
+    files = sorted(p for p in folder.iterdir() if p.name != MANIFEST)
+    path = data.draw(st.sampled_from(files))
+    raw = bytearray(path.read_bytes())
+    offset = data.draw(st.integers(0, len(raw) - 1))
+    raw[offset] ^= data.draw(st.integers(1, 255))
+    path.write_bytes(bytes(raw))
+    with pytest.raises(IncompleteResultError, match=f"changed or truncated: {path.name}"):
+        EditResult.load(folder)
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=st.one_of(st.integers(-5, 2000), st.floats(allow_nan=True), st.text(max_size=3),
+                       st.none(), st.booleans()))  # fmt: skip
+def test_steps_are_a_whole_number_at_least_one_whatever_is_passed(value):
+    from p2p_teach.schedules import ScheduleError, check_num_steps
+
+    valid = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if valid:
+        assert check_num_steps(value) == value
+    else:
+        with pytest.raises(ScheduleError):
+            check_num_steps(value)
+
+
+# ============================================================================================
+# The engine: bad input refused before the pipeline is touched; NaN stops the edit (bug 7)
+# ============================================================================================
+
+
+def processors_of(pipe):
+    return dict(pipe.unet.attn_processors)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"source_prompt": ""}, "EmptyPromptError", "the source prompt '' has no words"),
+        ({"target_prompt": " \n"}, "EmptyPromptError", "the target prompt .* has no words"),
+        ({"target_prompt": "word " * 80}, "PromptTooLongError", "the target prompt is too long"),
+        ({"steps": 1000}, "ScheduleError", "PNDMScheduler can take at most 999 steps"),
+        ({"steps": 100_000}, "ScheduleError", "at most 999 steps"),
+        ({"latents": torch.full((1, 4, 8, 8), float("nan"))}, "NonFiniteError",
+         "latents= holds 256 NaN"),
+    ],
+)  # fmt: skip
+def test_edit_refuses_bad_input_before_touching_the_pipeline(pipe, kwargs, error, message):
+    """Bugs 1, 2, 3 and NaN latents=: refused up front, fast, the pipeline unchanged."""
+    import time
+
+    from p2p_teach.engine import edit
+
+    before = processors_of(pipe)
+    arguments = {"source_prompt": "a red circle", "target_prompt": "a blue circle", "steps": 2,
+                 "progress": False, **kwargs}  # fmt: skip
+    started = time.perf_counter()
+    with pytest.raises(Exception, match=message) as raised:
+        edit(pipe, **arguments)
+    assert type(raised.value).__name__ == error
+    assert time.perf_counter() - started < 10  # steps=100000 hung in planning
+    assert processors_of(pipe) == before
+
+
+def test_edit_takes_numpy_integer_steps(pipe):
+    np = pytest.importorskip("numpy")
+    from p2p_teach.engine import edit
+
+    result = edit(pipe, "a red circle", "a blue circle", steps=np.int64(2), progress=False)
+    assert result.settings["steps"] == 2 and type(result.settings["steps"]) is int
+
+
+def test_a_nan_weight_stops_the_edit_at_step_0_naming_the_cause(pipe):
+    """Bug 7: damaged weights gave all-NaN latents, black images and exit 0."""
+    from p2p_teach.engine import edit
+    from p2p_teach.guards import NonFiniteError
+
+    before = processors_of(pipe)
+    weight = pipe.unet.conv_in.weight
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight[0, 0, 0, 0] = float("nan")
+    try:
+        with pytest.raises(NonFiniteError, match="noise prediction at step 0.*damaged model "
+                                                 "weights"):  # fmt: skip
+            edit(pipe, "a red circle", "a blue circle", steps=2, progress=False)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    assert processors_of(pipe) == before
+
+
+def test_a_plain_pipe_call_during_an_edit_is_told_an_edit_is_running(pipe):
+    """A pipe(...) in another thread while an edit runs died with 'IndexError: index 2'."""
+    import threading
+
+    from p2p_teach.engine import edit
+    from p2p_teach.processors import PipelineBusyError
+
+    errors = []
+
+    def other_thread():
+        try:
+            pipe("a green square", num_inference_steps=1, output_type="latent")
+        except Exception as error:  # noqa: BLE001 (recorded for the assertion)
+            errors.append(error)
+
+    def callback(info):
+        if info.step == 0:
+            thread = threading.Thread(target=other_thread)
+            thread.start()
+            thread.join()
+
+    edit(pipe, "a red circle", "a blue circle", steps=2, callback=callback, progress=False)
+    assert len(errors) == 1 and isinstance(errors[0], PipelineBusyError)
+    assert "running a Prompt-to-Prompt edit" in str(errors[0]) and "Fix:" in str(errors[0])
+
+
+def test_bytes_overwritten_in_the_unets_file_stop_the_edit(tmp_path):
+    """Bug 7 as reported: 0xFF bytes in the middle of the UNet's safetensors (fp16 NaN)."""
+    import shutil
+
+    from p2p_teach.engine import edit
+    from p2p_teach.guards import NonFiniteError
+    from p2p_teach.shapes import WEIGHTS_DIR, load_shapes_pipeline
+
+    folder = tmp_path / "weights"
+    shutil.copytree(WEIGHTS_DIR, folder)
+    unet_file = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    raw = bytearray(unet_file.read_bytes())
+    middle = len(raw) // 2
+    raw[middle : middle + 65536] = b"\xff" * 65536
+    unet_file.write_bytes(bytes(raw))
+    pipe = load_shapes_pipeline(folder)  # loads: the file holds these values
+    with pytest.raises(NonFiniteError, match="at step 0 hold .* NaN.*damaged model weights"):
+        edit(pipe, "a big red circle", "a big blue circle", steps=2, progress=False)

@@ -779,3 +779,20 @@ def test_bytes_overwritten_in_the_unets_file_stop_the_edit(tmp_path):
     pipe = load_shapes_pipeline(folder)  # loads: the file holds these values
     with pytest.raises(NonFiniteError, match="at step 0 hold .* NaN.*damaged model weights"):
         edit(pipe, "a big red circle", "a big blue circle", steps=2, progress=False)
+
+
+@pytest.mark.parametrize("part", ["unet/diffusion_pytorch_model.safetensors",
+                                  "text_encoder/model.safetensors"])  # fmt: skip
+def test_a_truncated_weight_file_is_an_error_naming_it(tmp_path, part):
+    import shutil
+
+    from p2p_teach.guards import WeightsNotLoadedError
+    from p2p_teach.shapes import WEIGHTS_DIR, load_shapes_pipeline
+
+    folder = tmp_path / "weights"
+    shutil.copytree(WEIGHTS_DIR, folder)
+    path = folder / part
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(WeightsNotLoadedError, match=f"cannot be loaded.*{part.split('/')[0]}"
+                                                    ".*Fix: reinstall"):  # fmt: skip
+        load_shapes_pipeline(folder)

@@ -61,6 +61,7 @@ def check_loaded_weights(module: torch.nn.Module, files: Iterable[str | Path], w
     found: set[str] = set()
     unexpected: list[str] = []
     differing: list[str] = []
+    non_finite: list[str] = []
     for path in files:
         with safe_open(str(path), framework="pt") as handle:
             for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
@@ -71,11 +72,20 @@ def check_loaded_weights(module: torch.nn.Module, files: Iterable[str | Path], w
                 found.add(target)
                 stored = handle.get_tensor(key)
                 loaded = state[target].detach().cpu()
+                if stored.is_floating_point() and not bool(torch.isfinite(stored).all()):
+                    non_finite.append(key)
+                    continue
                 if stored.shape != loaded.shape or not torch.equal(
                     stored.to(loaded.dtype), loaded
                 ):
                     differing.append(target)
     missing = sorted(module_keys - found)
+    if non_finite:
+        raise WeightsNotLoadedError(
+            f"the {what}'s weight file holds NaN or Inf values in {len(non_finite)} tensors (e.g. "
+            f"{', '.join(sorted(non_finite)[:3])}): the file is damaged, and every image would "
+            "come out black. Fix: reinstall p2p_teach, or export the training run again."
+        )
     if not (missing or unexpected or differing):
         return
     problems = []

@@ -796,3 +796,40 @@ def test_a_truncated_weight_file_is_an_error_naming_it(tmp_path, part):
     with pytest.raises(WeightsNotLoadedError, match=f"cannot be loaded.*{part.split('/')[0]}"
                                                     ".*Fix: reinstall"):  # fmt: skip
         load_shapes_pipeline(folder)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"source_prompt": 5}, "source prompt must be a string"),
+        ({"target_prompt": ["a", "b"]}, "target prompt must be a string"),
+        ({"seed": "1"}, "seed='1'"),
+        ({"seed": -1}, "seed=-1"),
+        ({"seed": 2**64}, "seed="),
+        ({"guidance": "7"}, "guidance='7'"),
+        ({"guidance": float("nan")}, "guidance=nan"),
+        ({"steps": "10"}, "steps='10'"),
+        ({"steps": 2.0}, "steps=2.0"),
+        ({"callback": 5}, "callback must be callable"),
+        ({"blend": "cat"}, "blend must be a LocalBlend"),
+        ({"edit": 5}, "edit"),
+        ({"cross_steps": 1.5}, "cross_steps=1.5"),
+        ({"self_steps": (0.5, 0.2)}, "self_steps"),
+        ({"record": True}, "record=True"),
+        ({"record_slots": "some"}, "record_slots='some'"),
+        ({"preview": "fast"}, "preview='fast'"),
+        ({"height": 65}, "height=65"),
+        ({"latents": [[0.0]]}, "latents must be a torch.Tensor"),
+    ],
+)
+def test_wrong_types_and_values_for_edit_are_named_before_the_pipeline_is_touched(
+    pipe, kwargs, message
+):
+    from p2p_teach.engine import edit
+
+    before = processors_of(pipe)
+    arguments = {"source_prompt": "a red circle", "target_prompt": "a blue circle", "steps": 2,
+                 "progress": False, **kwargs}  # fmt: skip
+    with pytest.raises((TypeError, ValueError, KeyError), match=re.escape(message)):
+        edit(pipe, **arguments)
+    assert processors_of(pipe) == before

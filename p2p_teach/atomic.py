@@ -31,6 +31,7 @@ _PARTIAL = ".partial-"
 _OLD = ".old-"
 
 Writer = Callable[[Path], object]  # writes one file at the path it is given
+_INSTALLING = threading.Lock()
 
 
 class IncompleteResultError(ValueError):
@@ -65,12 +66,17 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove_stale_siblings(folder: Path) -> None:
-    """Remove hidden partial/old siblings of ``folder`` left by processes no longer running."""
-    for marker in (_PARTIAL, _OLD):
-        for path in folder.parent.glob(f".{folder.name}{marker}*"):
-            pid_text = path.name.removeprefix(f".{folder.name}{marker}").split("-", 1)[0]
-            if pid_text.isdigit() and not _pid_alive(int(pid_text)):
-                shutil.rmtree(path, ignore_errors=True)
+    """Remove hidden partial/old siblings of ``folder`` left by processes no longer running,
+    and old copies this process left (a signal that arrived right after a swap)."""
+    with _INSTALLING:  # no swap of this process is under way: its old copies are leftovers
+        for marker in (_PARTIAL, _OLD):
+            for path in folder.parent.glob(f".{folder.name}{marker}*"):
+                pid_text = path.name.removeprefix(f".{folder.name}{marker}").split("-", 1)[0]
+                if not pid_text.isdigit():
+                    continue
+                own_old = marker == _OLD and int(pid_text) == os.getpid()
+                if own_old or not _pid_alive(int(pid_text)):
+                    shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -174,7 +180,7 @@ def _make_parents(parent: Path) -> list[Path]:
 def _install(partial: Path, folder: Path, token: str) -> None:
     """Rename the complete ``partial`` folder to ``folder``, replacing an old one."""
     old = folder.parent / f".{folder.name}{_OLD}{token}"
-    with _signals_deferred():
+    with _INSTALLING, _signals_deferred():  # one swap at a time in this process
         had_old = folder.exists()
         if had_old:
             os.rename(folder, old)

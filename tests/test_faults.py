@@ -833,3 +833,27 @@ def test_wrong_types_and_values_for_edit_are_named_before_the_pipeline_is_touche
     with pytest.raises((TypeError, ValueError, KeyError), match=re.escape(message)):
         edit(pipe, **arguments)
     assert processors_of(pipe) == before
+
+
+def test_concurrent_saves_to_one_folder_leave_one_complete_result(tmp_path):
+    import threading
+
+    folder = tmp_path / "run"
+    results = [make_result(colour=c) for c in range(1, 9)]
+    errors = []
+
+    def save(result):
+        try:
+            result.save(folder)
+        except Exception as error:  # noqa: BLE001 (recorded for the assertion)
+            errors.append(error)
+
+    threads = [threading.Thread(target=save, args=(r,)) for r in results]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    loaded = EditResult.load(folder)
+    assert any(same_result(loaded, result) for result in results)
+    assert hidden_siblings(folder) == []

@@ -43,8 +43,17 @@ def make_result(source: str = "a red circle", target: str = "a blue circle", *, 
         for step in range(steps):
             history.record(LAYER.name, step, torch.full((2, LAYER.pixels, 77), 1 / 77))
             history.end_step(step)
-    settings = {"source_prompt": source, "target_prompt": target, "steps": steps,
-                "record": "auto" if record else "none", "seed": colour}  # fmt: skip
+    settings = {  # every field an edit writes (settings.json of a real result)
+        "source_prompt": source, "target_prompt": target,
+        "edit": {"kind": "replace", "rule": "course"}, "blend": None, "seed": colour,
+        "latents_given": False, "steps": steps, "guidance": 2.0, "height": 8, "width": 8,
+        "cross_steps": {"default": [0.0, 0.8]}, "cross_step_ranges": {"default": [0, 1]},
+        "self_steps": [0.0, 0.6], "self_step_range": [0, 1], "self_max_ratio": 1.0,
+        "self_max_side": 4, "blend_resolution": None, "record": "auto" if record else "none",
+        "record_slots": "used", "scheduler": "PNDMScheduler", "scheduler_config": {},
+        "model": "p2p_teach/shapes", "device": "cpu", "dtype": "float32",
+        "p2p_teach_version": "0.1.0",
+    }  # fmt: skip
     return EditResult(
         Image.new("RGB", (8, 8), (colour, 0, 0)),
         Image.new("RGB", (8, 8), (0, 0, colour)),
@@ -54,9 +63,14 @@ def make_result(source: str = "a red circle", target: str = "a blue circle", *, 
     )
 
 
+def settings_json(result: EditResult) -> dict:
+    settings = result.settings
+    return settings.to_json() if hasattr(settings, "to_json") else dict(settings)
+
+
 def same_result(a: EditResult, b: EditResult) -> bool:
     return (
-        a.settings == b.settings
+        settings_json(a) == settings_json(b)
         and a.source_image.tobytes() == b.source_image.tobytes()
         and a.edited_image.tobytes() == b.edited_image.tobytes()
         and torch.equal(a.latents, b.latents)
@@ -91,7 +105,7 @@ def test_stale_history_cannot_survive_a_second_save(tmp_path):
     make_result(colour=1).save(folder)
     make_result(colour=2, record=False).save(folder)
     loaded = EditResult.load(folder)
-    assert loaded.history is None and loaded.settings["seed"] == 2
+    assert loaded.history is None and settings_json(loaded)["seed"] == 2
     assert not (folder / "history.safetensors").exists()
 
 
@@ -170,7 +184,7 @@ def write_old_format(result: EditResult, folder: Path, files: list[str]) -> None
     writers = {
         "source.png": lambda p: result.source_image.save(p),
         "edited.png": lambda p: result.edited_image.save(p),
-        "settings.json": lambda p: p.write_text(json.dumps(result.settings)),
+        "settings.json": lambda p: p.write_text(json.dumps(settings_json(result))),
         "history.safetensors": lambda p: result.history.save(p),
         "latents.safetensors": lambda p: __import__("safetensors.torch").torch.save_file(
             {"latents": result.latents}, str(p)

@@ -98,7 +98,7 @@ def check_replaceable(folder: Path, known: set[str]) -> None:
     """An existing ``folder`` may be replaced only when it holds nothing but result files."""
     if not folder.exists() and not folder.is_symlink():
         return
-    if not folder.is_dir() or folder.is_symlink():
+    if not folder.is_dir():
         raise FileExistsError(
             f"{folder} exists and is not a folder. Fix: save to another path, or move it away."
         )
@@ -129,6 +129,8 @@ def write_folder(
         OSError: the parent cannot be written; nothing was changed.
     """
     folder = Path(folder).expanduser()
+    if folder.is_symlink() and folder.is_dir():
+        folder = folder.resolve()  # a link to a folder: the folder it points to is replaced
     names = list(writers)
     if MANIFEST in names or any(Path(name).name != name or not name for name in names):
         raise ValueError(f"file names must be plain names other than {MANIFEST}: {names}")

@@ -871,3 +871,11 @@ def test_concurrent_saves_to_one_folder_leave_one_complete_result(tmp_path):
     loaded = EditResult.load(folder)
     assert any(same_result(loaded, result) for result in results)
     assert hidden_siblings(folder) == []
+
+
+def test_a_link_to_a_result_folder_saves_into_the_folder_it_points_to(tmp_path):
+    real = make_result(colour=1).save(tmp_path / "real")
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    make_result(colour=2).save(link)
+    assert link.is_symlink() and same_result(EditResult.load(link), make_result(colour=2))

@@ -314,7 +314,7 @@ def _check_steps_before_loading(args: argparse.Namespace) -> None:
     """Refuse more steps than the scheduler can take, judged on SD v1's scheduler settings
     (every built-in model and SD v1.x hub model has them); the engine checks the loaded
     model's own scheduler again."""
-    from .models import _sd_v1_scheduler_config
+    from .defaults import SD_V1_SCHEDULER_CONFIG
     from .schedules import check_scheduler_steps
 
     if args.steps <= 50:  # every scheduler trained on ≥ 51 timesteps can
@@ -323,7 +323,7 @@ def _check_steps_before_loading(args: argparse.Namespace) -> None:
 
     kind = {"pndm": PNDMScheduler, "ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}
     check_scheduler_steps(
-        kind[args.scheduler or "pndm"].from_config(_sd_v1_scheduler_config()), args.steps
+        kind[args.scheduler or "pndm"].from_config(SD_V1_SCHEDULER_CONFIG), args.steps
     )
 
 

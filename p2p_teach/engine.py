@@ -51,6 +51,7 @@ from .edits import (
     blend_mask,
     step_coefficients,
 )
+from .guards import check_finite, tokenize_prompt
 from .history import AttentionHistory
 from .layers import KeepSetting, LayerInfo, blend_resolution, check_keep, kept_layers, plan_layers
 from .processors import (
@@ -65,11 +66,12 @@ from .schedules import (
     CrossSteps,
     SelfSteps,
     check_num_steps,
+    check_scheduler_steps,
     resolve_schedule,
     self_injection_max_side,
 )
 from .settings import Conventions, EditSettings, check_conventions
-from .tokens import MAX_SLOTS, TokenView, tokenize
+from .tokens import MAX_SLOTS, TokenView
 
 PreviewMode = Literal["auto", "vae", "linear"]
 SMALL_VAE_PARAMETERS = 5_000_000  # below this, previews decode with the VAE itself
@@ -602,6 +604,7 @@ def plan_edit(
     # ---- 1. Check the inputs ----------------------------------------------------------------
     _check_pipeline(pipe)
     num_steps = check_num_steps(steps)
+    check_scheduler_steps(pipe.scheduler, num_steps)  # no IndexError, no endless planning
     defaults = model_defaults(pipe)
     guidance = _check_guidance(defaults.guidance if guidance is None else guidance)
     self_steps = defaults.self_steps if self_steps is None else self_steps
@@ -611,12 +614,14 @@ def plan_edit(
     blend = _check_blend(blend)
     height, width, latent_shape = _image_size(pipe, height, width)
     latents = _check_latents(latents, latent_shape, f"{height}×{width}")
+    if latents is not None:
+        check_finite(latents, "latents=")
     do_guidance = guidance > 1.0 and pipe.unet.config.time_cond_proj_dim is None
     null_embeddings = _check_null_embeddings(null_embeddings, num_steps, pipe, do_guidance)
 
     # ---- 2. Tokens, the edit's M, a and w, and its windows (P, P* → Edit) --------------------
-    source_view = tokenize(source_prompt, pipe.tokenizer)  # PromptTooLongError over 77 slots
-    target_view = tokenize(target_prompt, pipe.tokenizer)
+    source_view = tokenize_prompt(source_prompt, "source", pipe.tokenizer)  # words, ≤ 77 slots
+    target_view = tokenize_prompt(target_prompt, "target", pipe.tokenizer)
     chosen_edit = as_edit(edit)
     token_edit = chosen_edit.resolve(source_view, target_view)  # mapper/alignment/weights
     schedule = resolve_schedule(cross_steps, self_steps, num_steps, target_view)
@@ -871,6 +876,7 @@ def _denoise(pipe: Any, plan: EditPlan, callback: StepCallback | None = None) ->
             if plan.do_guidance:
                 uncond_pred, text_pred = noise_pred.chunk(2)  # (2, C, h, w) each
                 noise_pred = uncond_pred + plan.settings.guidance * (text_pred - uncond_pred)
+            check_finite(noise_pred, "noise prediction", step)  # NaN weights, fp16 overflow
 
             # The scheduler steps both: z_{t−1} (line 6) and z*_{t−1} (line 9).
             sample = latents
@@ -880,6 +886,7 @@ def _denoise(pipe: Any, plan: EditPlan, callback: StepCallback | None = None) ->
                 continue
 
             mask, latents = _local_blend(plan, run, step, latents)
+            check_finite(latents, "latents", step)
             if history is not None:
                 history.end_step(step)
             if callback is not None:
@@ -990,6 +997,7 @@ def _decode_images(
     """The two PIL images of the (2, C, h, w) final latents (safety checker as pipe(...))."""
     scaled = latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor
     images = pipe.vae.decode(scaled, return_dict=False)[0]  # (2, 3, H, W) in [-1, 1]
+    check_finite(images, "decoded images")
     images, flagged = pipe.run_safety_checker(images, device, dtype)
     denormalize = [True] * 2 if flagged is None else [not flag for flag in flagged]
     return pipe.image_processor.postprocess(images, output_type="pil", do_denormalize=denormalize)

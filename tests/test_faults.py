@@ -26,7 +26,9 @@ from PIL import Image
 
 from p2p_teach.atomic import MANIFEST, IncompleteResultError
 from p2p_teach.engine import EditResult
-from p2p_teach.history import AttentionHistory, HistoryFileError, LayerInfo
+from p2p_teach.history import AttentionHistory, HistoryFileError
+from p2p_teach.layers import LayerInfo
+from p2p_teach.settings import EditSettings
 from p2p_teach.tokens import tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +59,7 @@ def make_result(source: str = "a red circle", target: str = "a blue circle", *, 
     return EditResult(
         Image.new("RGB", (8, 8), (colour, 0, 0)),
         Image.new("RGB", (8, 8), (0, 0, colour)),
-        settings,
+        EditSettings.from_json(settings),
         history,
         torch.full((2, 4, 2, 2), float(colour)),
     )
@@ -421,9 +423,9 @@ def test_a_too_long_target_prompt_is_named_as_the_target():
 
 
 def sd_scheduler(kind):
-    from p2p_teach.models import _sd_v1_scheduler_config
+    from p2p_teach.defaults import SD_V1_SCHEDULER_CONFIG
 
-    return kind.from_config(_sd_v1_scheduler_config())
+    return kind.from_config(SD_V1_SCHEDULER_CONFIG)
 
 
 @pytest.mark.parametrize("kind", ["PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler",

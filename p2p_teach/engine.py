@@ -539,6 +539,7 @@ def _check_latents(latents: object, latent_shape: tuple[int, ...], size: str) ->
             f"latents of shape {tuple(latents.shape)} do not fit: this model at {size} needs "
             f"{latent_shape}. Fix: drop latents= to use the seed."
         )
+    check_finite(latents, "latents=")  # NaN z_T would give a NaN result
     return latents
 
 
@@ -603,8 +604,7 @@ def plan_edit(
     :func:`edit` does, before anything of the pipeline is changed."""
     # ---- 1. Check the inputs ----------------------------------------------------------------
     _check_pipeline(pipe)
-    num_steps = check_num_steps(steps)
-    check_scheduler_steps(pipe.scheduler, num_steps)  # no IndexError, no endless planning
+    num_steps = check_scheduler_steps(pipe.scheduler, check_num_steps(steps))  # no hang
     defaults = model_defaults(pipe)
     guidance = _check_guidance(defaults.guidance if guidance is None else guidance)
     self_steps = defaults.self_steps if self_steps is None else self_steps
@@ -614,8 +614,6 @@ def plan_edit(
     blend = _check_blend(blend)
     height, width, latent_shape = _image_size(pipe, height, width)
     latents = _check_latents(latents, latent_shape, f"{height}×{width}")
-    if latents is not None:
-        check_finite(latents, "latents=")
     do_guidance = guidance > 1.0 and pipe.unet.config.time_cond_proj_dim is None
     null_embeddings = _check_null_embeddings(null_embeddings, num_steps, pipe, do_guidance)
 

@@ -194,7 +194,7 @@ def _steps_fit(scheduler: Any, num_steps: int, train_steps: int) -> bool:
     )
 
 
-def check_scheduler_steps(scheduler: Any, num_steps: int) -> None:
+def check_scheduler_steps(scheduler: Any, num_steps: int) -> int:
     """Refuse more steps than ``scheduler`` can give distinct timesteps for.
 
     A scheduler trained on T timesteps (``num_train_timesteps``, 1000 for Stable Diffusion)
@@ -203,18 +203,21 @@ def check_scheduler_steps(scheduler: Any, num_steps: int) -> None:
     timestep T, which does not exist (an IndexError deep in the scheduler). Checks on a copy;
     the scheduler is not changed. Schedulers without ``num_train_timesteps`` are not checked.
 
+    Returns:
+        ``num_steps``, when the scheduler can take them.
+
     Raises:
         ScheduleError: the steps it can take, and the fix.
     """
     config = getattr(scheduler, "config", None) or {}
     train_steps = config.get("num_train_timesteps")
     if not isinstance(train_steps, int) or not hasattr(scheduler, "set_timesteps"):
-        return
+        return num_steps
     if num_steps <= train_steps:  # more are never possible: no timesteps computed for them
         if _steps_fit(scheduler, num_steps, train_steps):
-            return
+            return num_steps
         if _step_timesteps(scheduler, num_steps) is None:
-            return  # a multi-evaluation scheduler: the engine says it is unsupported
+            return num_steps  # a multi-evaluation scheduler: the engine says it is unsupported
     largest = min(num_steps, train_steps)
     for _ in range(64):  # the limit is within a step or two of T (steps_offset)
         if largest < 1 or _steps_fit(scheduler, largest, train_steps):

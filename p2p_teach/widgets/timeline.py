@@ -38,6 +38,21 @@ from ..timeline import LayerChoice, SlotChoice, choice_maps, layer_choices, slot
 from .common import check_range, png_image, set_png
 
 
+def _check_result(result: object) -> None:
+    """An edit's result with a recorded history, or an error saying what to pass."""
+    if not isinstance(result, EditResult):
+        raise TypeError(
+            f"AttentionTimeline needs an EditResult (what edit() returns), not "
+            f"{type(result).__name__}. Fix: result = edit(pipe, source, target); "
+            "AttentionTimeline(result)."
+        )
+    if result.history is None or result.history.steps_recorded == 0:
+        raise ValueError(
+            "this result has no attention history. Fix: run the edit with record='auto' "
+            "(the default) or record='all'."
+        )
+
+
 class AttentionTimeline(widgets.VBox):
     """Step slider + Play, word/slot and resolution selectors, source and target maps."""
 
@@ -50,17 +65,7 @@ class AttentionTimeline(widgets.VBox):
         play_interval_ms: int = 700,
         show_maps_alone: bool = True,
     ) -> None:
-        if not isinstance(result, EditResult):
-            raise TypeError(
-                f"AttentionTimeline needs an EditResult (what edit() returns), not "
-                f"{type(result).__name__}. Fix: result = edit(pipe, source, target); "
-                "AttentionTimeline(result)."
-            )
-        if result.history is None or result.history.steps_recorded == 0:
-            raise ValueError(
-                "this result has no attention history. Fix: run the edit with record='auto' "
-                "(the default) or record='all'."
-            )
+        _check_result(result)
         self.result = result
         self.history = result.history
         self.show_maps_alone = show_maps_alone

@@ -7,14 +7,20 @@
     p2p-teach edit "a cat riding a bicycle" "a cat riding a motorcycle"   # images + attention
     p2p-teach edit "a cat" "a fluffy cat" --edit refine --blend cat --out runs/fluffy
 
-Wrong input exits with status 2 and one line on stderr, never a traceback.
+Wrong input exits with status 2 and one line on stderr, never a traceback; other failures (out
+of memory, a file system error) exit with status 1 and one line; Ctrl-C exits 130 and SIGTERM
+143. Every argument is checked before a model is loaded, and a result folder is written whole
+or not at all.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,12 +52,26 @@ def _add_tokens(subparsers) -> None:
 
 def _cmd_mapper(args: argparse.Namespace) -> None:
     from .alignment import format_alignment, refinement_alignment
-    from .mapper import format_mapper, word_swap_mapper
+    from .mapper import WordCountMismatchError, format_mapper, word_swap_mapper
 
     if args.refine:
         print(format_alignment(refinement_alignment(args.source, args.target)))
         return
-    print(format_mapper(word_swap_mapper(args.source, args.target, rule=args.rule)))
+    try:
+        mapper = word_swap_mapper(args.source, args.target, rule=args.rule)
+    except WordCountMismatchError as error:
+        counts = str(error).split(". To add or remove words", 1)[0]
+        raise UsageError(
+            f"{counts}. Fix: to add or remove words, align the prompts with --refine: "
+            f"p2p-teach mapper {_quoted(args.source)} {_quoted(args.target)} --refine"
+        ) from error
+    print(format_mapper(mapper))
+
+
+def _quoted(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
 
 
 def _add_mapper(subparsers) -> None:
@@ -83,12 +103,52 @@ def _fraction_or_pair(text: str) -> float | tuple[float, float]:
         ) from None
 
 
+def _seed(text: str) -> int:
+    """``--seed``: a whole number from 0 to 2**64 - 1, checked before any model loads."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a whole number from 0 to 2**64 - 1 (a generator's seed), e.g. 0"
+        )
+    return value
+
+
+def _guidance(text: str) -> float:
+    """``--guidance``: a finite number ≥ 0, checked before any model loads."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a finite number ≥ 0 (1 or less turns guidance off), e.g. 7.5"
+        )
+    return value
+
+
+def _steps(text: str) -> int:
+    """``--steps``: a whole number ≥ 1 (the scheduler's own limit is checked before loading)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of steps ≥ 1, e.g. 25")
+    return value
+
+
 def _word_scale(text: str) -> tuple[str, float]:
     word, _, scale = text.partition("=")
     try:
-        return word, float(scale)
+        value = float(scale)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give WORD=SCALE, e.g. smiling=3") from None
+        value = math.nan
+    if not word.strip() or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: give WORD=SCALE, e.g. smiling=3")
+    return word, value
 
 
 def _words(view: TokenView) -> list[str]:
@@ -172,60 +232,56 @@ def _unpaired_blend_message(item: str, role: str, here: TokenView, there: TokenV
     )
 
 
-def _output_folder(text: str) -> tuple[Path, Path | None]:
-    """Check that ``--out`` can be a folder and create it, before any model is loaded.
+def _output_folder(text: str) -> Path:
+    """Check that ``--out`` can become the result folder, before any model is loaded.
 
-    Returns the folder and the topmost folder this created (None if it existed), so a failed
-    run can remove what it made.
+    Nothing is created here: the result is saved whole at the end (a hidden sibling renamed
+    into place), so a run that fails or is interrupted leaves no folder behind.
     """
-    folder = Path(text).expanduser()
-    missing: Path | None = None
-    existing = folder  # the nearest path that exists: the folder itself or a parent
-    while not existing.exists():
-        missing, existing = existing, existing.parent
-    if not existing.is_dir():
-        where = "" if existing == folder else f" (under {str(existing)!r}, which is a file)"
+    from .atomic import check_replaceable
+    from .engine import RESULT_FILES
+
+    if not text.strip():
         raise UsageError(
-            f"--out {text!r}: a file is in the way{where}; the output must be a folder. Fix: "
-            "give a folder path (it is created if missing), or move the file away."
+            "--out '': an empty path would write into the current folder. Fix: name a "
+            "folder, e.g. --out ./p2p_edit."
         )
-    if not os.access(existing, os.W_OK | os.X_OK):
+    folder = Path(text).expanduser()
+    existing = folder  # the nearest path that exists: the folder itself or a parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != folder and not existing.is_dir():
         raise UsageError(
-            f"--out {text!r}: the folder {str(existing)!r} is not writable. Fix: choose a "
+            f"--out {text!r}: a file is in the way (under {str(existing)!r}, which is a file); "
+            "the output must be a folder. Fix: give a folder path (it is created if missing), "
+            "or move the file away."
+        )
+    if existing == folder and not folder.is_dir():
+        raise UsageError(
+            f"--out {text!r}: a file is in the way; the output must be a folder. Fix: give a "
+            "folder path (it is created if missing), or move the file away."
+        )
+    parent = existing if existing != folder else folder.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--out {text!r}: the folder {str(parent)!r} is not writable. Fix: choose a "
             "folder you can write to, e.g. --out ./p2p_edit."
         )
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(
-            f"--out {text!r}: the folder cannot be made ({error.strerror or error}). Fix: "
-            "choose a folder you can write to, e.g. --out ./p2p_edit."
-        ) from error
-    return folder, missing
-
-
-def _remove_empty(folder: Path, top: Path | None) -> None:
-    """Remove ``folder`` and its parents up to ``top`` (folders this run made) while empty."""
-    if top is None:
-        return
-    current = folder
-    while True:
-        try:
-            current.rmdir()
-        except OSError:
-            return
-        if current == top or current.parent == current:
-            return
-        current = current.parent
+        check_replaceable(folder, set(RESULT_FILES))
+    except FileExistsError as error:
+        raise UsageError(f"--out {text!r}: {error}") from error
+    return folder
 
 
 def _cmd_edit(args: argparse.Namespace) -> None:
     from .edits import LocalBlend, Refine, Replace, Reweight, as_edit
+    from .guards import tokenize_prompt
     from .mapper import WordCountMismatchError
     from .schedules import DEFAULT_SELF_STEPS, resolve_schedule
-    from .tokens import tokenize
 
-    source, target = tokenize(args.source), tokenize(args.target)
+    source = tokenize_prompt(args.source, "source")  # no words, or too long: named
+    target = tokenize_prompt(args.target, "target")
     same = source.ids == target.ids
     base = {"replace": Replace(), "refine": Refine(), "none": None}[args.edit]
     chosen = as_edit(base)
@@ -249,12 +305,26 @@ def _cmd_edit(args: argparse.Namespace) -> None:
         blend.resolve(source, target, args.steps)
     self_steps = DEFAULT_SELF_STEPS if args.self_ is None else args.self_  # any model's is valid
     resolve_schedule(args.cross, self_steps, args.steps, target)
-    folder, made = _output_folder(args.out)
-    try:
-        _run_edit(args, chosen, blend, folder)
-    except BaseException:
-        _remove_empty(folder, made)
-        raise
+    _check_steps_before_loading(args)
+    folder = _output_folder(args.out)
+    _run_edit(args, chosen, blend, folder)
+
+
+def _check_steps_before_loading(args: argparse.Namespace) -> None:
+    """Refuse more steps than the scheduler can take, judged on SD v1's scheduler settings
+    (every built-in model and SD v1.x hub model has them); the engine checks the loaded
+    model's own scheduler again."""
+    from .defaults import SD_V1_SCHEDULER_CONFIG
+    from .schedules import check_scheduler_steps
+
+    if args.steps <= 50:  # every scheduler trained on ≥ 51 timesteps can
+        return
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
+
+    kind = {"pndm": PNDMScheduler, "ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}
+    check_scheduler_steps(
+        kind[args.scheduler or "pndm"].from_config(SD_V1_SCHEDULER_CONFIG), args.steps
+    )
 
 
 def _run_edit(args: argparse.Namespace, chosen: object, blend: object, folder: Path) -> None:
@@ -276,14 +346,12 @@ def _run_edit(args: argparse.Namespace, chosen: object, blend: object, folder: P
         steps=args.steps, guidance=args.guidance, cross_steps=args.cross, self_steps=args.self_,
         progress=not args.quiet,
     )  # fmt: skip
-    folder = result.save(folder)
-    written = ["source.png", "edited.png", "settings.json"]
+    extra = {}
     if result.history is not None:
         figure = word_steps_figure(result.history)
-        figure.savefig(folder / "attention.png", dpi=100, bbox_inches="tight")
-        written += ["attention.png", "history.safetensors"]
-    if result.latents is not None:
-        written.append("latents.safetensors")
+        extra["attention.png"] = lambda path: figure.savefig(path, dpi=100, bbox_inches="tight")
+    folder = result.save(folder, extra=extra)  # whole, or not at all
+    written = sorted(path.name for path in folder.iterdir() if path.name != "manifest.json")
     print(f"edit: {args.source!r} → {args.target!r} ({result.settings.kind}, "
           f"{args.steps} steps, seed {args.seed}, {result.settings.scheduler})")  # fmt: skip
     for name in written:
@@ -316,10 +384,10 @@ def _add_edit(subparsers) -> None:
         help="self-attention injection: share of the steps, or START:END (default: the "
         "model's own, 0.4 for SD, 0.6 for the built-in model)",
     )  # fmt: skip
-    parser.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of z_T (default 0)")
+    parser.add_argument("--steps", type=_steps, default=25, help="denoising steps (default 25)")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of z_T (default 0)")
     parser.add_argument(
-        "--guidance", type=float, default=None,
+        "--guidance", type=_guidance, default=None,
         help="CFG scale (default: the model's own, 7.5 for SD, 2 for the built-in model)",
     )  # fmt: skip
     parser.add_argument(
@@ -359,17 +427,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean wrong input (exit 2): a bad value, name, word or model id."""
+    from .models import ModelNotAvailableError  # imports torch: only once something failed
+
+    return (UsageError, ValueError, KeyError, ModelNotAvailableError)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that a run cleans up (exit status 143)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; the exit status: 0 done, 2 wrong input (one line on stderr),
+    1 another failure such as out of memory or a file system error (one line), 130 Ctrl-C,
+    143 SIGTERM. Nothing half-written is left either way."""
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse itself exits 2 with a usage line
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         args.run(args)
-    except (UsageError, ValueError, KeyError, RuntimeError, OSError) as error:
+    except _usage_errors() as error:  # evaluated only when something is raised
         print(f"p2p-teach {args.command}: error: {_error_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"p2p-teach {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except (RuntimeError, OSError, ArithmeticError, MemoryError) as error:
+        print(f"p2p-teach {args.command}: failed: {_error_line(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as interrupt:
+        stopped = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
+        print(f"p2p-teach {args.command}: {stopped}; nothing was written", file=sys.stderr)
+        return 143 if isinstance(interrupt, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -179,6 +179,24 @@ class Reweight(Edit):
     base: Replace | Refine | None = None
     kind: ClassVar[str] = "reweight"
 
+    def __post_init__(self) -> None:
+        weights = self.weights
+        if not isinstance(weights, Mapping):
+            pairs = [] if isinstance(weights, (str, bytes)) else list(weights or [])
+            if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs) or not pairs:
+                raise TypeError(
+                    f"Reweight takes a dict of target words and scales, not "
+                    f"{type(weights).__name__} {weights!r:.60}. Fix: e.g. "
+                    "Reweight({'smiling': 3.0}) (or a list of (word, scale) pairs)."
+                )
+            object.__setattr__(self, "weights", dict(pairs))
+        for word in self.weights:
+            if not isinstance(word, str):
+                raise TypeError(
+                    f"Reweight's words must be strings (words of the target prompt), not "
+                    f"{word!r}. Fix: e.g. Reweight({{'smiling': 3.0}})."
+                )
+
     def resolve(self, source: TokenView, target: TokenView) -> TokenEdit:
         if not self.weights:
             raise ValueError(

@@ -51,6 +51,7 @@ from .edits import (
     step_coefficients,
     with_conventions,
 )
+from .guards import check_finite, tokenize_prompt
 from .history import AttentionHistory
 from .layers import KeepSetting, LayerInfo, blend_resolution, check_keep, kept_layers, plan_layers
 from .processors import (
@@ -66,12 +67,13 @@ from .schedules import (
     InjectionSchedule,
     SelfSteps,
     check_num_steps,
+    check_scheduler_steps,
     resolve_original_schedule,
     resolve_schedule,
     self_injection_max_side,
 )
 from .settings import Conventions, EditSettings, check_conventions
-from .tokens import MAX_SLOTS, TokenView, tokenize
+from .tokens import MAX_SLOTS, TokenView
 
 PreviewMode = Literal["auto", "vae", "linear"]
 SMALL_VAE_PARAMETERS = 5_000_000  # below this, previews decode with the VAE itself
@@ -166,46 +168,139 @@ class EditResult:
             f"{'none' if self.history is None else f'{self.history.memory_mb:.2f} MB'})"
         )
 
-    def save(self, folder: str | Path) -> Path:
-        """Write source.png, edited.png, settings.json, history.safetensors, latents.safetensors."""
+    def save(self, folder: str | Path, extra: Mapping[str, Callable[[Path], Any]] | None = None
+             ) -> Path:  # fmt: skip
+        """Write source.png, edited.png, settings.json, history.safetensors (if recorded),
+        latents.safetensors (if kept), the ``extra`` files (name → function writing that path,
+        e.g. a figure) and a manifest.json listing them all, written last.
+
+        The folder appears complete or not at all: the files go to a hidden sibling that is
+        renamed into place at the end, replacing an older result of the same name only then
+        (:mod:`p2p_teach.atomic`). An interrupted or failed save leaves the old result or
+        nothing. A folder holding other files is refused (FileExistsError), not replaced.
+        """
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.source_image.save(folder / "source.png")
-        self.edited_image.save(folder / "edited.png")
-        settings = json.dumps(self.settings.to_json(), indent=2)
-        (folder / "settings.json").write_text(settings, "utf-8")
+        from .atomic import write_folder
+
+        writers: dict[str, Callable[[Path], Any]] = {
+            "source.png": self.source_image.save,
+            "edited.png": self.edited_image.save,
+            "settings.json": lambda path: path.write_text(
+                json.dumps(self.settings.to_json(), indent=2), "utf-8"
+            ),
+        }
         if self.history is not None:
-            self.history.save(folder / "history.safetensors")
+            writers["history.safetensors"] = self.history.save
         if self.latents is not None:
-            save_file({"latents": self.latents.contiguous()}, str(folder / "latents.safetensors"))
-        return folder
+            latents = {"latents": self.latents.contiguous()}
+            writers["latents.safetensors"] = lambda path: save_file(latents, str(path))
+        for name, writer in (extra or {}).items():
+            if name in writers:
+                raise ValueError(f"extra file {name!r} would overwrite a result file")
+            writers[name] = writer
+        return write_folder(folder, writers, replaceable=set(RESULT_FILES))
 
     @classmethod
     def load(cls, folder: str | Path) -> EditResult:
-        """Read a folder written by :meth:`save`."""
-        from PIL import Image
-        from safetensors.torch import load_file
+        """Read a folder written by :meth:`save`, after checking it against its manifest.
 
-        folder = Path(folder)
-        if not (folder / "settings.json").is_file():
-            raise FileNotFoundError(f"{folder} holds no settings.json: not a saved edit")
-        images = []
-        for name in ("source.png", "edited.png"):
-            with Image.open(folder / name) as image:
-                images.append(image.copy())
-        history_file = folder / "history.safetensors"
-        latents_file = folder / "latents.safetensors"
-        return cls(
-            source_image=images[0],
-            edited_image=images[1],
-            settings=EditSettings.from_json(
-                json.loads((folder / "settings.json").read_text("utf-8"))
-            ),
-            history=AttentionHistory.load(history_file) if history_file.is_file() else None,
-            latents=load_file(str(latents_file))["latents"] if latents_file.is_file() else None,
+        A folder saved before manifests existed (p2p_teach before they were written) is read
+        with a warning if it holds settings.json, both PNGs and latents.safetensors (the last
+        file the old save wrote) and its history matches its settings; save it again to add
+        a manifest.
+
+        Raises:
+            FileNotFoundError: no such folder.
+            p2p_teach.atomic.IncompleteResultError: missing, truncated or changed files,
+                named in the message.
+        """
+        from .atomic import IncompleteResultError, read_manifest
+
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder} is not a folder: EditResult.load reads a folder written by "
+                "result.save(folder)."
+            )
+        files = read_manifest(folder)
+        if files is None:
+            _check_legacy_result(folder)
+        try:
+            return _read_result(cls, folder, files)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+            if isinstance(error, IncompleteResultError):
+                raise
+            raise IncompleteResultError(
+                f"{folder}: a file cannot be read ({type(error).__name__}: {error}). Fix: "
+                "save the result again, or rerun the edit."
+            ) from error
+
+
+RESULT_FILES = (
+    "source.png",
+    "edited.png",
+    "settings.json",
+    "history.safetensors",
+    "latents.safetensors",
+    "attention.png",  # the command line's figure
+)
+
+
+def _check_legacy_result(folder: Path) -> None:
+    """Refuse a folder without a manifest unless it is a complete result of the old format."""
+    import warnings
+
+    from .atomic import IncompleteResultError
+
+    needed = ("settings.json", "source.png", "edited.png", "latents.safetensors")
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        what = "not a saved edit" if len(missing) == len(needed) else "an incomplete result"
+        raise IncompleteResultError(
+            f"{folder} has no manifest.json and is {what} (missing: {', '.join(missing)}); "
+            "a save that was interrupted leaves such a folder. Fix: rerun the edit and save it."
         )
+    warnings.warn(
+        f"{folder} was saved before p2p_teach wrote manifests, so only its files' presence is "
+        "checked. Fix: save it again (EditResult.load(folder).save(folder)) to add one.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _read_result(cls: type[EditResult], folder: Path, files: dict | None) -> EditResult:
+    """The result in a checked folder; its history must belong to its settings."""
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from .atomic import IncompleteResultError
+
+    listed = set(files) if files is not None else {p.name for p in folder.iterdir()}
+    images = []
+    for name in ("source.png", "edited.png"):
+        if name not in listed:
+            raise IncompleteResultError(f"{folder}: {name} is missing. Fix: save it again.")
+        with Image.open(folder / name) as image:
+            image.load()  # reads every byte: a truncated PNG fails here
+            images.append(image.copy())
+    settings = json.loads((folder / "settings.json").read_text("utf-8"))
+    history = None
+    if "history.safetensors" in listed:
+        history = AttentionHistory.load(folder / "history.safetensors")
+        stale = settings.get("record") == "none" or (
+            history.source.prompt, history.target.prompt, history.num_steps
+        ) != (settings.get("source_prompt"), settings.get("target_prompt"), settings.get("steps"))
+        if stale:
+            raise IncompleteResultError(
+                f"{folder}: history.safetensors belongs to another edit than settings.json "
+                f"({history.source.prompt!r} → {history.target.prompt!r}, {history.num_steps} "
+                "steps). Fix: rerun the edit and save it to a new folder."
+            )
+    latents = None
+    if "latents.safetensors" in listed:
+        latents = load_file(str(folder / "latents.safetensors"))["latents"]
+    return cls(images[0], images[1], EditSettings.from_json(settings), history, latents)
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,6 +541,7 @@ def _check_latents(latents: object, latent_shape: tuple[int, ...], size: str) ->
             f"latents of shape {tuple(latents.shape)} do not fit: this model at {size} needs "
             f"{latent_shape}. Fix: drop latents= to use the seed."
         )
+    check_finite(latents, "latents=")  # NaN z_T would give a NaN result
     return latents
 
 
@@ -510,7 +606,7 @@ def plan_edit(
     :func:`edit` does, before anything of the pipeline is changed."""
     # ---- 1. Check the inputs ----------------------------------------------------------------
     _check_pipeline(pipe)
-    num_steps = check_num_steps(steps)
+    num_steps = check_scheduler_steps(pipe.scheduler, check_num_steps(steps))  # no hang
     defaults = model_defaults(pipe)
     guidance = _check_guidance(defaults.guidance if guidance is None else guidance)
     self_steps = defaults.self_steps if self_steps is None else self_steps
@@ -524,8 +620,8 @@ def plan_edit(
     null_embeddings = _check_null_embeddings(null_embeddings, num_steps, pipe, do_guidance)
 
     # ---- 2. Tokens, the edit's M, a and w, and its windows (P, P* → Edit) --------------------
-    source_view = tokenize(source_prompt, pipe.tokenizer)  # PromptTooLongError over 77 slots
-    target_view = tokenize(target_prompt, pipe.tokenizer)
+    source_view = tokenize_prompt(source_prompt, "source", pipe.tokenizer)  # words, ≤ 77 slots
+    target_view = tokenize_prompt(target_prompt, "target", pipe.tokenizer)
     chosen_edit = with_conventions(as_edit(edit), conventions)  # the original's mapper/padding
     token_edit = chosen_edit.resolve(source_view, target_view)  # mapper/alignment/weights
     device, dtype = pipe._execution_device, pipe.unet.dtype
@@ -806,6 +902,7 @@ def _denoise(pipe: Any, plan: EditPlan, callback: StepCallback | None = None) ->
             if plan.do_guidance:
                 uncond_pred, text_pred = noise_pred.chunk(2)  # (2, C, h, w) each
                 noise_pred = uncond_pred + plan.settings.guidance * (text_pred - uncond_pred)
+            check_finite(noise_pred, "noise prediction", step)  # NaN weights, fp16 overflow
 
             # The scheduler steps both: z_{t−1} (line 6) and z*_{t−1} (line 9).
             sample = latents
@@ -815,6 +912,7 @@ def _denoise(pipe: Any, plan: EditPlan, callback: StepCallback | None = None) ->
                 continue
 
             mask, latents = _local_blend(plan, run, step, latents)
+            check_finite(latents, "latents", step)
             if history is not None:
                 history.end_step(step)
             if callback is not None:
@@ -925,6 +1023,7 @@ def _decode_images(
     """The two PIL images of the (2, C, h, w) final latents (safety checker as pipe(...))."""
     scaled = latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor
     images = pipe.vae.decode(scaled, return_dict=False)[0]  # (2, 3, H, W) in [-1, 1]
+    check_finite(images, "decoded images")
     images, flagged = pipe.run_safety_checker(images, device, dtype)
     denormalize = [True] * 2 if flagged is None else [not flag for flag in flagged]
     return pipe.image_processor.postprocess(images, output_type="pil", do_denormalize=denormalize)

@@ -389,25 +389,105 @@ class AttentionHistory:
 
     @classmethod
     def load(cls, path: str | Path) -> AttentionHistory:
-        """Read a history written by :meth:`save`."""
-        from safetensors import safe_open
+        """Read a history written by :meth:`save`.
 
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = json.loads(handle.metadata()["p2p_teach_history"])
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-        if metadata.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: unknown history format {metadata.get('format_version')}")
-        history = cls(
-            [LayerInfo(**layer) for layer in metadata["layers"]],
-            tokenize(metadata["source_prompt"]),
-            tokenize(metadata["target_prompt"]),
-            metadata["timesteps"],
-            slots=metadata["slots"],
-        )
+        Raises:
+            FileNotFoundError: no such file.
+            HistoryFileError: a folder, not a safetensors file (truncated or another format),
+                a safetensors file without a p2p_teach history in it, or metadata that does
+                not match the stored maps; the message says which.
+        """
+        path = Path(path).expanduser()
+        if path.is_dir():
+            raise HistoryFileError(
+                f"{path} is a folder; AttentionHistory.load reads one history.safetensors file. "
+                "Fix: pass the file inside it, or read the whole result with "
+                "EditResult.load(folder)."
+            )
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such history file")
+        metadata, tensors = _read_history_file(path)
+        try:
+            history = cls(
+                [LayerInfo(**layer) for layer in metadata["layers"]],
+                tokenize(metadata["source_prompt"]),
+                tokenize(metadata["target_prompt"]),
+                [float(t) for t in metadata["timesteps"]],
+                slots=metadata["slots"],
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise HistoryFileError(
+                f"{path}: its metadata is damaged ({type(error).__name__}: {error}). Fix: "
+                "save the history again from its edit."
+            ) from error
+        _check_history_tensors(path, history, tensors, metadata.get("steps_recorded"))
         for name, maps in tensors.items():
             history._maps[name].copy_(maps)
         history.steps_recorded = int(metadata["steps_recorded"])
         return history
+
+
+class HistoryFileError(ValueError):
+    """A file that is not a readable p2p_teach attention history."""
+
+
+def _read_history_file(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The JSON metadata and the tensors of a history file, or a HistoryFileError."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            stored = (handle.metadata() or {}).get("p2p_teach_history")
+            if stored is None:
+                raise HistoryFileError(
+                    f"{path} is a safetensors file but holds no p2p_teach attention history "
+                    "(no 'p2p_teach_history' metadata). Fix: pass a history.safetensors written "
+                    "by history.save() or result.save()."
+                )
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        metadata = json.loads(stored)
+    except HistoryFileError:
+        raise
+    except Exception as error:  # safetensors raises its own error type for a damaged file
+        raise HistoryFileError(
+            f"{path} cannot be read as a history ({type(error).__name__}: {error}); it is "
+            "truncated, damaged or another kind of file. Fix: save the history again."
+        ) from error
+    if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
+        version = metadata.get("format_version") if isinstance(metadata, dict) else None
+        raise HistoryFileError(
+            f"{path}: unknown history format {version!r} (this p2p_teach reads "
+            f"{FORMAT_VERSION}). Fix: save the history with this version of p2p_teach."
+        )
+    return metadata, tensors
+
+
+def _check_history_tensors(
+    path: Path, history: AttentionHistory, tensors: dict[str, torch.Tensor], recorded: object
+) -> None:
+    """The stored maps must be the ones the metadata describes, with a possible step count."""
+    problems = []
+    if set(tensors) != set(history._maps):
+        problems.append(
+            f"its maps are for layers {sorted(tensors)[:2]}…, its metadata names "
+            f"{sorted(history._maps)[:2]}…"
+        )
+    for name, maps in tensors.items():
+        expected = history._maps.get(name)
+        if expected is not None and (maps.shape != expected.shape or maps.dtype != expected.dtype):
+            problems.append(
+                f"layer {name!r} holds {tuple(maps.shape)} {maps.dtype}, its metadata means "
+                f"{tuple(expected.shape)} {expected.dtype}"
+            )
+    if isinstance(recorded, bool) or not isinstance(recorded, int):
+        problems.append(f"steps_recorded is {recorded!r}, not a whole number")
+    elif not 0 <= recorded <= history.num_steps:
+        problems.append(f"steps_recorded is {recorded}, outside 0–{history.num_steps}")
+    if problems:
+        raise HistoryFileError(
+            f"{path}: its metadata does not match its maps ({'; '.join(problems[:3])}). Fix: "
+            "save the history again from its edit."
+        )
 
 
 def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

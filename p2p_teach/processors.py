@@ -246,6 +246,13 @@ class PromptToPromptProcessor:
     ) -> torch.Tensor:
         inputs = project_inputs(attn, hidden_states, encoder_hidden_states, temb)
         batch_size, sequence_length, inner_dim = inputs.key.shape
+        if batch_size != self.run.cond_target + 1:  # the edit's own batch: 4, or 2 unguided
+            raise PipelineBusyError(
+                f"this pipeline is running a Prompt-to-Prompt edit (its attention is replaced "
+                f"until the edit ends), and a call with batch {batch_size} reached it, not the "
+                f"edit's {self.run.cond_target + 1}. Fix: wait for the edit to finish before "
+                "calling pipe(...), or use a second pipeline in the other thread."
+            )
         if inputs.query.shape[1] != self.layer.pixels:
             raise RuntimeError(
                 f"attention layer {self.layer.name} got {inputs.query.shape[1]} pixels but "

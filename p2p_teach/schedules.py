@@ -35,11 +35,12 @@ loop: ``cross`` of shape ``(T, 77)`` (the α of every target slot at every step)
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from numbers import Real
-from typing import Literal
+from numbers import Integral, Real
+from typing import Any, Literal
 
 import torch
 
@@ -179,13 +180,74 @@ def _bounds(covered: range) -> list[int]:
 
 
 def check_num_steps(num_steps: object) -> int:
-    """``num_steps`` as an int ≥ 1, or a :class:`ScheduleError` naming the fix."""
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+    """``num_steps`` as an int ≥ 1 (numpy integers too), or a :class:`ScheduleError`."""
+    if isinstance(num_steps, bool) or not isinstance(num_steps, Integral) or num_steps < 1:
         raise ScheduleError(
             f"steps={num_steps!r}: the number of denoising steps must be a whole number ≥ 1. "
             "Fix: e.g. steps=25 (50 is Stable Diffusion's usual setting)."
         )
-    return num_steps
+    return int(num_steps)
+
+
+def _step_timesteps(scheduler: Any, num_steps: int) -> list[float] | None:
+    """The timestep of each step's first UNet call on a copy of ``scheduler``, or None when
+    the scheduler refuses the count or evaluates more than once per step."""
+    trial = copy.deepcopy(scheduler)
+    try:
+        trial.set_timesteps(num_steps, device="cpu")
+    except (ValueError, IndexError):
+        return None
+    timesteps = [float(t) for t in trial.timesteps]
+    if len(timesteps) == num_steps + 1 and type(scheduler).__name__ == "PNDMScheduler":
+        return [timesteps[0], *timesteps[2:]]  # PLMS's first step: two calls, one step
+    return timesteps if len(timesteps) == num_steps else None
+
+
+def _steps_fit(scheduler: Any, num_steps: int, train_steps: int) -> bool:
+    timesteps = _step_timesteps(scheduler, num_steps)
+    return (
+        timesteps is not None
+        and all(0 <= t <= train_steps - 1 for t in timesteps)
+        and all(later < earlier for earlier, later in zip(timesteps, timesteps[1:]))
+    )
+
+
+def check_scheduler_steps(scheduler: Any, num_steps: int) -> int:
+    """Refuse more steps than ``scheduler`` can give distinct timesteps for.
+
+    A scheduler trained on T timesteps (``num_train_timesteps``, 1000 for Stable Diffusion)
+    has at most T distinct ones: with more steps PNDM repeats timestep 1 for every step (a
+    meaningless result, and a planning that never ends), and with steps_offset it can step to
+    timestep T, which does not exist (an IndexError deep in the scheduler). Checks on a copy;
+    the scheduler is not changed. Schedulers without ``num_train_timesteps`` are not checked.
+
+    Returns:
+        ``num_steps``, when the scheduler can take them.
+
+    Raises:
+        ScheduleError: the steps it can take, and the fix.
+    """
+    config = getattr(scheduler, "config", None) or {}
+    train_steps = config.get("num_train_timesteps")
+    if not isinstance(train_steps, int) or not hasattr(scheduler, "set_timesteps"):
+        return num_steps
+    if num_steps <= train_steps:  # more are never possible: no timesteps computed for them
+        if _steps_fit(scheduler, num_steps, train_steps):
+            return num_steps
+        if _step_timesteps(scheduler, num_steps) is None:
+            return num_steps  # a multi-evaluation scheduler: the engine says it is unsupported
+    largest = min(num_steps, train_steps)
+    for _ in range(64):  # the limit is within a step or two of T (steps_offset)
+        if largest < 1 or _steps_fit(scheduler, largest, train_steps):
+            break
+        largest -= 1
+    name = type(scheduler).__name__
+    raise ScheduleError(
+        f"steps={num_steps}: {name} can take at most {largest} steps here (its model was "
+        f"trained on {train_steps} timesteps, and each step needs its own; with {num_steps} "
+        "steps timesteps would repeat or fall outside the trained range). Fix: "
+        f"steps={largest} or fewer (25–50 is usual)."
+    )
 
 
 def resolve_schedule(

@@ -50,6 +50,7 @@ class SweepKey:
     guidance: float
     cross: float
     self_: float
+    options: str = ""  # a stable hash of the other edit() arguments (edit=, blend=, …)
 
 
 @dataclass
@@ -123,6 +124,45 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+# edit() arguments that do not change the images: left out of the cache key
+_NOT_IN_KEY = frozenset({"progress", "callback", "preview", "record", "record_slots"})
+
+
+def _describe(value: Any) -> Any:
+    """A JSON-ready description of an edit() argument that two equal settings share."""
+    import torch
+
+    if hasattr(value, "describe") and callable(value.describe):
+        return {"type": type(value).__name__, **value.describe()}
+    if isinstance(value, torch.Tensor):
+        data = value.detach().cpu().contiguous()
+        digest = hashlib.sha256(data.numpy().tobytes() if data.dtype != torch.bfloat16
+                                else data.float().numpy().tobytes()).hexdigest()[:16]  # fmt: skip
+        return {"tensor": list(data.shape), "dtype": str(data.dtype), "sha256": digest}
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _describe(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        return [_describe(item) for item in items]
+    return repr(value)
+
+
+def options_hash(edit_kwargs: dict[str, Any] | None) -> str:
+    """A stable hash of the edit() arguments beyond the sweep's own (``edit=``, ``blend=``,
+    ``latents=``, ``self_max_ratio=``…): a Refine cell never answers a Replace request."""
+    described = {
+        name: _describe(value)
+        for name, value in sorted((edit_kwargs or {}).items())
+        if name not in _NOT_IN_KEY
+    }
+    text = json.dumps(described, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def _device(pipe: Any) -> str:
     """Where the pipeline runs: its execution device (under CPU offload, the GPU)."""
     try:
@@ -142,8 +182,10 @@ def sweep_key(
     guidance: float,
     cross: float,
     self_: float,
+    edit_kwargs: dict[str, Any] | None = None,
 ) -> SweepKey:
-    """The cache key of one cell (fractions rounded to 4 decimals, so 0.6 == 0.6000000001)."""
+    """The cache key of one cell (fractions rounded to 4 decimals, so 0.6 == 0.6000000001);
+    ``edit_kwargs``: the other :func:`~p2p_teach.engine.edit` arguments (:func:`options_hash`)."""
     scheduler = getattr(pipe, "scheduler", None)
     unet = getattr(pipe, "unet", None)
     return SweepKey(
@@ -160,6 +202,7 @@ def sweep_key(
         float(guidance),
         round(float(cross), 4),
         round(float(self_), 4),
+        options_hash(edit_kwargs),
     )
 
 
@@ -194,7 +237,7 @@ def injection_sweep(
         on_cell: called as ``on_cell(index, count, fraction)`` before each cell (for a
             progress bar), cached or not.
         edit_kwargs: more :func:`~p2p_teach.engine.edit` arguments (``edit=Replace()`` is the
-            default); they are not part of the cache key, so use one cache per such setting.
+            default); those that change the images are part of the cache key.
             ``cross_steps`` and ``self_steps`` are the sweep's own: set them with ``vary``,
             ``fractions`` and ``fixed``.
     """
@@ -223,7 +266,7 @@ def injection_sweep(
         cross, self_ = (fraction, fixed) if vary == "cross" else (fixed, fraction)
         key = sweep_key(
             pipe, source_prompt, target_prompt, seed=seed, steps=steps, guidance=guidance,
-            cross=cross, self_=self_,
+            cross=cross, self_=self_, edit_kwargs=edit_kwargs,
         )  # fmt: skip
         result = cache.get(key)
         if result is None:

@@ -240,6 +240,22 @@ def bpe_with_trace(pretoken: str) -> BPETrace:
     return BPETrace(pretoken, tuple(steps), tuple(merges))
 
 
+@functools.cache
+def default_fix_text() -> Callable[[str], str] | None:
+    """The clean-up :func:`load_clip_tokenizer`'s tokenizer runs before BPE, without loading
+    it: transformers 4's slow ``CLIPTokenizer`` runs ftfy's ``fix_text`` (when ftfy is
+    installed), version 5's runs none."""
+    from importlib.metadata import version
+
+    if int(version("transformers").split(".")[0]) >= 5:
+        return None
+    try:
+        import ftfy
+    except ImportError:
+        return None
+    return ftfy.fix_text
+
+
 def normalize(text: str, fix_text: Callable[[str], str] | None = None) -> str:
     """The normalisation Stable Diffusion's tokenizer applies: NFC, collapse spaces, lower case.
 
@@ -450,7 +466,8 @@ def tokenize(prompt: str, tokenizer: PreTrainedTokenizerBase | None = None) -> T
     if not isinstance(prompt, str):
         raise TypeError(f"a prompt must be a string, not {type(prompt).__name__}")
     # transformers 4's slow CLIPTokenizer runs ftfy first (its ``fix_text``); version 5's doesn't
-    normalized = normalize(prompt, getattr(tokenizer, "fix_text", None))
+    fix_text = default_fix_text() if tokenizer is None else getattr(tokenizer, "fix_text", None)
+    normalized = normalize(prompt, fix_text)
     marker = regex.search(r"<\|(startoftext|endoftext)\|>", normalized)
     if marker:
         raise ValueError(

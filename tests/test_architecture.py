@@ -13,8 +13,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "p2p_teach"
 # The data flow, first to last. A module may import its own stage and earlier ones. Imports
 # inside functions and under TYPE_CHECKING count too: they are dependencies all the same.
 STAGES: list[tuple[str, ...]] = [
-    ("p2p_teach", "defaults", "compat", "settings"),  # no imports of the package at all
-    ("tokens",),  # prompt → 77 CLIP slots
+    ("p2p_teach", "defaults", "compat", "settings", "atomic"),  # no imports of the package
+    ("tokens", "guards"),  # prompt → 77 CLIP slots; checks of prompts, weights and values
     ("mapper", "alignment", "schedules"),  # which slot maps to which; when to inject
     ("edits",),  # M, a, w and their per-step coefficients
     ("layers", "history"),  # the UNet's attention layers, and where their maps are kept

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from p2p_teach.cli import main
 
@@ -81,7 +82,8 @@ def test_mapper_original_rule_and_refine(capsys):
 def test_mapper_word_count_mismatch_is_one_line(capsys):
     assert main(["mapper", "a cat", "a fluffy cat"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "use refinement instead" in err
+    assert err.count("\n") == 1 and "align the prompts with --refine" in err
+    assert "p2p-teach mapper 'a cat' 'a fluffy cat' --refine" in err
 
 
 def test_os_errors_are_one_line_not_a_traceback(capsys, monkeypatch):
@@ -91,6 +93,19 @@ def test_os_errors_are_one_line_not_a_traceback(capsys, monkeypatch):
         raise PermissionError(13, "Permission denied", "/root/locked")
 
     monkeypatch.setattr(cli, "_cmd_tokens", fail)
-    assert main(["tokens", "a cat"]) == 2
+    assert main(["tokens", "a cat"]) == 1  # not a usage error (2): the input was fine
     err = capsys.readouterr().err
-    assert err == "p2p-teach tokens: error: Permission denied: /root/locked\n"
+    assert err == "p2p-teach tokens: failed: Permission denied: /root/locked\n"
+
+
+def test_out_of_memory_is_a_failure_not_a_usage_error(capsys, monkeypatch):
+    from p2p_teach import cli
+
+    def fail(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(cli, "_cmd_tokens", fail)
+    assert main(["tokens", "a cat"]) == 1
+    assert capsys.readouterr().err == (
+        "p2p-teach tokens: failed: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+    )

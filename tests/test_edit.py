@@ -292,6 +292,7 @@ def test_result_save_and_load_round_trip(replaced, tmp_path):
     folder = replaced.save(tmp_path / "edit")
     assert {p.name for p in folder.iterdir()} == {
         "source.png", "edited.png", "settings.json", "history.safetensors", "latents.safetensors",
+        "manifest.json",
     }  # fmt: skip
     loaded = EditResult.load(folder)
     assert loaded.settings == replaced.settings

@@ -281,10 +281,11 @@ def _hub_error(kind: str, message: str) -> Exception:
     cls = getattr(errors, kind)
     response_cls = getattr(errors, "Response", None)
     url = "https://huggingface.co/api/models/someone/sd-typo"
-    if response_cls is not None:  # httpx-style: Response(status, request=Request(...))
-        http = importlib.import_module(response_cls.__module__.split(".")[0])
+    http_module = response_cls.__module__.split(".")[0] if response_cls is not None else ""
+    if http_module == "httpx":  # huggingface_hub 1.x: Response(status, request=Request(...))
+        http = importlib.import_module(http_module)
         response = http.Response(404, request=http.Request("GET", url))
-    else:  # requests-style (older huggingface_hub)
+    else:  # requests-style (huggingface_hub 0.x)
         import requests
 
         response = requests.Response()

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from p2p_teach.engine import EditResult
@@ -79,10 +80,16 @@ def test_key_lookup_reads_the_json_values(old_json):
 
 
 def test_a_result_folder_saved_by_0_1_0_loads(tmp_path, old_json):
+    """0.1.0 wrote no manifest; a complete folder (latents.safetensors, its last file, there)
+    loads with a warning, a partial one is refused (tests/test_faults.py)."""
+    from safetensors.torch import save_file
+
     for name in ("source.png", "edited.png"):
         Image.new("RGB", (64, 64), "red").save(tmp_path / name)
     shutil.copy(OLD, tmp_path / "settings.json")
-    result = EditResult.load(tmp_path)
+    save_file({"latents": torch.zeros(2, 4, 16, 16)}, str(tmp_path / "latents.safetensors"))
+    with pytest.warns(UserWarning, match="saved before p2p_teach wrote manifests"):
+        result = EditResult.load(tmp_path)
     assert result.settings == EditSettings.from_json(old_json)
-    assert result.history is None and result.latents is None
+    assert result.history is None and torch.equal(result.latents, torch.zeros(2, 4, 16, 16))
     assert "'a big red circle' → 'a big blue circle', edit=replace, seed=1" in repr(result)

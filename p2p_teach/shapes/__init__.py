@@ -39,6 +39,7 @@ def load_shapes_pipeline(
     import torch
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
+    from safetensors import SafetensorError
     from transformers.utils import logging as transformers_logging
 
     from ..compat import dtype_kwarg
@@ -52,11 +53,48 @@ def load_shapes_pipeline(
             str(folder or WEIGHTS_DIR), **dtype_kwarg(dtype or torch.float32),
             local_files_only=True,
         )  # fmt: skip
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # a damaged file
+        from ..guards import WeightsNotLoadedError
+
+        damaged = _unreadable_files(Path(folder or WEIGHTS_DIR))
+        raise WeightsNotLoadedError(
+            f"the shapes model in {folder or WEIGHTS_DIR} cannot be loaded"
+            f"{' (damaged: ' + ', '.join(damaged) + ')' if damaged else ''} ({error}). Fix: "
+            "reinstall p2p_teach if these are the shipped weights (a file is damaged), or "
+            "export the training run again."
+        ) from error
     finally:
         diffusers_logging.enable_progress_bar()
         transformers_logging.enable_progress_bar()
+    _check_components(pipe, Path(folder or WEIGHTS_DIR))
     if folder is None:
         pipe.register_to_config(_name_or_path=f"{BUILTIN_PREFIX}shapes")
         mark(pipe, SHAPES)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _unreadable_files(folder: Path) -> list[str]:
+    """The safetensors files under ``folder`` whose header or data cannot be read."""
+    from safetensors import safe_open
+
+    unreadable = []
+    for path in sorted(folder.rglob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 (a safetensors handle)
+                    handle.get_slice(key)
+        except Exception:  # noqa: BLE001 (any failure means the file is damaged)
+            unreadable.append(str(path.relative_to(folder)))
+    return unreadable
+
+
+def _check_components(pipe: StableDiffusionPipeline, folder: Path) -> None:
+    """Every weight in the folder's safetensors files is in the pipeline, unchanged: a library
+    that cannot read the files must fail here, not run with random weights."""
+    from ..guards import check_loaded_weights
+
+    for name in ("unet", "vae", "text_encoder"):
+        files = sorted((folder / name).glob("*.safetensors"))
+        if files:
+            check_loaded_weights(getattr(pipe, name), files, f"{name} of {folder}")

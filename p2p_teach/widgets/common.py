@@ -3,6 +3,7 @@ a range check for the values a slider or bounded box will hold."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from numbers import Real
 
 import ipywidgets as widgets
@@ -18,6 +19,27 @@ def check_range(name: str, value: Real, low: Real, high: Real) -> Real:
         raise ValueError(
             f"{name}={value!r}: this widget's control runs from {low:g} to {high:g}. Fix: pass "
             f"a value in that range (the functions without widgets, e.g. edit(), take more)."
+        )
+    return value
+
+
+def check_choice(name: str, value: object, choices: Sequence[object]) -> object:
+    """``value`` if it is one of ``choices``; otherwise a ValueError listing them (a dropdown
+    would raise a bare ``TraitError: Invalid selection``)."""
+    if value not in choices:
+        raise ValueError(
+            f"{name}={value!r} is not one of this widget's choices "
+            f"{', '.join(repr(c) for c in choices)}. Fix: pass one of them."
+        )
+    return value
+
+
+def check_text(name: str, value: object) -> str:
+    """``value`` if it is a string (a text box holds nothing else); otherwise a TypeError."""
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{name} must be a string, not {type(value).__name__} {value!r:.40}. "
+            f"Fix: e.g. {name}='a big red circle'."
         )
     return value
 

@@ -41,7 +41,15 @@ from ..engine import EditResult, StepInfo, edit
 from ..figures.images import figure_png, image_png, result_figure
 from ..figures.timeline import maps_mosaic
 from ..timeline import layer_choices, step_word_maps
-from .common import check_range, png_image, seed_box, set_png, steps_slider
+from .common import (
+    check_choice,
+    check_range,
+    check_text,
+    png_image,
+    seed_box,
+    set_png,
+    steps_slider,
+)
 from .run_guard import GuardedEditWidget, RunGuard
 
 PREVIEW_MIN_SIZE = 192  # pixels: small model images are upscaled (nearest) to be visible
@@ -81,6 +89,10 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         live_maps: bool = True,
         threaded: bool = True,
     ) -> None:
+        check_text("source", source)
+        check_text("target", target)
+        check_text("save_folder", save_folder)
+        check_choice("edit_kind", edit_kind, [kind for _label, kind in EDIT_KINDS])
         self.pipe = pipe
         self.live_maps = live_maps
         self.threaded = threaded
@@ -131,10 +143,12 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
             min=0.0, max=15.0, step=0.5, description="guidance",
         )
         self.cross_slider = widgets.FloatSlider(
-            value=cross, min=0.0, max=1.0, step=0.05, description="cross inj."
+            value=check_range("cross", cross, 0.0, 1.0), min=0.0, max=1.0, step=0.05,
+            description="cross inj.",
         )
         self.self_slider = widgets.FloatSlider(
-            value=model_defaults(pipe).self_steps if self_steps is None else self_steps,
+            value=model_defaults(pipe).self_steps if self_steps is None
+            else check_range("self_steps", self_steps, 0.0, 1.0),
             min=0.0, max=1.0, step=0.05, description="self inj.",
         )
         self.run_button = _styled(

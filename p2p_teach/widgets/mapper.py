@@ -33,6 +33,7 @@ from ..mapper import (
     format_mapper,
     word_swap_mapper,
 )
+from .common import check_choice
 
 CUSTOM = "(your own prompts)"
 VIEWS = {"zoom": "zoom", "zoom + full 77×77": "both", "full 77×77": "full"}
@@ -42,6 +43,7 @@ class MapperExplorer(widgets.VBox):
     """Preset dropdown, two prompt boxes, rule and view toggles, the mapper as text and figure."""
 
     def __init__(self, preset: str = next(iter(EXAMPLES)), rule: str = "course") -> None:
+        check_choice("rule", rule, list(RULES))
         self.mapper: WordSwapMapper | None = None
         self.alignment: RefinementAlignment | None = None
         self.figure: Figure | None = None

@@ -23,7 +23,8 @@ has ``p2p-running`` while a sweep computes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from numbers import Real
 from typing import Any
 
 import ipywidgets as widgets
@@ -39,10 +40,45 @@ from ..sweep import (
     injection_sweep,
     layout_survival,
 )
-from .common import png_image, set_png
+from .common import check_text, png_image, set_png
 from .run_guard import GuardedWidget, RunGuard
 
 ROW_LABELS: dict[str, str] = {"cross": "cross-attention", "self": "self-attention"}
+
+
+def _check_targets(targets: str | Sequence[str]) -> list[str]:
+    """One target prompt (a string) or several, as a list; never a string's characters."""
+    if isinstance(targets, str):
+        targets = [targets]
+    if not isinstance(targets, Sequence) or not targets:
+        raise ValueError(
+            f"targets={targets!r}: InjectionSweep needs a target prompt or a list of them. "
+            "Fix: e.g. targets='photo of a cat riding on a motorcycle'."
+        )
+    for target in targets:
+        check_text("each target", target)
+    return list(dict.fromkeys(targets))
+
+
+def _iterable(value: object) -> Iterable:
+    return value if isinstance(value, Iterable) else ()
+
+
+def _check_fractions(fractions: Sequence[float]) -> list[float]:
+    """The sweep's injection fractions, sorted and rounded; at least one, each in [0, 1]."""
+    example = f"Fix: e.g. fractions={list(DEFAULT_FRACTIONS)}."
+    given = fractions
+    fractions = [] if isinstance(fractions, (str, bytes)) else list(_iterable(fractions))
+    if not fractions:
+        raise ValueError(f"fractions={given!r}: give at least one fraction in [0, 1]. {example}")
+    for fraction in fractions:
+        if isinstance(fraction, bool) or not isinstance(fraction, Real) or not (
+            0.0 <= fraction <= 1.0
+        ):
+            raise ValueError(
+                f"fractions: {fraction!r} is not a fraction of the steps in [0, 1]. {example}"
+            )
+    return sorted({round(float(f), 4) for f in fractions})
 
 
 class InjectionSweep(GuardedWidget, widgets.VBox):
@@ -66,11 +102,10 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
         cache: SweepCache | None = None,
         threaded: bool = True,
     ) -> None:
-        if not targets:
-            raise ValueError("InjectionSweep needs at least one target prompt")
+        targets = _check_targets(targets)
         self.pipe = pipe
-        self.source = source
-        self.fractions = sorted({round(float(f), 4) for f in fractions})
+        self.source = check_text("source", source)
+        self.fractions = _check_fractions(fractions)
         self.seed, self.steps, self.guidance = seed, steps, guidance
         # vary → the other injection's fraction; None: injection_sweep's own default
         self.fixed: dict[str, float | None] = {"cross": fixed_self, "self": fixed_cross}

@@ -35,7 +35,22 @@ from ..engine import EditResult
 from ..figures.images import figure_png
 from ..figures.timeline import shared_vmax, timeline_figure
 from ..timeline import LayerChoice, SlotChoice, choice_maps, layer_choices, slot_choices
-from .common import png_image, set_png
+from .common import check_range, png_image, set_png
+
+
+def _check_result(result: object) -> None:
+    """An edit's result with a recorded history, or an error saying what to pass."""
+    if not isinstance(result, EditResult):
+        raise TypeError(
+            f"AttentionTimeline needs an EditResult (what edit() returns), not "
+            f"{type(result).__name__}. Fix: result = edit(pipe, source, target); "
+            "AttentionTimeline(result)."
+        )
+    if result.history is None or result.history.steps_recorded == 0:
+        raise ValueError(
+            "this result has no attention history. Fix: run the edit with record='auto' "
+            "(the default) or record='all'."
+        )
 
 
 class AttentionTimeline(widgets.VBox):
@@ -50,11 +65,7 @@ class AttentionTimeline(widgets.VBox):
         play_interval_ms: int = 700,
         show_maps_alone: bool = True,
     ) -> None:
-        if result.history is None or result.history.steps_recorded == 0:
-            raise ValueError(
-                "this result has no attention history. Fix: run the edit with record='auto' "
-                "(the default) or record='all'."
-            )
+        _check_result(result)
         self.result = result
         self.history = result.history
         self.show_maps_alone = show_maps_alone
@@ -68,7 +79,7 @@ class AttentionTimeline(widgets.VBox):
 
         n_steps = self.history.steps_recorded
         self.step_slider = widgets.IntSlider(
-            value=min(max(step, 0), n_steps - 1),
+            value=check_range("step", step, 0, n_steps - 1),
             min=0,
             max=n_steps - 1,
             description="step",

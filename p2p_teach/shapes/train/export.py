@@ -79,6 +79,7 @@ def export_pipeline(
         if leftover.exists():
             shutil.rmtree(leftover)
     pipe.save_pretrained(str(staging), safe_serialization=True)
+    standard_text_encoder_keys(staging / "text_encoder")
     tokenizer_dir = staging / "tokenizer"
     if tokenizer_dir.exists():
         shutil.rmtree(tokenizer_dir)
@@ -89,6 +90,21 @@ def export_pipeline(
     if previous.exists():
         shutil.rmtree(previous)
     return folder
+
+
+def standard_text_encoder_keys(folder: Path) -> None:
+    """Name the text encoder's tensors ``text_model.…`` as transformers 4 reads them
+    (transformers 5 saves them without the prefix and reads both)."""
+    from safetensors.torch import load_file, save_file
+
+    for path in folder.glob("*.safetensors"):
+        tensors = load_file(str(path))
+        if not all(key.startswith("text_model.") for key in tensors):
+            renamed = {
+                key if key.startswith("text_model.") else f"text_model.{key}": value
+                for key, value in tensors.items()
+            }
+            save_file(renamed, str(path), metadata={"format": "pt"})
 
 
 def export_from_run(out: Path, folder: Path, dtype: torch.dtype) -> Path:

@@ -40,13 +40,23 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from .schedules import InjectionSchedule, ScheduleError, parse_window, window_steps
+from .schedules import (
+    CrossSteps,
+    InjectionSchedule,
+    ScheduleError,
+    parse_cross_steps,
+    parse_window,
+    window_steps,
+)
 from .tokens import MAX_SLOTS, TokenView
 
 if TYPE_CHECKING:
     from .mapper import MapperRule
 
 StepMode = Literal["none", "source", "mixed"]
+# Replace's default share of the cross window for swapped words of unequal piece counts
+# (python -m p2p_teach.shapes.swap_study measures it)
+UNEQUAL_SWAP_SHARE = 0.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,14 @@ class Edit:
         """JSON-ready description, stored in the edit's settings."""
         return {"kind": self.kind}
 
+    def cross_windows(
+        self, cross_steps: CrossSteps, source: TokenView, target: TokenView
+    ) -> CrossSteps:
+        """The cross-attention windows this edit runs with: ``cross_steps`` as given, except
+        where an edit adds windows of its own (:class:`Replace` for swaps whose piece counts
+        differ)."""
+        return cross_steps
+
 
 @dataclass(frozen=True)
 class NoEdit(Edit):
@@ -101,9 +119,18 @@ class Replace(Edit):
     Args:
         rule: ``"course"`` (the recitation's mapper, default) or ``"original"`` (the original
             code's mapper, which misaligns later tokens when piece counts differ).
+        unequal_share: a swapped word whose piece count differs from its replacement's
+            (1-to-N, N-to-1, N-to-M: the mapper gives it a blend of the old word's maps) takes
+            the source's maps over this share of the cross-attention window only (0: never, it
+            keeps its own maps), unless ``cross_steps`` names the word. ``None`` injects it
+            over the whole window like every other slot. Swaps with equal piece counts are
+            untouched. The default, :data:`UNEQUAL_SWAP_SHARE`, was measured on the built-in
+            model (``python -m p2p_teach.shapes.swap_study``): at the paper's 0.8, a third of
+            such colour swaps came out in a colour between the two.
     """
 
     rule: MapperRule = "course"
+    unequal_share: float | None = UNEQUAL_SWAP_SHARE
     kind: ClassVar[str] = "replace"
 
     def __post_init__(self) -> None:
@@ -115,6 +142,38 @@ class Replace(Edit):
                 "Fix: Replace() for the course's rule, Replace(rule='original') for the "
                 "original code's."
             )
+        share = self.unequal_share
+        if share is not None and (
+            isinstance(share, bool) or not isinstance(share, Real) or not 0.0 <= share <= 1.0
+        ):
+            raise ValueError(
+                f"Replace(unequal_share={share!r}): the share of the cross-attention window "
+                "in [0, 1], or None. Fix: e.g. Replace(unequal_share=0.0), or None to inject "
+                "such words over the whole window."
+            )
+
+    def cross_windows(
+        self, cross_steps: CrossSteps, source: TokenView, target: TokenView
+    ) -> CrossSteps:
+        """``cross_steps``, with a window of its own for every swapped target word whose piece
+        count differs from the source word's (its first ``unequal_share`` of the default
+        window), unless ``cross_steps`` names it already. Unchanged when no such word."""
+        from .mapper import find_swaps
+
+        if self.unequal_share is None:
+            return cross_steps
+        unequal = [
+            swap.target_word.core_text
+            for swap in find_swaps(source, target, whole_words=self.rule == "original")
+            if swap.n_source != swap.n_target
+        ]
+        if not unequal:
+            return cross_steps
+        windows = parse_cross_steps(cross_steps)
+        start, end = windows["default"]
+        own = (start, start + self.unequal_share * (end - start))
+        named = {key.lower() for key in windows}
+        return {**windows, **{word: own for word in unequal if word.lower() not in named}}
 
     def resolve(self, source: TokenView, target: TokenView) -> TokenEdit:
         from .mapper import WordCountMismatchError, word_swap_mapper
@@ -128,7 +187,7 @@ class Replace(Edit):
         return TokenEdit(mapper.matrix.float(), torch.ones(MAX_SLOTS), torch.ones(MAX_SLOTS))
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "rule": self.rule}
+        return {"kind": self.kind, "rule": self.rule, "unequal_share": self.unequal_share}
 
 
 @dataclass(frozen=True)
@@ -194,6 +253,14 @@ class Reweight(Edit):
             for word in target.find_words(word_text):  # every copy; lists words if none
                 weights[word.core_start : word.core_stop] = float(scale)  # not its "," etc.
         return TokenEdit(base.mapper, base.source_share, weights)
+
+    def cross_windows(
+        self, cross_steps: CrossSteps, source: TokenView, target: TokenView
+    ) -> CrossSteps:
+        """The base edit's windows (a Replace's own for unequal swaps)."""
+        if self.base is None:
+            return cross_steps
+        return self.base.cross_windows(cross_steps, source, target)
 
     def describe(self) -> dict:
         return {

@@ -472,7 +472,9 @@ def edit(
     target_view = tokenize(target_prompt, pipe.tokenizer)
     chosen_edit = as_edit(edit)
     token_edit = chosen_edit.resolve(source_view, target_view)  # mapper/alignment/weights
-    schedule = resolve_schedule(cross_steps, self_steps, num_steps, target_view)
+    # a word swap of unequal piece counts gives the swapped word a shorter window of its own
+    cross_windows = chosen_edit.cross_windows(cross_steps, source_view, target_view)
+    schedule = resolve_schedule(cross_windows, self_steps, num_steps, target_view)
     if blend is not None and not isinstance(blend, LocalBlend):
         raise TypeError(
             f"blend must be a LocalBlend or None, not {type(blend).__name__} {blend!r:.40}. "

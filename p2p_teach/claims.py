@@ -164,22 +164,18 @@ CLAIMS: tuple[Claim, ...] = (
         0.2,
     ),
     # 06: beyond replacement
-    Claim(
-        "blend_keeps_other_object",
-        "06",
-        "A local blend on one of two objects leaves the other one as it was.",
-        "mean pixel change outside the blend mask (0–255)",
-        "<=",
-        1.0,
-    ),
-    Claim(
-        "blend_edits_its_object",
-        "06",
-        "…and recolours the object it names.",
-        "share of seeds with the new colour",
-        ">=",
-        0.75,
-    ),
+    Claim("refine_adds_size", "06",
+          "Refining 'a red circle' into 'a big red circle' makes the circle bigger in place.",
+          "median area ratio, edit / source", ">=", 1.1),
+    Claim("reweight_removes_colour", "06",
+          "Reweighting 'red' by −1 takes the red away: the circle comes out in another "
+          "colour, in place.", "share of seeds whose object is no longer red", ">=", 0.75),
+    Claim("blend_keeps_other_object", "06",
+          "A local blend on one of two objects recolours it and leaves the other one's colour.",
+          "share of seeds with both objects as asked", ">=", 0.75),
+    Claim("blend_latents_outside_equal", "06",
+          "Outside the blend mask the edited latents are the source's, exactly.",
+          "largest latent difference outside the mask", "<=", 0.0),
 )
 
 BY_KEY: dict[str, Claim] = {claim.key: claim for claim in CLAIMS}
@@ -188,6 +184,11 @@ BY_KEY: dict[str, Claim] = {claim.key: claim for claim in CLAIMS}
 def claims_of(notebook: str) -> list[Claim]:
     """The claims one notebook states (``"03"`` … ``"06"``)."""
     return [claim for claim in CLAIMS if claim.notebook == notebook]
+
+
+# the built-in model's two-object lesson prompt: the side of each colour and shape word's object
+TWO_OBJECT_SIDES: dict[str, str] = {"red": "left", "circle": "left", "blue": "right",
+                                    "square": "right"}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,6 +326,59 @@ def injected_map_gaps(
             else:
                 outside = max(outside, gap)
     return inside, outside
+
+
+class LastBlendMask:
+    """A per-step callback keeping the local blend's last mask, (h, w) on the CPU."""
+
+    def __init__(self) -> None:
+        self.mask: torch.Tensor | None = None
+
+    def __call__(self, info: Any) -> None:  # info: p2p_teach.engine.StepInfo
+        if info.blend_mask is not None:
+            self.mask = info.blend_mask[0, 0].float().cpu()  # (1, 1, h, w) -> (h, w)
+
+
+def blend_over_seeds(
+    pipe: Any, source: str, target: str, seeds: Iterable[int], **edit_kwargs: Any
+) -> list[tuple[Any, torch.Tensor | None]]:
+    """One edit per seed (with a ``blend=`` in ``edit_kwargs``): (result, its last mask)."""
+    from .engine import edit
+
+    runs = []
+    for seed in seeds:
+        keeper = LastBlendMask()
+        result = edit(pipe, source, target, seed=seed, callback=keeper, record="none",
+                      progress=False, **edit_kwargs)  # fmt: skip
+        runs.append((result, keeper.mask))
+    return runs
+
+
+def object_area_ratio(result: Any) -> float:
+    """Pixels of the edited object ÷ pixels of the source's (the evaluation's masks)."""
+    from .shapes.evaluate import foreground
+    from .shapes.readers import as_array
+
+    source = foreground(as_array(result.source_image)).sum()
+    edited = foreground(as_array(result.edited_image)).sum()
+    return float(edited / max(source, 1))
+
+
+def latent_change_outside(result: Any, mask: torch.Tensor) -> float:
+    """Largest |edited − source| latent value where the (h, w) blend ``mask`` is 0."""
+    latents = result.latents  # (2, C, h, w): [source, edited]
+    outside = mask.reshape(mask.shape[-2:]) == 0  # (h, w)
+    difference = (latents[1][:, outside] - latents[0][:, outside]).abs()  # (C, pixels outside)
+    return float(difference.max()) if difference.numel() else 0.0
+
+
+def iou_to_final(previews: Sequence[Any], final: Any) -> list[float]:
+    """Object IoU of each step's x0 preview with the final image (0 where either is empty)."""
+    from .shapes.evaluate import foreground, swap_iou
+    from .shapes.readers import as_array
+
+    final_mask = foreground(as_array(final))
+    return [swap_iou(foreground(as_array(preview)), final_mask) for preview in previews]
 
 
 def outside_mask_change(result: Any, mask: torch.Tensor) -> float:

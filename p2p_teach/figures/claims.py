@@ -95,20 +95,21 @@ def word_maps_figure(
     layers_text: str,
     title: str = "",
 ) -> Figure:
-    """Each word's map overlaid on the image, one shared colour scale with its bar, and which
-    layers and steps the maps average written under the figure."""
+    """Each word's map overlaid on the image, each with its own colour scale and bar (a word's
+    map is compared with the image under it, not with the other words'), and which layers and
+    steps the maps average written under the figure."""
     if not maps:
         raise ValueError("word_maps_figure needs at least one word's map")
-    vmax = shared_vmax(*maps.values())
-    figure = Figure(figsize=(1.9 * len(maps) + 1.0, 2.6), layout="constrained")
+    figure = Figure(figsize=(2.3 * len(maps) + 0.3, 2.7), layout="constrained")
     axes = figure.subplots(1, len(maps), squeeze=False)[0]
     for axis, (word, attention_map) in zip(axes, maps.items()):
-        axis.imshow(overlay_image(image, attention_map, vmax, alpha=0.75))
+        vmax = shared_vmax(attention_map)
+        axis.imshow(overlay_image(image, attention_map, vmax, alpha=0.8))
         axis.set_title(repr(word), fontsize=9)
         axis.set_xticks([])
         axis.set_yticks([])
-    figure.colorbar(ScalarMappable(norm=Normalize(0.0, vmax), cmap=MAP_CMAP), ax=axes,
-                    shrink=0.8, label="attention (shared scale)")  # fmt: skip
+        figure.colorbar(ScalarMappable(norm=Normalize(0.0, vmax), cmap=MAP_CMAP), ax=axis,
+                        shrink=0.75)  # fmt: skip
     figure.supxlabel(layers_text, fontsize=8)
     if title:
         figure.suptitle(title, fontsize=10)

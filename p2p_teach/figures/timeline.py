@@ -155,6 +155,7 @@ def step_lines_figure(
     ylabel: str = "value",
     title: str = "",
     ylim: tuple[float | None, float | None] | None = None,
+    injected: range | None = None,
 ) -> Figure:
     """Lines of any per-step measure, one per label; denoising goes left to right.
 
@@ -165,6 +166,8 @@ def step_lines_figure(
         ylabel, title: the axis label and the title.
         ylim: ``(bottom, top)`` of the y axis; ``None`` on either side (or for the pair) lets
             the data decide. A layout similarity, for instance, lies in (−1, 1).
+        injected: 0-based steps whose cross-attention the edit injected: shaded, with a
+            legend entry saying the target copies the source's maps there.
     """
     import seaborn as sns
 
@@ -180,6 +183,7 @@ def step_lines_figure(
                 "value per step, or steps=None to number them 1, 2, …"
             )
         axis.plot(xs, ys, marker="o", markersize=3, label=label, color=colour)
+    shade_injected(axis, injected)
     axis.set_xlabel("denoising step (early → late)")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel(ylabel)
@@ -192,6 +196,16 @@ def step_lines_figure(
     return figure
 
 
+INJECTED_NOTE = "injected: the target copies the source's maps"
+
+
+def shade_injected(axis, injected: range | None) -> None:
+    """Shade 0-based ``injected`` steps on an axis whose x counts steps from 1."""
+    if injected is not None and len(injected):
+        axis.axvspan(injected.start + 0.5, injected.stop + 0.5, color="0.85", zorder=0,
+                     label=INJECTED_NOTE)  # fmt: skip
+
+
 def concentration_figure(
     values: Mapping[str, Sequence[float] | np.ndarray | torch.Tensor],
     *,
@@ -199,6 +213,7 @@ def concentration_figure(
     ylabel: str = "concentration (1 − normalised entropy)",
     title: str = "How concentrated each word's map is, step by step",
     ylim: tuple[float | None, float | None] | None = (0.0, None),
+    injected: range | None = None,
 ) -> Figure:
     """Lines of a per-step concentration (:func:`p2p_teach.measures.concentration`), per word.
 
@@ -209,7 +224,9 @@ def concentration_figure(
         values: label → one value per step.
         steps: the x values (default 1, 2, …); denoising goes left to right.
     """
-    return step_lines_figure(values, steps=steps, ylabel=ylabel, title=title, ylim=ylim)
+    return step_lines_figure(
+        values, steps=steps, ylabel=ylabel, title=title, ylim=ylim, injected=injected
+    )
 
 
 def _font(size: int):

@@ -255,15 +255,16 @@ def maps_mosaic(
 
     The same content as :func:`step_maps_figure` without matplotlib's layout engine (a few
     milliseconds instead of a few hundred), so a per-step update costs little next to the
-    UNet. One colour scale for all cells (``vmax``, default their maximum).
+    UNet. One colour scale for all cells (``vmax``, default their maximum), drawn as a bar
+    on the right with its ends labelled.
     """
     from PIL import ImageDraw
 
     if not word_maps:
         raise ValueError("maps_mosaic needs at least one word's maps")
     vmax = shared_vmax(*(m for pair in word_maps.values() for m in pair)) if vmax is None else vmax
-    label_width, header, gap = 120, 18 + (18 if title else 0), 4
-    width = label_width + 2 * cell + 3 * gap
+    label_width, header, gap, bar = 120, 18 + (18 if title else 0), 4, 12
+    width = label_width + 2 * cell + 3 * gap + bar + 44
     height = header + len(word_maps) * (cell + gap) + gap
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
@@ -284,4 +285,16 @@ def maps_mosaic(
             scaled = np.clip(upsample_map(attention_map, (cell, cell)) / max(vmax, 1e-12), 0, 1)
             rgb = (colour_map(scaled)[..., :3] * 255).astype(np.uint8)  # (cell, cell, 3)
             canvas.paste(Image.fromarray(rgb), (label_width + gap + column * (cell + gap), top))
+    _colour_bar(canvas, draw, (label_width + 2 * (cell + gap) + gap, header), bar,
+                height - header - gap, vmax, colour_map, font)  # fmt: skip
     return canvas
+
+
+def _colour_bar(canvas, draw, corner, width, height, vmax, colour_map, font) -> None:
+    """A vertical colour bar (top: ``vmax``, bottom: 0) with its two ends labelled."""
+    levels = np.linspace(1.0, 0.0, max(height, 2))[:, None].repeat(width, axis=1)  # (h, w)
+    rgb = (colour_map(levels)[..., :3] * 255).astype(np.uint8)  # (h, w, 3)
+    left, top = corner
+    canvas.paste(Image.fromarray(rgb), (left, top))
+    draw.text((left + width + 3, top), f"{vmax:.2g}", fill="black", font=font)
+    draw.text((left + width + 3, top + height - 14), "0", fill="black", font=font)

@@ -60,6 +60,7 @@ from p2p_teach.shapes import model as shapes_model  # noqa: E402
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
+    from PIL import Image
 
     from p2p_teach.shapes.train import CaptionIds
 
@@ -382,6 +383,26 @@ class EvalSettings:
         )  # fmt: skip
 
 
+def labelled_grid(rows: list[tuple[str, np.ndarray]], seed: int) -> Image.Image:
+    """A sample grid with each row's prompt written on its left and the samples numbered on
+    top: rows of (prompt, (n, 64, 64, 3) uint8 images)."""
+    from PIL import Image, ImageDraw
+
+    label_width, header = 300, 16
+    count = max(len(images) for _, images in rows)
+    canvas = Image.new("RGB", (label_width + 64 * count, header + 64 * len(rows)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for column in range(count):
+        draw.text((label_width + 64 * column + 4, 2), f"sample {column}", fill="black")
+    for row, (prompt, images) in enumerate(rows):
+        top = header + 64 * row
+        draw.text((4, top + 26), prompt, fill="black")
+        for column, image in enumerate(images):
+            canvas.paste(Image.fromarray(image), (label_width + 64 * column, top))
+    draw.text((4, 2), f"guidance {GUIDANCE:g}, seed {seed} + 1000 × row", fill="black")
+    return canvas
+
+
 def read_single(
     image: np.ndarray, spec: ObjectSpec, classifier: torch.nn.Module
 ) -> tuple[np.ndarray, bool, bool, bool]:
@@ -445,7 +466,7 @@ def evaluate(
         )  # fmt: skip
         colour_slots = token_slots(words, {spec.colour})
         shape_slots = token_slots(words, {spec.shape})
-        grid_rows.append(images)
+        grid_rows.append((" ".join(words), images))
         for index, image in enumerate(images):
             mask, colour_hit, shape_hit, position_hit = read_single(image, spec, classifier)
             if mask.sum() < MIN_OBJECT_PIXELS:
@@ -475,10 +496,7 @@ def evaluate(
         "seconds": time.time() - t0,
     }
     if grid_path is not None:
-        rows = [np.concatenate(list(row), axis=1) for row in grid_rows[:12]]
-        from PIL import Image
-
-        Image.fromarray(np.concatenate(rows, axis=0)).save(grid_path)
+        labelled_grid(grid_rows[:12], settings.seed).save(grid_path)
 
     # ---- two-object prompts ------------------------------------------------------------------
     t0 = time.time()

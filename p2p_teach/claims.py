@@ -155,6 +155,14 @@ CLAIMS: tuple[Claim, ...] = (
         0.2,
     ),
     Claim(
+        "colour_lands_full_injection",
+        "05",
+        "A new colour lands even with cross-attention injected at every step.",
+        "share of seeds with the new colour at fraction 1",
+        ">=",
+        0.75,
+    ),
+    Claim(
         "self_injection_keeps_layout",
         "05",
         "Without cross-attention injection, self-attention injection alone keeps the "
@@ -164,18 +172,39 @@ CLAIMS: tuple[Claim, ...] = (
         0.2,
     ),
     # 06: beyond replacement
-    Claim("refine_adds_size", "06",
-          "Refining 'a red circle' into 'a big red circle' makes the circle bigger in place.",
-          "median area ratio, edit / source", ">=", 1.1),
-    Claim("reweight_removes_colour", "06",
-          "Reweighting 'red' by −1 takes the red away: the circle comes out in another "
-          "colour, in place.", "share of seeds whose object is no longer red", ">=", 0.75),
-    Claim("blend_keeps_other_object", "06",
-          "A local blend on one of two objects recolours it and leaves the other one's colour.",
-          "share of seeds with both objects as asked", ">=", 0.75),
-    Claim("blend_latents_outside_equal", "06",
-          "Outside the blend mask the edited latents are the source's, exactly.",
-          "largest latent difference outside the mask", "<=", 0.0),
+    Claim(
+        "refine_adds_size",
+        "06",
+        "Refining 'a red circle' into 'a big red circle' makes the circle bigger in place.",
+        "median area ratio, edit / source",
+        ">=",
+        1.1,
+    ),
+    Claim(
+        "reweight_removes_colour",
+        "06",
+        "Reweighting 'red' by −1 takes the red away: the circle comes out in another "
+        "colour, in place.",
+        "share of seeds whose object is no longer red",
+        ">=",
+        0.75,
+    ),
+    Claim(
+        "blend_keeps_other_object",
+        "06",
+        "A local blend on one of two objects recolours it and leaves the other one's colour.",
+        "share of seeds with both objects as asked",
+        ">=",
+        0.75,
+    ),
+    Claim(
+        "blend_latents_outside_equal",
+        "06",
+        "Outside the blend mask the edited latents are the source's, exactly.",
+        "largest latent difference outside the mask",
+        "<=",
+        0.0,
+    ),
 )
 
 BY_KEY: dict[str, Claim] = {claim.key: claim for claim in CLAIMS}

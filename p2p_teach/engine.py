@@ -646,15 +646,15 @@ def _denoise(
             # UNet batch; classifier-free guidance doubles it.
             model_input = torch.cat([latents] * 2) if do_guidance else latents  # (4|2, C, h, w)
             model_input = scheduler.scale_model_input(model_input, t)
-            # (8) M*_t ← Edit(M_t, M*_t, t): inside the UNet, the attention processors compute
-            # the target's attention from the source's maps (and record them).
+            # (8) M̂_t ← Edit(M_t, M*_t, t): inside the UNet, the attention processors build the
+            # edited maps from the source's (and record them; the recitation writes M_t ← …).
             noise_pred = unet(model_input, t, encoder_hidden_states=embeddings,
                               return_dict=False)[0]  # fmt: skip
             if do_guidance:
                 uncond_pred, text_pred = noise_pred.chunk(2)  # (2, C, h, w) each
                 noise_pred = uncond_pred + guidance * (text_pred - uncond_pred)
 
-            # (9) z*_{t−1} ← DM(z*_t, P*, t, s){M ← M*_t}: the scheduler steps both.
+            # (9) z*_{t−1} ← DM(z*_t, P*, t, s){M ← M̂_t}: the scheduler steps both.
             sample = latents
             output = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=True)
             latents = output.prev_sample  # (2, C, h, w)

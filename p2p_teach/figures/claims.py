@@ -114,3 +114,35 @@ def word_maps_figure(
     if title:
         figure.suptitle(title, fontsize=10)
     return figure
+
+
+def self_attention_figure(view) -> Figure:
+    """A :class:`~p2p_teach.self_attention.SelfAttentionView` as a 2×2 grid: rows without and
+    with self-attention injection, columns source and target; each map over its run's final
+    image with its own colour bar, the chosen pixel marked."""
+    figure = Figure(figsize=(6.4, 6.0), layout="constrained")
+    axes = figure.subplots(2, 2, squeeze=False)
+    scale = 64 / view.side  # image pixels per cell, for the marker
+    for row, run in enumerate(("without", "with")):
+        for column, prompt in enumerate(("source", "target")):
+            axis = axes[row, column]
+            attention_map = view.maps[run][prompt]
+            vmax = shared_vmax(attention_map)
+            image = view.images[run][prompt]
+            axis.imshow(overlay_image(image, attention_map, vmax, alpha=0.8))
+            size = np.asarray(to_pil(image)).shape[0] / 64
+            axis.plot((view.cell[1] + 0.5) * scale * size, (view.cell[0] + 0.5) * scale * size,
+                      marker="+", color="cyan", markersize=14, mew=2)  # fmt: skip
+            axis.set_xticks([])
+            axis.set_yticks([])
+            injected = run == "with" and view.injected
+            note = " (= source's: injected)" if injected and prompt == "target" else ""
+            axis.set_title(f"{prompt}, {run} self-injection{note}", fontsize=8)
+            figure.colorbar(ScalarMappable(norm=Normalize(0.0, vmax), cmap=MAP_CMAP), ax=axis,
+                            shrink=0.7)  # fmt: skip
+    figure.suptitle(
+        f"where pixel {view.pixel} attends at step {view.step + 1}, self-attention layer "
+        f"{view.layer} ({view.side}×{view.side}), heads averaged",
+        fontsize=8,
+    )
+    return figure

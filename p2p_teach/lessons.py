@@ -31,7 +31,8 @@ class LessonPrompts:
     back. ``two_objects`` is a word swap of a prompt naming two objects (each word's map on
     its own object), ``refinement`` a ``(source, target)`` pair whose target adds words the
     model draws visibly (the built-in model ignores background words: it takes the background
-    from the noise).
+    from the noise). ``unequal_swap`` is a word swap whose words differ in CLIP piece count
+    (1-to-N), whose edit the default's own window for the swapped word makes land.
     """
 
     source: str
@@ -44,6 +45,7 @@ class LessonPrompts:
     new_outline: tuple[str, str] | None = None
     two_objects: tuple[str, str] | None = None
     refinement: tuple[str, str] | None = None
+    unequal_swap: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         source_words = self.source.split()
@@ -57,7 +59,7 @@ class LessonPrompts:
                     f"swap to {word!r} should be {expected!r} (the source with "
                     f"{self.swapped!r} replaced), got {target!r}"
                 )
-        for name in ("new_outline", "two_objects"):
+        for name in ("new_outline", "two_objects", "unequal_swap"):
             pair = getattr(self, name)
             if pair is None:
                 continue
@@ -135,6 +137,8 @@ SHAPES = LessonPrompts(
     # a size word changes the drawing visibly; "on a black background" does not (the model
     # takes the background from the noise), so the refinement lesson adds a size
     refinement=("a red circle", "a big red circle"),
+    # pink → char·tre·use, 1-to-3: at the paper's injection it misses the new colour
+    unequal_swap=("a big pink circle", "a big chartreuse circle"),
 )
 
 BY_BUILTIN: dict[str, LessonPrompts] = {"shapes": SHAPES}

@@ -91,7 +91,7 @@ CLAIMS: tuple[Claim, ...] = (
         "unequal_whole_window_misses",
         "03",
         "A 1-to-3 swap (pink → char·tre·use) injected over the whole window misses the "
-        "new colour at some seeds.",
+        "new colour at one seed or more: it comes out in another colour.",
         "share of seeds with the new colour",
         "<=",
         0.75,
@@ -141,7 +141,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "long_injection_keeps_outline",
         "05",
-        "Injected over every step, the heart's outline stays.",
+        "Injected over every step, no star is drawn: the source's outline holds it back.",
         "share of seeds drawing a star at fraction 1",
         "<=",
         0.25,

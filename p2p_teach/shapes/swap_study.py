@@ -96,16 +96,23 @@ class SwapScore:
         success: share whose edited object has the new colour.
         median_iou: median mask IoU of source and edit (0 where either has no object).
         misses: ``"old → new read as colour"`` for each swap that missed.
+        ious: each swap's object IoU, in order.
     """
 
     count: int
     success: float
     median_iou: float
     misses: tuple[str, ...]
+    ious: tuple[float, ...] = ()
+
+    @property
+    def lost(self) -> int:
+        """Swaps whose object is not kept (IoU below 0.5: moved, shrunk or gone)."""
+        return sum(iou < 0.5 for iou in self.ious)
 
     def __str__(self) -> str:
-        return (f"{self.success:.0%} new colour, median object IoU {self.median_iou:.2f} "
-                f"({self.count} swaps)")  # fmt: skip
+        return (f"{self.success:.0%} new colour, median object IoU {self.median_iou:.2f}, "
+                f"{self.lost} objects lost ({self.count} swaps)")  # fmt: skip
 
 
 EditSettingsFor = Callable[[ColourSwap], dict]
@@ -136,7 +143,7 @@ def score_swaps(
         if colour != swap.new:
             misses.append(f"{swap.old} → {swap.new} read as {colour}")
     return SwapScore(len(hits), float(np.mean(hits)), float(statistics.median(ious)),
-                     tuple(misses))  # fmt: skip
+                     tuple(misses), tuple(ious))  # fmt: skip
 
 
 def word_window(fraction: float) -> EditSettingsFor:

@@ -187,7 +187,13 @@ class Replace(Edit):
         return TokenEdit(mapper.matrix.float(), torch.ones(MAX_SLOTS), torch.ones(MAX_SLOTS))
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "rule": self.rule, "unequal_share": self.unequal_share}
+        """Kind and rule; ``unequal_share`` too when it is not the default (the windows it
+        adds are in the settings' ``cross_steps`` either way), so that default edits are
+        described as before it existed."""
+        description = {"kind": self.kind, "rule": self.rule}
+        if self.unequal_share != UNEQUAL_SWAP_SHARE:
+            description["unequal_share"] = self.unequal_share
+        return description
 
 
 @dataclass(frozen=True)

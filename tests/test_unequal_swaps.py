@@ -72,10 +72,11 @@ def test_edit_records_the_word_window_and_one_to_one_edits_are_unchanged(pipe):
     unequal = edit(pipe, "a big pink circle", "a big chartreuse circle", steps=4, seed=3,
                    progress=False, record="none")  # fmt: skip
     assert unequal.settings["cross_steps"]["chartreuse"] == [0.0, 0.0]
-    assert unequal.settings["edit"]["unequal_share"] == 0.0
+    assert unequal.settings["edit"] == {"kind": "replace", "rule": "course"}  # the default
     old = edit(pipe, "a big pink circle", "a big chartreuse circle", steps=4, seed=3,
                progress=False, record="none", edit=Replace(unequal_share=None))  # fmt: skip
     assert "chartreuse" not in old.settings["cross_steps"]
+    assert old.settings["edit"]["unequal_share"] is None
     assert not torch.equal(unequal.latents, old.latents)  # the window changed the edit
     equal_default = edit(pipe, "a big pink circle", "a big blue circle", steps=4, seed=3,
                          progress=False, record="none")  # fmt: skip

@@ -157,10 +157,10 @@ class AttentionTimeline(widgets.VBox):
         word has a window of its own that is empty, or the edit injects nothing)."""
         from ..timeline import injected_steps
 
-        ranges = self.result.settings.get("cross_step_ranges") or {}
-        edit_kind = (self.result.settings.get("edit") or {}).get("kind")
-        if not ranges or edit_kind == "none":
-            return range(0)
+        settings = self.result.settings
+        ranges = settings["cross_step_ranges"]
+        if settings["edit"].get("kind") == "none" or self.choice.source is None:
+            return range(0)  # nothing injected, or a word the source lacks (refine's new ones)
         label = self.choice.label.split(" → ")[-1]
         word = label if label in ranges else "default"
         return injected_steps(self.result.settings, "cross", word)

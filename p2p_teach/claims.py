@@ -99,7 +99,8 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "unequal_own_window_lands",
         "03",
-        "With the default (the swapped word keeps its own maps), it lands and keeps the object.",
+        "With the default (the swapped word injected over the first quarter of the window "
+        "only), it lands at every seed.",
         "share of seeds with the new colour",
         ">=",
         1.0,

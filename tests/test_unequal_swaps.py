@@ -50,9 +50,9 @@ def test_a_window_named_by_the_user_wins_and_none_turns_it_off():
     assert Replace(unequal_share=None).cross_windows(0.8, PINK, CHARTREUSE) == 0.8
 
 
-def test_default_share_keeps_the_new_word_out_of_injection():
+def test_default_share_injects_the_new_word_over_the_first_quarter_of_the_window():
     windows = Replace().cross_windows(0.8, PINK, CHARTREUSE)
-    assert window_steps(windows["chartreuse"], 25) == range(0, 0)
+    assert window_steps(windows["chartreuse"], 25) == range(0, 5)  # of the default's 20
 
 
 def test_reweight_follows_its_base_and_refine_adds_nothing():
@@ -71,7 +71,7 @@ def test_bad_share_is_refused_with_the_fix(share):
 def test_edit_records_the_word_window_and_one_to_one_edits_are_unchanged(pipe):
     unequal = edit(pipe, "a big pink circle", "a big chartreuse circle", steps=4, seed=3,
                    progress=False, record="none")  # fmt: skip
-    assert unequal.settings["cross_steps"]["chartreuse"] == [0.0, 0.0]
+    assert unequal.settings["cross_steps"]["chartreuse"] == [0.0, 0.2]
     assert unequal.settings["edit"] == {"kind": "replace", "rule": "course"}  # the default
     old = edit(pipe, "a big pink circle", "a big chartreuse circle", steps=4, seed=3,
                progress=False, record="none", edit=Replace(unequal_share=None))  # fmt: skip

@@ -139,3 +139,30 @@ def test_06_refine_reweight_and_blend_show_their_change(shapes_pipe):
             and half_colour(r.edited_image, "right") == "blue" for r, _ in blended]  # fmt: skip
     _check("blend_keeps_other_object", float(np.mean(kept)))
     _check("blend_latents_outside_equal", max(latent_change_outside(r, m) for r, m in blended))
+
+
+NOTEBOOKS = {
+    "03": "03_prompt_to_prompt_edit",
+    "04": "04_attention_per_timestep",
+    "05": "05_injection_step",
+    "06": "06_beyond_replacement",
+}
+
+
+@pytest.mark.parametrize("number", sorted(NOTEBOOKS))
+def test_each_notebook_reports_its_claims_asks_first_and_answers_its_questions(number):
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "notebooks" / f"{NOTEBOOKS[number]}.ipynb"
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    reported = [c for c in cells if c["cell_type"] == "code" and "BY_KEY[" in "".join(c["source"])]
+    for claim in claims_of(number):
+        assert f'BY_KEY["{claim.key}"]' in code, f"{NOTEBOOKS[number]} does not report {claim.key}"
+    assert all("nbval-check-output" in c["metadata"].get("tags", []) for c in reported)
+    assert "PredictQuestion(" in code
+    markdown = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    asked = markdown.split("## Questions", 1)[1]
+    numbered = [line for line in asked.splitlines() if line[:2] in {f"{k}." for k in range(1, 10)}]
+    assert numbered and asked.count("<details>") == len(numbered)

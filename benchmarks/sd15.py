@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from p2p_teach.defaults import SD_V1_SCHEDULER_CONFIG
+
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
 
@@ -78,16 +80,6 @@ SD15_TEXT_ENCODER_CONFIG: dict = {
     "vocab_size": 49408,
 }
 
-SD15_SCHEDULER_CONFIG: dict = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": 1000,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-}
 
 SD15_NAME = "sd15-arch-random"
 
@@ -117,7 +109,7 @@ def build_sd15_random_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         text_encoder=text_encoder.eval(),
         tokenizer=load_clip_tokenizer(),
         unet=unet.eval(),
-        scheduler=PNDMScheduler(**SD15_SCHEDULER_CONFIG),
+        scheduler=PNDMScheduler(**SD_V1_SCHEDULER_CONFIG),  # as SD v1.5 ships it
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,10 +65,6 @@ def _add_mapper(subparsers) -> None:
         "--refine", action="store_true", help="align prompts that add or remove words"
     )
     parser.set_defaults(run=_cmd_mapper)
-
-
-# Each entry adds one subcommand; later modules register theirs here.
-SUBCOMMANDS: list[Callable] = [_add_tokens, _add_mapper]
 
 
 # ---- p2p-teach edit ---------------------------------------------------------------------------
@@ -225,6 +221,7 @@ def _remove_empty(folder: Path, top: Path | None) -> None:
 
 def _cmd_edit(args: argparse.Namespace) -> None:
     from .edits import LocalBlend, Refine, Replace, Reweight, as_edit
+    from .mapper import WordCountMismatchError
     from .schedules import DEFAULT_SELF_STEPS, resolve_schedule
     from .tokens import tokenize
 
@@ -242,7 +239,10 @@ def _cmd_edit(args: argparse.Namespace) -> None:
 
     # Check the prompts, the edit, the blend, the schedules and the output folder before
     # loading a model (errors come fast, and nothing is written).
-    chosen.resolve(source, target)
+    try:
+        chosen.resolve(source, target)
+    except WordCountMismatchError as error:
+        raise UsageError(f"{error} On the command line: --edit refine.") from None
     blend = None
     if args.blend:
         blend = LocalBlend(*_blend_words(args.blend, source, target))
@@ -284,8 +284,8 @@ def _run_edit(args: argparse.Namespace, chosen: object, blend: object, folder: P
         written += ["attention.png", "history.safetensors"]
     if result.latents is not None:
         written.append("latents.safetensors")
-    print(f"edit: {args.source!r} → {args.target!r} ({result.settings['edit']['kind']}, "
-          f"{args.steps} steps, seed {args.seed}, {result.settings['scheduler']})")  # fmt: skip
+    print(f"edit: {args.source!r} → {args.target!r} ({result.settings.kind}, "
+          f"{args.steps} steps, seed {args.seed}, {result.settings.scheduler})")  # fmt: skip
     for name in written:
         print(f"wrote {folder / name}")
 
@@ -348,16 +348,13 @@ def _add_edit(subparsers) -> None:
     parser.set_defaults(run=_cmd_edit)
 
 
-SUBCOMMANDS.append(_add_edit)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="p2p-teach",
         description="Prompt-to-Prompt image editing, taught step by step.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in SUBCOMMANDS:
+    for add in (_add_tokens, _add_mapper, _add_edit):
         add(subparsers)
     return parser
 

@@ -135,14 +135,9 @@ class Replace(Edit):
     kind: ClassVar[str] = "replace"
 
     def __post_init__(self) -> None:
-        from .mapper import RULES
+        from .mapper import check_rule
 
-        if self.rule not in RULES:
-            raise ValueError(
-                f"Replace(rule={self.rule!r}): the mapper rule is one of {list(RULES)}. "
-                "Fix: Replace() for the course's rule, Replace(rule='original') for the "
-                "original code's."
-            )
+        check_rule(self.rule, "Replace(rule=...)")
         share = self.unequal_share
         if share is not None and (
             isinstance(share, bool) or not isinstance(share, Real) or not 0.0 <= share <= 1.0
@@ -183,7 +178,7 @@ class Replace(Edit):
             mapper = word_swap_mapper(source, target, rule=self.rule)
         except WordCountMismatchError as error:
             raise WordCountMismatchError(
-                f"{error} In edit(): edit=Refine() (command line: --edit refine)."
+                f"{error} In edit(): edit=Refine()."
             ) from None
         return TokenEdit(mapper.matrix.float(), torch.ones(MAX_SLOTS), torch.ones(MAX_SLOTS))
 

@@ -4,13 +4,17 @@
                   "photo of a cat riding on a motorcycle", edit=Replace(), seed=1)
     result.source_image, result.edited_image, result.history
 
-:func:`edit` reads like the recitation's pseudo code (the numbers in its comments are the lines
-of Algorithm 1): one z_T from the seed is shared by the source and the target; at every step
-one UNet batch runs both prompts with classifier-free guidance; the source's attention edits
-the target's (inside the attention processors, :mod:`p2p_teach.processors`); the scheduler
-steps both. Everything is validated before the pipeline is touched, the pipeline's scheduler
-is never used directly (the loop steps a fresh copy), and its attention processors are put
-back afterwards, so a pipeline is the same before and after an edit, whatever happens.
+:func:`edit` runs in two parts. :func:`plan_edit` checks every argument (one small check
+each) and decides everything before the UNet runs: tokens, the edit's per-step coefficients,
+the scheduler's calls, which layers record, blend or inject (an :class:`EditPlan`, which can
+be inspected and tested alone). :func:`_denoise` then runs the plan, and reads like the
+recitation's pseudo code (the numbers in its comments are the lines of Algorithm 1): one z_T
+from the seed is shared by the source and the target; at every step one UNet batch runs both
+prompts with classifier-free guidance; M̂_t ← Edit(M_t, M*_t, t) replaces the target's maps
+(inside the attention processors, :mod:`p2p_teach.processors`), so the target runs with
+{M ← M̂_t}; the scheduler steps both. The pipeline's scheduler is never used directly (the
+loop steps a fresh copy), and its attention processors are put back afterwards, so a pipeline
+is the same before and after an edit, whatever happens.
 
 Steps are counted by the loop, not by UNet calls: PNDM (SD's default) evaluates the UNet twice
 in its first step (N + 1 calls for N steps); both calls belong to step 0, whose maps are those
@@ -27,7 +31,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
@@ -36,18 +40,27 @@ from typing import Any, Literal
 import torch
 
 from . import __version__
+from .defaults import model_defaults
 from .edits import (
     BlendPlan,
     Edit,
     LocalBlend,
+    StepCoefficients,
     apply_blend,
     as_edit,
     blend_mask,
     step_coefficients,
 )
-from .history import AttentionHistory, KeepSetting, LayerInfo, check_keep, keep_layer
-from .models import default_guidance, default_self_max_ratio, default_self_steps
-from .processors import EditRun, PromptToPromptProcessor, attention_processors, plan_layers
+from .history import AttentionHistory
+from .layers import KeepSetting, LayerInfo, blend_resolution, check_keep, kept_layers, plan_layers
+from .processors import (
+    EditRun,
+    LayerRole,
+    PromptToPromptProcessor,
+    attention_processors,
+    build_processors,
+    layer_roles,
+)
 from .schedules import (
     CrossSteps,
     SelfSteps,
@@ -55,7 +68,8 @@ from .schedules import (
     resolve_schedule,
     self_injection_max_side,
 )
-from .tokens import tokenize
+from .settings import Conventions, EditSettings, check_conventions
+from .tokens import MAX_SLOTS, TokenView, tokenize
 
 PreviewMode = Literal["auto", "vae", "linear"]
 SMALL_VAE_PARAMETERS = 5_000_000  # below this, previews decode with the VAE itself
@@ -126,14 +140,14 @@ class EditResult:
 
     Attributes:
         source_image, edited_image: PIL images.
-        settings: everything needed to reproduce the edit (JSON-ready).
+        settings: everything needed to reproduce the edit (:class:`EditSettings`).
         history: the per-step attention history, or None when nothing was recorded.
         latents: (2, C, h, w) final latents [source, target], float32 on the CPU.
     """
 
     source_image: Any
     edited_image: Any
-    settings: dict
+    settings: EditSettings
     history: AttentionHistory | None = None
     latents: torch.Tensor | None = field(default=None, repr=False)
 
@@ -144,9 +158,9 @@ class EditResult:
     def __repr__(self) -> str:
         settings = self.settings
         return (
-            f"EditResult({settings.get('source_prompt')!r} → {settings.get('target_prompt')!r}, "
-            f"edit={settings.get('edit', {}).get('kind')}, seed={settings.get('seed')}, "
-            f"steps={settings.get('steps')}, {settings.get('scheduler')}; history: "
+            f"EditResult({settings.source_prompt!r} → {settings.target_prompt!r}, "
+            f"edit={settings.kind}, seed={settings.seed}, "
+            f"steps={settings.steps}, {settings.scheduler}; history: "
             f"{'none' if self.history is None else f'{self.history.memory_mb:.2f} MB'})"
         )
 
@@ -158,7 +172,8 @@ class EditResult:
         folder.mkdir(parents=True, exist_ok=True)
         self.source_image.save(folder / "source.png")
         self.edited_image.save(folder / "edited.png")
-        (folder / "settings.json").write_text(json.dumps(self.settings, indent=2), "utf-8")
+        settings = json.dumps(self.settings.to_json(), indent=2)
+        (folder / "settings.json").write_text(settings, "utf-8")
         if self.history is not None:
             self.history.save(folder / "history.safetensors")
         if self.latents is not None:
@@ -183,24 +198,49 @@ class EditResult:
         return cls(
             source_image=images[0],
             edited_image=images[1],
-            settings=json.loads((folder / "settings.json").read_text("utf-8")),
+            settings=EditSettings.from_json(
+                json.loads((folder / "settings.json").read_text("utf-8"))
+            ),
             history=AttentionHistory.load(history_file) if history_file.is_file() else None,
             latents=load_file(str(latents_file))["latents"] if latents_file.is_file() else None,
         )
 
 
 # --------------------------------------------------------------------------------------------
-# Checks and plans, done before the pipeline is touched
+# The plan: everything decided before the pipeline is touched
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class SchedulerPlan:
-    """A fresh scheduler with its timesteps, and the denoising step of every UNet call."""
+    """A fresh scheduler with its timesteps, and the denoising step of every UNet call.
+
+    ``first_calls[k]`` is the index of step k's first UNet call (the one whose maps step k
+    records); ``step_timesteps[k]`` its timestep.
+    """
 
     scheduler: Any
     timesteps: torch.Tensor  # one entry per UNet call
-    call_steps: tuple[int, ...]  # call index → step index
+    call_steps: tuple[int, ...]  # call index → step index (non-decreasing)
+    first_calls: tuple[int, ...] = ()  # step index → its first call's index
+
+    def __post_init__(self) -> None:
+        if not self.first_calls:
+            firsts = [call for call, step in enumerate(self.call_steps)
+                      if call == 0 or self.call_steps[call - 1] != step]  # fmt: skip
+            object.__setattr__(self, "first_calls", tuple(firsts))
+
+    @property
+    def step_timesteps(self) -> tuple[float, ...]:
+        """The timestep of every step (its first UNet call's)."""
+        return tuple(float(self.timesteps[call]) for call in self.first_calls)
+
+    def is_first_call(self, call: int) -> bool:
+        return call == 0 or self.call_steps[call - 1] != self.call_steps[call]
+
+    def is_last_call(self, call: int) -> bool:
+        steps = self.call_steps
+        return call == len(steps) - 1 or steps[call + 1] != steps[call]
 
 
 def plan_scheduler(pipe_scheduler: Any, num_steps: int, device: torch.device) -> SchedulerPlan:
@@ -243,6 +283,79 @@ def plan_scheduler(pipe_scheduler: Any, num_steps: int, device: torch.device) ->
     return SchedulerPlan(scheduler, timesteps, call_steps)
 
 
+@dataclass(frozen=True, eq=False)
+class EditPlan:
+    """An edit, planned: what :func:`_denoise` runs, decided before the UNet runs.
+
+    Attributes:
+        settings: what the edit runs with (seed, steps, guidance, windows…), as it is saved.
+        source, target: the two prompts' token views.
+        coefficients: the per-step mixers of Algorithm 1's ``Edit(M_t, M*_t, t)``.
+        calls: the scheduler (a fresh copy) and the step of every UNet call.
+        layers: every attention layer of the UNet; ``roles``: what the edit does in the ones
+            it touches (record, LocalBlend, self-injection; :func:`~p2p_teach.processors.
+            layer_roles`); ``recorded``: the layers the history keeps.
+        blend: the LocalBlend plan, or None.
+        latent_shape: (1, C, h, w) of z_T; ``latents``: a given z_T of that shape, or None
+            (drawn from the seed).
+        do_guidance: classifier-free guidance runs (the batch of four).
+        null_embeddings: (steps, 77, d) unconditional embeddings, one per step, used instead of
+            the empty prompt's for both rows of the unconditional half (null-text inversion);
+            None: the empty prompt's, as Stable Diffusion does.
+        processor_class, preview, progress: how the edit runs (see :func:`edit`).
+    """
+
+    settings: EditSettings
+    source: TokenView
+    target: TokenView
+    coefficients: StepCoefficients
+    calls: SchedulerPlan
+    layers: tuple[LayerInfo, ...]
+    roles: Mapping[str, LayerRole]
+    recorded: tuple[LayerInfo, ...]
+    blend: BlendPlan | None
+    latent_shape: tuple[int, int, int, int]
+    latents: torch.Tensor | None
+    do_guidance: bool
+    null_embeddings: torch.Tensor | None = None
+    processor_class: type[PromptToPromptProcessor] = PromptToPromptProcessor
+    preview: PreviewMode = "auto"
+    progress: bool = True
+
+    @property
+    def num_steps(self) -> int:
+        return self.settings.steps
+
+    @property
+    def conventions(self) -> str:
+        """Whose step-window counting the edit uses: ``"p2p_teach"`` or ``"original"``."""
+        return self.settings.conventions
+
+    @property
+    def cond_rows(self) -> tuple[int, int]:
+        """Batch rows of the conditional source and target: the UNet batch is [uncond source,
+        uncond target, cond source, cond target] with guidance, [source, target] without."""
+        return (2, 3) if self.do_guidance else (0, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks (each raises with the fix)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_pipeline(pipe: Any) -> None:
+    missing = [
+        name
+        for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+        if getattr(pipe, name, None) is None
+    ]
+    if missing or not hasattr(pipe, "encode_prompt"):
+        raise TypeError(
+            "edit() needs a diffusers StableDiffusionPipeline (SD v1.x); this object lacks "
+            f"{missing or ['encode_prompt']}. Fix: pipe = p2p_teach.load_pipeline()."
+        )
+
+
 def _check_guidance(guidance: object) -> float:
     if isinstance(guidance, bool) or not isinstance(guidance, Real):
         raise ValueError(f"guidance={guidance!r}: a number ≥ 0. Fix: e.g. guidance=7.5.")
@@ -278,33 +391,189 @@ def _check_size(value: int | None, default: int, name: str, factor: int) -> int:
     return value
 
 
-def _check_pipeline(pipe: Any) -> None:
-    missing = [
-        name
-        for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-        if getattr(pipe, name, None) is None
-    ]
-    if missing or not hasattr(pipe, "encode_prompt"):
+def _check_run_options(
+    preview: object,
+    record_slots: object,
+    callback: object,
+    record: object = "auto",
+    conventions: object = "p2p_teach",
+) -> None:
+    """How the edit records and reports: checked, or an error naming the fix."""
+    check_keep(record)
+    check_conventions(conventions)
+    _check_preview(preview)
+    if record_slots not in ("used", "all"):
+        raise ValueError(f"record_slots={record_slots!r}: use 'used' or 'all'")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+
+
+def _check_preview(preview: object) -> None:
+    if preview not in ("auto", "vae", "linear"):
+        raise ValueError(f"preview={preview!r}: use 'auto', 'vae' or 'linear'")
+
+
+def _check_blend(blend: object) -> LocalBlend | None:
+    if blend is not None and not isinstance(blend, LocalBlend):
         raise TypeError(
-            "edit() needs a diffusers StableDiffusionPipeline (SD v1.x); this object lacks "
-            f"{missing or ['encode_prompt']}. Fix: pipe = p2p_teach.load_pipeline()."
+            f"blend must be a LocalBlend or None, not {type(blend).__name__} {blend!r:.40}. "
+            "Fix: blend=LocalBlend('bicycle') (or LocalBlend('bicycle', 'motorcycle'))."
         )
+    return blend
 
 
-def blend_resolution(layers: Iterable[LayerInfo], latent_side: int, wanted: int | None) -> int:
-    """The cross-attention side LocalBlend reads (see :class:`p2p_teach.edits.LocalBlend`)."""
-    sides = sorted({layer.side for layer in layers if layer.cross and layer.place != "mid"})
-    if not sides:
-        raise ValueError("this UNet has no down/up cross-attention layers for LocalBlend")
-    if wanted is not None:
-        if wanted not in sides:
-            raise ValueError(
-                f"LocalBlend resolution={wanted}: this model's down/up cross-attention sides "
-                f"are {sides}. Fix: pick one of them, or resolution=None."
-            )
-        return wanted
-    small = [side for side in sides if side <= latent_side // 4]
-    return max(small) if small else min(sides)
+def _image_size(
+    pipe: Any, height: int | None, width: int | None
+) -> tuple[int, int, tuple[int, int, int, int]]:
+    """(height, width, z_T's (1, C, h, w) shape), sides checked; the model's size by default."""
+    unet, factor = pipe.unet, pipe.vae_scale_factor
+    height = _check_size(height, unet.config.sample_size * factor, "height", factor)
+    width = _check_size(width, unet.config.sample_size * factor, "width", factor)
+    return height, width, (1, unet.config.in_channels, height // factor, width // factor)
+
+
+def _check_latents(latents: object, latent_shape: tuple[int, ...], size: str) -> Any:
+    """A given z_T as (1, C, h, w) (a (C, h, w) one gains the batch axis), or None."""
+    if latents is None:
+        return None
+    if not isinstance(latents, torch.Tensor):
+        raise TypeError(f"latents must be a torch.Tensor, not {type(latents).__name__}")
+    latents = latents[None] if latents.ndim == 3 else latents  # (C, h, w) → (1, C, h, w)
+    if tuple(latents.shape) != latent_shape:
+        raise ValueError(
+            f"latents of shape {tuple(latents.shape)} do not fit: this model at {size} needs "
+            f"{latent_shape}. Fix: drop latents= to use the seed."
+        )
+    return latents
+
+
+def _check_null_embeddings(
+    null_embeddings: object, num_steps: int, pipe: Any, do_guidance: bool
+) -> torch.Tensor | None:
+    """Per-step unconditional embeddings of shape (steps, 77, d) (d: the UNet's text width),
+    or None."""
+    if null_embeddings is None:
+        return None
+    width = pipe.unet.config.cross_attention_dim
+    if not isinstance(null_embeddings, torch.Tensor):
+        raise TypeError(
+            f"null_embeddings must be a torch.Tensor, not {type(null_embeddings).__name__}"
+        )
+    wanted = (num_steps, MAX_SLOTS, width)
+    if tuple(null_embeddings.shape) != wanted:
+        raise ValueError(
+            f"null_embeddings of shape {tuple(null_embeddings.shape)} do not fit: {num_steps} "
+            f"steps need one (77, {width}) unconditional embedding each, {wanted}. Fix: pass "
+            "the null-text inversion's embeddings for these steps."
+        )
+    if not do_guidance:
+        raise ValueError(
+            "null_embeddings replace the unconditional half of the batch, which runs only "
+            "with classifier-free guidance. Fix: guidance > 1 (e.g. 7.5)."
+        )
+    return null_embeddings
+
+
+# --------------------------------------------------------------------------------------------
+# Planning
+# --------------------------------------------------------------------------------------------
+
+
+def plan_edit(
+    pipe: Any,
+    source_prompt: str,
+    target_prompt: str,
+    *,
+    edit: Edit | str | None = "replace",
+    blend: LocalBlend | None = None,
+    seed: int = 0,
+    steps: int = 25,
+    guidance: float | None = None,
+    cross_steps: CrossSteps = 0.8,
+    self_steps: SelfSteps | None = None,
+    self_max_ratio: float | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    latents: torch.Tensor | None = None,
+    null_embeddings: torch.Tensor | None = None,
+    record: KeepSetting = "auto",
+    record_slots: Literal["used", "all"] = "used",
+    conventions: Conventions = "p2p_teach",
+    preview: PreviewMode = "auto",
+    progress: bool = True,
+    processor_class: type[PromptToPromptProcessor] = PromptToPromptProcessor,
+) -> EditPlan:
+    """Check an edit's arguments and plan it, without running the UNet (arguments: :func:`edit`,
+    plus ``null_embeddings``, see :class:`EditPlan`, and ``conventions``). Raises as
+    :func:`edit` does, before anything of the pipeline is changed."""
+    # ---- 1. Check the inputs ----------------------------------------------------------------
+    _check_pipeline(pipe)
+    num_steps = check_num_steps(steps)
+    defaults = model_defaults(pipe)
+    guidance = _check_guidance(defaults.guidance if guidance is None else guidance)
+    self_steps = defaults.self_steps if self_steps is None else self_steps
+    self_max_ratio = defaults.self_max_ratio if self_max_ratio is None else self_max_ratio
+    seed = _check_seed(seed)
+    _check_run_options(preview, record_slots, None, record, conventions)
+    blend = _check_blend(blend)
+    height, width, latent_shape = _image_size(pipe, height, width)
+    latents = _check_latents(latents, latent_shape, f"{height}×{width}")
+    do_guidance = guidance > 1.0 and pipe.unet.config.time_cond_proj_dim is None
+    null_embeddings = _check_null_embeddings(null_embeddings, num_steps, pipe, do_guidance)
+
+    # ---- 2. Tokens, the edit's M, a and w, and its windows (P, P* → Edit) --------------------
+    source_view = tokenize(source_prompt, pipe.tokenizer)  # PromptTooLongError over 77 slots
+    target_view = tokenize(target_prompt, pipe.tokenizer)
+    chosen_edit = as_edit(edit)
+    token_edit = chosen_edit.resolve(source_view, target_view)  # mapper/alignment/weights
+    # a word swap of unequal piece counts gives the swapped word a shorter window of its own
+    cross_windows = chosen_edit.cross_windows(cross_steps, source_view, target_view)
+    schedule = resolve_schedule(cross_windows, self_steps, num_steps, target_view)
+    blend_plan = blend.resolve(source_view, target_view, num_steps) if blend else None
+    device, dtype = pipe._execution_device, pipe.unet.dtype
+    coefficients = step_coefficients(token_edit, schedule, device=device, dtype=dtype)
+    calls = plan_scheduler(pipe.scheduler, num_steps, device)
+
+    # ---- 3. Layers: which the history keeps, where LocalBlend reads, where self injects ------
+    latent_side = max(latent_shape[2:])
+    layers = plan_layers(pipe.unet, *latent_shape[2:])
+    recorded = kept_layers(layers, record, latent_side)
+    self_max_side = self_injection_max_side(latent_side, self_max_ratio)
+    blend_side = (
+        blend_resolution(layers, latent_side, blend_plan.resolution) if blend_plan else None
+    )
+    roles = layer_roles(
+        layers, recorded={layer.name for layer in recorded}, blend_side=blend_side,
+        self_max_side=self_max_side, injects=token_edit.injects,
+        injects_self=any(coefficients.self_inject),
+    )  # fmt: skip
+    settings = EditSettings(
+        source_prompt=source_prompt, target_prompt=target_prompt,
+        edit=chosen_edit.describe(), blend=blend.describe() if blend is not None else None,
+        seed=seed, latents_given=latents is not None, steps=num_steps, guidance=guidance,
+        height=height, width=width, **schedule.to_json(),
+        self_max_ratio=float(self_max_ratio), self_max_side=self_max_side,
+        blend_resolution=blend_side, record=record, record_slots=record_slots,
+        **_run_description(pipe, calls.scheduler, device, dtype),
+        conventions=conventions, null_embeddings_given=null_embeddings is not None,
+    )  # fmt: skip
+    return EditPlan(
+        settings, source_view, target_view, coefficients, calls, tuple(layers), roles,
+        tuple(recorded), blend_plan, latent_shape, latents, do_guidance, null_embeddings,
+        processor_class, preview, progress,
+    )  # fmt: skip
+
+
+def _run_description(pipe: Any, scheduler: Any, device: torch.device, dtype: Any) -> dict:
+    """The settings that say where and with what the edit ran."""
+    return {
+        "scheduler": type(scheduler).__name__,
+        "scheduler_config": json.loads(json.dumps(dict(scheduler.config), default=str)),
+        "model": str(getattr(pipe, "name_or_path", "") or "a pipeline built in memory"),
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "p2p_teach_version": __version__,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,8 +613,7 @@ def make_preview_decoder(pipe: Any, mode: PreviewMode) -> Callable[[torch.Tensor
     """
     from PIL import Image
 
-    if mode not in ("auto", "vae", "linear"):
-        raise ValueError(f"preview={mode!r}: use 'auto', 'vae' or 'linear'")
+    _check_preview(mode)
     if mode == "auto":
         small = sum(p.numel() for p in pipe.vae.parameters()) < SMALL_VAE_PARAMETERS
         mode = "vae" if small else "linear"
@@ -391,6 +659,7 @@ def edit(
     height: int | None = None,
     width: int | None = None,
     latents: torch.Tensor | None = None,
+    null_embeddings: torch.Tensor | None = None,
     record: KeepSetting = "auto",
     record_slots: Literal["used", "all"] = "used",
     callback: StepCallback | None = None,
@@ -414,20 +683,22 @@ def edit(
             the batch of four instead of two may change low bits).
         steps: denoising steps (≥ 1).
         guidance: classifier-free guidance scale (≥ 0; ≤ 1 turns guidance off); None: the
-            model's own (:func:`~p2p_teach.models.default_guidance`: 7.5 for SD v1.x, less
+            model's own (:mod:`p2p_teach.defaults`: 7.5 for SD v1.x, 2
             for the built-in shapes model).
         cross_steps: cross-attention injection: a fraction, a ``(start, end)`` pair, or a
             per-word dict with a ``"default"`` (:mod:`p2p_teach.schedules`).
         self_steps: self-attention injection: a fraction or a ``(start, end)`` pair; None:
-            the model's own (:func:`~p2p_teach.models.default_self_steps`: 0.4 for SD v1.x,
+            the model's own (:mod:`p2p_teach.defaults`: 0.4 for SD v1.x,
             the original's; 0.6 for the built-in shapes model).
         self_max_ratio: self-attention is injected in layers whose side is at most this share
             of the latent's side; None: the model's own
-            (:func:`~p2p_teach.models.default_self_max_ratio`: 0.25 for SD v1.x, the
+            (:mod:`p2p_teach.defaults`: 0.25 for SD v1.x, the
             original's 16×16 of a 64×64 latent; every layer for the built-in shapes model).
         height, width: image size; defaults to the model's (512 for SD v1, 64 built in).
         latents: an optional z_T of shape (1, C, h, w) instead of the seed's (unscaled, as
             ``pipe(latents=...)`` takes it).
+        null_embeddings: optional (steps, 77, d) unconditional embeddings, one per step,
+            instead of the empty prompt's (null-text inversion; needs guidance > 1).
         record: which cross-attention layers the history keeps: ``"auto"`` (side ≤ a quarter of
             the latent's side, and any side ≤ 16), ``"all"``, ``"none"``, a largest side, or a
             set of sides (:mod:`p2p_teach.history`).
@@ -452,231 +723,79 @@ def edit(
         PipelineBusyError: another thread is running an edit on this pipeline (raised before
             its processors are touched).
     """
-    # ---- 0. Check everything, and plan, before touching the pipeline ----------------------
-    _check_pipeline(pipe)
-    num_steps = check_num_steps(steps)
-    guidance = _check_guidance(default_guidance(pipe) if guidance is None else guidance)
-    if self_max_ratio is None:
-        self_max_ratio = default_self_max_ratio(pipe)
-    if self_steps is None:
-        self_steps = default_self_steps(pipe)
-    seed = _check_seed(seed)
-    if preview not in ("auto", "vae", "linear"):
-        raise ValueError(f"preview={preview!r}: use 'auto', 'vae' or 'linear'")
-    check_keep(record)
-    if record_slots not in ("used", "all"):
-        raise ValueError(f"record_slots={record_slots!r}: use 'used' or 'all'")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-    source_view = tokenize(source_prompt, pipe.tokenizer)  # PromptTooLongError over 77 slots
-    target_view = tokenize(target_prompt, pipe.tokenizer)
-    chosen_edit = as_edit(edit)
-    token_edit = chosen_edit.resolve(source_view, target_view)  # mapper/alignment/weights
-    # a word swap of unequal piece counts gives the swapped word a shorter window of its own
-    cross_windows = chosen_edit.cross_windows(cross_steps, source_view, target_view)
-    schedule = resolve_schedule(cross_windows, self_steps, num_steps, target_view)
-    if blend is not None and not isinstance(blend, LocalBlend):
-        raise TypeError(
-            f"blend must be a LocalBlend or None, not {type(blend).__name__} {blend!r:.40}. "
-            "Fix: blend=LocalBlend('bicycle') (or LocalBlend('bicycle', 'motorcycle'))."
-        )
-    blend_plan: BlendPlan | None = (
-        blend.resolve(source_view, target_view, num_steps) if blend is not None else None
-    )
-
-    unet = pipe.unet
-    device = pipe._execution_device
-    dtype = unet.dtype
-    factor = pipe.vae_scale_factor
-    default_side = unet.config.sample_size * factor
-    height = _check_size(height, default_side, "height", factor)
-    width = _check_size(width, default_side, "width", factor)
-    latent_height, latent_width = height // factor, width // factor
-    latent_shape = (1, unet.config.in_channels, latent_height, latent_width)
-    if latents is not None:
-        if not isinstance(latents, torch.Tensor):
-            raise TypeError(f"latents must be a torch.Tensor, not {type(latents).__name__}")
-        latents = latents[None] if latents.ndim == 3 else latents
-        if tuple(latents.shape) != latent_shape:
-            raise ValueError(
-                f"latents of shape {tuple(latents.shape)} do not fit: this model at "
-                f"{height}×{width} needs {latent_shape}. Fix: drop latents= to use the seed."
-            )
-    scheduler_plan = plan_scheduler(pipe.scheduler, num_steps, device)
-    scheduler = scheduler_plan.scheduler
-
-    latent_side = max(latent_height, latent_width)
-    layers = plan_layers(unet, latent_height, latent_width)
-    self_max_side = self_injection_max_side(latent_side, self_max_ratio)
-    kept = [layer for layer in layers if keep_layer(layer, record, latent_side)]
-    blend_side = (
-        blend_resolution(layers, latent_side, blend_plan.resolution) if blend_plan else None
-    )
-    history = None
-    if kept:
-        history = AttentionHistory(
-            kept,
-            source_view,
-            target_view,
-            [float(scheduler_plan.timesteps[scheduler_plan.call_steps.index(k)])
-             for k in range(num_steps)],
-            slots=record_slots,
-            pin_memory=device.type == "cuda",
-        )
-    coefficients = step_coefficients(token_edit, schedule, device=device, dtype=dtype)
-    do_guidance = guidance > 1.0 and unet.config.time_cond_proj_dim is None
-    # UNet batch: [uncond source, uncond target, cond source, cond target] with guidance.
-    cond_source, cond_target = (2, 3) if do_guidance else (0, 1)
-    run = EditRun(coefficients, cond_source, cond_target, history)
-    if blend_plan is not None:
-        run.blend_source_slots = torch.tensor(blend_plan.source_slots, device=device)
-        run.blend_target_slots = torch.tensor(blend_plan.target_slots, device=device)
-
-    kept_names = {layer.name for layer in kept}
-    processors = {}
-    for layer in layers:
-        record_here = layer.name in kept_names
-        blend_here = blend_side is not None and layer.cross and layer.place != "mid" and (
-            layer.side == blend_side
-        )
-        inject_self = (
-            not layer.cross
-            and token_edit.injects
-            and layer.side <= self_max_side
-            and any(coefficients.self_inject)
-        )
-        if (layer.cross and (token_edit.injects or record_here or blend_here)) or inject_self:
-            processors[layer.name] = processor_class(
-                layer, run, record=record_here, blend=blend_here, inject_self=inject_self
-            )
-
-    settings = {
-        "source_prompt": source_prompt,
-        "target_prompt": target_prompt,
-        "edit": chosen_edit.describe(),
-        "blend": blend.describe() if blend is not None else None,
-        "seed": seed,
-        "latents_given": latents is not None,
-        "steps": num_steps,
-        "guidance": guidance,
-        "height": height,
-        "width": width,
-        **schedule.to_json(),
-        "self_max_ratio": float(self_max_ratio),
-        "self_max_side": self_max_side,
-        "blend_resolution": blend_side,
-        "record": record if isinstance(record, (str, int)) else sorted(record),
-        "record_slots": record_slots,
-        "scheduler": type(scheduler).__name__,
-        "scheduler_config": json.loads(json.dumps(dict(scheduler.config), default=str)),
-        "model": str(getattr(pipe, "name_or_path", "") or "a pipeline built in memory"),
-        "device": str(device),
-        "dtype": str(dtype).removeprefix("torch."),
-        "p2p_teach_version": __version__,
-    }
-    decode_preview = make_preview_decoder(pipe, preview) if callback is not None else None
+    _check_run_options(preview, record_slots, callback, record)
+    plan = plan_edit(
+        pipe, source_prompt, target_prompt, edit=edit, blend=blend, seed=seed, steps=steps,
+        guidance=guidance, cross_steps=cross_steps, self_steps=self_steps,
+        self_max_ratio=self_max_ratio, height=height, width=width, latents=latents,
+        null_embeddings=null_embeddings, record=record, record_slots=record_slots,
+        preview=preview, progress=progress, processor_class=processor_class,
+    )  # fmt: skip
     try:
-        source_image, edited_image, final_latents = _denoise(
-            pipe, source_prompt, target_prompt, processors, run, scheduler_plan, blend_plan,
-            latent_shape, latents, seed, guidance, do_guidance, callback, decode_preview,
-            progress,
-        )  # fmt: skip
+        return _denoise(pipe, plan, callback)
     finally:
         # Models under enable_model_cpu_offload() go back to the CPU, as after pipe(...).
         free_hooks = getattr(pipe, "maybe_free_model_hooks", None)
         if free_hooks is not None:
             free_hooks()
-    return EditResult(source_image, edited_image, settings, history, final_latents)
 
 
-def _denoise(
-    pipe: Any,
-    source_prompt: str,
-    target_prompt: str,
-    processors: dict,
-    run: EditRun,
-    plan: SchedulerPlan,
-    blend_plan: BlendPlan | None,
-    latent_shape: tuple[int, ...],
-    given_latents: torch.Tensor | None,
-    seed: int,
-    guidance: float,
-    do_guidance: bool,
-    callback: StepCallback | None,
-    decode_preview: Callable | None,
-    progress: bool,
-) -> tuple[Any, Any, torch.Tensor]:
-    """The denoising loop of Algorithm 1 (its line numbers in the comments)."""
-    from diffusers.utils.torch_utils import randn_tensor
+def _denoise(pipe: Any, plan: EditPlan, callback: StepCallback | None = None) -> EditResult:
+    """Run a plan: the denoising loop of Algorithm 1 (its line numbers in the comments)."""
     from tqdm.auto import tqdm
 
-    unet, scheduler = pipe.unet, plan.scheduler
-    device = pipe._execution_device
-    num_steps = run.coefficients.target_keep.shape[0]
-    generator = torch.Generator("cpu").manual_seed(seed)
-    bar = tqdm(total=num_steps, desc="Prompt-to-Prompt", disable=not progress, leave=False)
+    unet, calls, device = pipe.unet, plan.calls, pipe._execution_device
+    scheduler = copy.deepcopy(calls.scheduler)  # the plan's stays fresh: a plan runs again
+    history = _new_history(plan, device)
+    run = _new_run(plan, history, device)
+    processors = build_processors(plan.layers, plan.roles, run, plan.processor_class)
+    decode_preview = make_preview_decoder(pipe, plan.preview) if callback is not None else None
+    generator = torch.Generator("cpu").manual_seed(plan.settings.seed)
+    step_timesteps = calls.step_timesteps
+    bar = tqdm(total=plan.num_steps, desc="Prompt-to-Prompt", disable=not plan.progress,
+               leave=False)  # fmt: skip
     with bar, torch.no_grad(), attention_processors(unet, processors):
         # (1–2) Input: the source prompt P and the target prompt P*, encoded by CLIP.
-        # Batch [uncond source, uncond target, cond source, cond target] (each (77, d)).
-        cond, uncond = pipe.encode_prompt(
-            [source_prompt, target_prompt], device, 1, do_guidance, None
-        )
-        embeddings = torch.cat([uncond, cond]) if do_guidance else cond  # (4 or 2, 77, d)
-
+        text = _encode_prompts(pipe, plan, device)
         # (3) z_T ~ N(0, I) from the seed s, scaled for the scheduler.
-        if given_latents is None:
-            noise = randn_tensor(latent_shape, generator=generator, device=device,
-                                 dtype=embeddings.dtype)  # fmt: skip
-        else:
-            noise = given_latents.to(device=device, dtype=embeddings.dtype)
-        z_T = noise * scheduler.init_noise_sigma  # (1, C, h, w)
+        z_T = _initial_noise(plan, generator, device, text.dtype) * scheduler.init_noise_sigma
         # (4) z*_T ← z_T: the target starts from the very same noise.
         latents = z_T.expand(2, *z_T.shape[1:]).clone()  # (2, C, h, w): [source, target]
         step_kwargs = pipe.prepare_extra_step_kwargs(generator, 0.0)
 
-        calls = len(plan.timesteps)
         # (5) for t = T, T − 1, …, 1 (one entry per UNet call; PNDM's first step has two).
-        for call, t in enumerate(plan.timesteps):
-            step = plan.call_steps[call]
-            last_call_of_step = call == calls - 1 or plan.call_steps[call + 1] != step
-            run.step = step
-            run.record_call = call == 0 or plan.call_steps[call - 1] != step
+        for call, t in enumerate(calls.timesteps):
+            step = calls.call_steps[call]
+            run.step, run.record_call = step, calls.is_first_call(call)
 
-            # (6–7) z_{t−1}, M_t ← DM(z_t, P, t, s) and M*_t ← DM(z*_t, P*, t, s), in one
-            # UNet batch; classifier-free guidance doubles it.
-            model_input = torch.cat([latents] * 2) if do_guidance else latents  # (4|2, C, h, w)
+            # (6) z_{t−1}, M_t ← DM(z_t, P, t, s)   (7) M*_t ← DM(z*_t, P*, t, s)
+            # (8) M̂_t ← Edit(M_t, M*_t, t)        (9) z*_{t−1} ← DM(z*_t, P*, t, s){M ← M̂_t}
+            # One UNet batch runs all four lines (classifier-free guidance doubles it): inside
+            # it the attention processors compute M̂_t from the source's maps, the target runs
+            # with {M ← M̂_t}, and the maps are recorded.
+            model_input = torch.cat([latents] * 2) if plan.do_guidance else latents  # (4|2,C,h,w)
             model_input = scheduler.scale_model_input(model_input, t)
-            # (8) M̂_t ← Edit(M_t, M*_t, t): inside the UNet, the attention processors build the
-            # edited maps from the source's (and record them; the recitation writes M_t ← …).
-            noise_pred = unet(model_input, t, encoder_hidden_states=embeddings,
+            noise_pred = unet(model_input, t, encoder_hidden_states=text.at_step(step),
                               return_dict=False)[0]  # fmt: skip
-            if do_guidance:
+            if plan.do_guidance:
                 uncond_pred, text_pred = noise_pred.chunk(2)  # (2, C, h, w) each
-                noise_pred = uncond_pred + guidance * (text_pred - uncond_pred)
+                noise_pred = uncond_pred + plan.settings.guidance * (text_pred - uncond_pred)
 
-            # (9) z*_{t−1} ← DM(z*_t, P*, t, s){M ← M̂_t}: the scheduler steps both.
+            # The scheduler steps both: z_{t−1} (line 6) and z*_{t−1} (line 9).
             sample = latents
             output = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=True)
             latents = output.prev_sample  # (2, C, h, w)
-            if not last_call_of_step:
+            if not calls.is_last_call(call):
                 continue
 
-            mask = None
-            if blend_plan is not None and step >= blend_plan.start_step and run.blend_count:
-                word_maps = run.blend_sum / run.blend_count  # (2, H, W)
-                mask = blend_mask(word_maps, tuple(latents.shape[2:]), blend_plan.threshold)
-                latents = apply_blend(latents, mask)
-            if run.history is not None:
-                run.history.end_step(step)
+            mask, latents = _local_blend(plan, run, step, latents)
+            if history is not None:
+                history.end_step(step)
             if callback is not None:
                 callback(StepInfo(
-                    step=step,
-                    num_steps=num_steps,
-                    timestep=float(plan.timesteps[plan.call_steps.index(step)]),
-                    latents=latents,
-                    maps=run.history.at_step(step) if run.history is not None else {},
-                    history=run.history,
-                    blend_mask=mask,
+                    step=step, num_steps=plan.num_steps, timestep=step_timesteps[step],
+                    latents=latents, maps=history.at_step(step) if history is not None else {},
+                    history=history, blend_mask=mask,
                     predicted_latents=predicted_clean_latents(
                         scheduler, output, sample, noise_pred, t
                     ),
@@ -685,14 +804,101 @@ def _denoise(
             bar.update()
 
         # (11) Return (z_0, z*_0), decoded by the VAE.
-        scaled = latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor
-        images = pipe.vae.decode(scaled, return_dict=False)[0]  # (2, 3, H, W) in [-1, 1]
-        images, flagged = pipe.run_safety_checker(images, device, embeddings.dtype)
-        denormalize = [True] * 2 if flagged is None else [not flag for flag in flagged]
-        pil_images = pipe.image_processor.postprocess(
-            images, output_type="pil", do_denormalize=denormalize
-        )
-    if run.history is not None:
-        run.history.wait_for_copies()
-    return pil_images[0], pil_images[1], latents.float().cpu()
+        source_image, edited_image = _decode_images(pipe, latents, device, text.dtype)
+    if history is not None:
+        history.wait_for_copies()
+    return EditResult(source_image, edited_image, plan.settings, history, latents.float().cpu())
 
+
+# --------------------------------------------------------------------------------------------
+# The loop's parts
+# --------------------------------------------------------------------------------------------
+
+
+def _new_history(plan: EditPlan, device: torch.device) -> AttentionHistory | None:
+    """An empty history of the recorded layers, or None when no layer is recorded."""
+    if not plan.recorded:
+        return None
+    return AttentionHistory(
+        list(plan.recorded),
+        plan.source,
+        plan.target,
+        list(plan.calls.step_timesteps),
+        slots=plan.settings.record_slots,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def _new_run(plan: EditPlan, history: AttentionHistory | None, device: torch.device) -> EditRun:
+    """The state the processors share, with LocalBlend's word slots on the device."""
+    run = EditRun(plan.coefficients, *plan.cond_rows, history)
+    if plan.blend is not None:
+        run.blend_source_slots = torch.tensor(plan.blend.source_slots, device=device)
+        run.blend_target_slots = torch.tensor(plan.blend.target_slots, device=device)
+    return run
+
+
+@dataclass(frozen=True)
+class _TextEmbeddings:
+    """The UNet's text input at each step: (4, 77, d) [uncond source, uncond target, cond
+    source, cond target] with guidance, (2, 77, d) [source, target] without."""
+
+    fixed: torch.Tensor  # the batch when the unconditional rows are the empty prompt's
+    cond: torch.Tensor  # (2, 77, d)
+    null: torch.Tensor | None  # (steps, 77, d) per-step unconditional embeddings, or None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.fixed.dtype
+
+    def at_step(self, step: int) -> torch.Tensor:
+        if self.null is None:
+            return self.fixed
+        uncond = self.null[step].expand(2, *self.null.shape[1:])  # (2, 77, d): both rows
+        return torch.cat([uncond, self.cond])  # (4, 77, d)
+
+
+def _encode_prompts(pipe: Any, plan: EditPlan, device: torch.device) -> _TextEmbeddings:
+    settings = plan.settings
+    cond, uncond = pipe.encode_prompt(
+        [settings.source_prompt, settings.target_prompt], device, 1, plan.do_guidance, None
+    )  # (2, 77, d) each; uncond is None without guidance
+    fixed = torch.cat([uncond, cond]) if plan.do_guidance else cond  # (4 or 2, 77, d)
+    null = plan.null_embeddings
+    if null is not None:
+        null = null.to(device=device, dtype=cond.dtype)
+    return _TextEmbeddings(fixed, cond, null)
+
+
+def _initial_noise(
+    plan: EditPlan, generator: torch.Generator, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """(1, C, h, w) z_T before the scheduler's scaling: the given latents, or the seed's."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    if plan.latents is not None:
+        return plan.latents.to(device=device, dtype=dtype)
+    return randn_tensor(plan.latent_shape, generator=generator, device=device, dtype=dtype)
+
+
+def _local_blend(
+    plan: EditPlan, run: EditRun, step: int, latents: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """LocalBlend after a step: (the (1, 1, h, w) mask or None, the blended latents)."""
+    blend = plan.blend
+    if blend is None or step < blend.start_step or not run.blend_count:
+        return None, latents
+    word_maps = run.blend_sum / run.blend_count  # (2, H, W)
+    mask = blend_mask(word_maps, tuple(latents.shape[2:]), blend.threshold)
+    return mask, apply_blend(latents, mask)
+
+
+def _decode_images(
+    pipe: Any, latents: torch.Tensor, device: torch.device, dtype: torch.dtype
+) -> list:
+    """The two PIL images of the (2, C, h, w) final latents (safety checker as pipe(...))."""
+    scaled = latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor
+    images = pipe.vae.decode(scaled, return_dict=False)[0]  # (2, 3, H, W) in [-1, 1]
+    images, flagged = pipe.run_safety_checker(images, device, dtype)
+    denormalize = [True] * 2 if flagged is None else [not flag for flag in flagged]
+    return pipe.image_processor.postprocess(images, output_type="pil", do_denormalize=denormalize)

@@ -27,114 +27,25 @@ on a bicycle" pair (10 used slots + 1 padding column), and under 10 MB for up to
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from .layers import LayerInfo, Place
+from .layers import keep_layer as keep_layer  # re-exported for callers of the history
 from .tokens import MAX_SLOTS, TokenView, WordNotFoundError, tokenize
 
-Place = Literal["down", "mid", "up"]
 Prompt = Literal["source", "target"]
 StepSelector = int | slice | range | Sequence[int] | None
 ResolutionSelector = int | tuple[int, int] | Iterable[int] | None
-KeepSetting = str | int | Iterable[int]
 
 PROMPTS: tuple[Prompt, ...] = ("source", "target")
 FORMAT_VERSION = 1
 BYTES_PER_MB = 1_000_000
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One attention layer of the UNet: its diffusers name, place and resolution.
-
-    Attributes:
-        name: the key of ``unet.attn_processors``, e.g.
-            ``"down_blocks.1.attentions.0.transformer_blocks.0.attn2.processor"``.
-        place: ``"down"``, ``"mid"`` or ``"up"``.
-        height, width: the map's size in latent pixels at this layer.
-        cross: True for cross-attention (text), False for self-attention.
-    """
-
-    name: str
-    place: Place
-    height: int
-    width: int
-    cross: bool = True
-
-    @property
-    def side(self) -> int:
-        """The larger of height and width (the usual "16×16" label)."""
-        return max(self.height, self.width)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return (self.height, self.width)
-
-    @property
-    def pixels(self) -> int:
-        return self.height * self.width
-
-    @property
-    def label(self) -> str:
-        """Short label, e.g. ``"down 16×16 #0"`` (the block index follows the name)."""
-        block = self.name.split(".")[1] if self.place != "mid" else "0"
-        return f"{self.place}{block} {self.height}×{self.width}"
-
-
-def layer_place(name: str) -> Place:
-    """``"down"``, ``"mid"`` or ``"up"`` from a diffusers attention processor name."""
-    for prefix, place in (("down_blocks", "down"), ("mid_block", "mid"), ("up_blocks", "up")):
-        if name.startswith(prefix):
-            return place  # type: ignore[return-value]
-    raise ValueError(f"cannot tell the place (down/mid/up) of attention layer {name!r}")
-
-
-def check_keep(keep: object) -> KeepSetting:
-    """Validate a ``record`` setting: 'auto', 'all', 'none', a largest side, or sides."""
-    fix = "use 'auto', 'all', 'none', a largest side such as 16, or a set of sides such as {16, 8}"
-    if isinstance(keep, str):
-        if keep not in ("auto", "all", "none"):
-            raise ValueError(f"record={keep!r}: {fix}.")
-        return keep
-    if isinstance(keep, bool) or (isinstance(keep, int) and keep < 1):
-        raise ValueError(f"record={keep!r}: {fix}.")
-    if isinstance(keep, int):
-        return keep
-    try:
-        sides = list(keep)  # type: ignore[call-overload]
-    except TypeError:
-        raise ValueError(f"record={keep!r}: {fix}.") from None
-    if not all(isinstance(side, int) and not isinstance(side, bool) for side in sides):
-        raise ValueError(f"record={keep!r}: {fix}.")
-    return sides
-
-
-def keep_layer(layer: LayerInfo, keep: KeepSetting, latent_side: int) -> bool:
-    """Whether the history keeps a cross-attention layer under the ``keep`` setting."""
-    if not layer.cross:
-        return False
-    if isinstance(keep, str):
-        if keep == "auto":
-            return layer.side <= max(16, latent_side // 4)
-        if keep == "all":
-            return True
-        if keep == "none":
-            return False
-        raise ValueError(
-            f"record={keep!r}: use 'auto', 'all', 'none', a largest side such as 16, or a set "
-            "of sides such as {16, 8}."
-        )
-    if isinstance(keep, bool):
-        raise ValueError(f"record={keep!r}: use 'auto', 'all' or 'none' instead of a bool")
-    if isinstance(keep, int):
-        return layer.side <= keep
-    return layer.side in {int(side) for side in keep}
 
 
 def estimate_nbytes(layers: Iterable[LayerInfo], num_steps: int, columns: int) -> int:
@@ -506,14 +417,3 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     channels_first = maps.permute(0, 3, 1, 2)  # (n, columns, h, w)
     resized = F.interpolate(channels_first, size=size, mode="bilinear", align_corners=False)
     return resized.permute(0, 2, 3, 1)  # (n, H, W, columns)
-
-
-def history_mb(layers: Iterable[LayerInfo], num_steps: int, columns: int) -> float:
-    """:func:`estimate_nbytes` in MB (10⁶ bytes)."""
-    return estimate_nbytes(layers, num_steps, columns) / BYTES_PER_MB
-
-
-def max_columns_under(layers: Iterable[LayerInfo], num_steps: int, limit_mb: float) -> int:
-    """The most columns a history of these layers and steps can keep under ``limit_mb``."""
-    per_column = estimate_nbytes(list(layers), num_steps, 1)
-    return math.floor(limit_mb * BYTES_PER_MB / per_column) if per_column else MAX_SLOTS

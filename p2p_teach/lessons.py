@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .models import builtin_name
+from .defaults import model_defaults
 from .tokens import TokenView, tokenize
 
 PIECE_SEPARATOR = "·"
@@ -146,7 +146,7 @@ BY_BUILTIN: dict[str, LessonPrompts] = {"shapes": SHAPES}
 
 def lesson_prompts(pipe) -> LessonPrompts:
     """The lesson prompts for ``pipe``: shapes for the built-in shapes model, else the slides'."""
-    return BY_BUILTIN.get(builtin_name(pipe) or "", SLIDES)
+    return BY_BUILTIN.get(model_defaults(pipe).builtin or "", SLIDES)
 
 
 # word -> the split the recitation's slides drew (illustrations; the real CLIP splits differ)

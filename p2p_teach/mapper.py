@@ -198,6 +198,16 @@ def _swap(source_word: Word, target_word: Word, whole_words: bool) -> Swap:
     )
 
 
+def check_rule(rule: object, where: str = "rule") -> MapperRule:
+    """``rule`` if it names a mapper rule (:data:`RULES`), else a ValueError naming the fix."""
+    if rule not in RULES:
+        raise ValueError(
+            f"{where}: {rule!r} is not a mapper rule, which is one of {list(RULES)}. Fix: "
+            "'course' for the course's rule, 'original' for the original code's."
+        )
+    return rule  # type: ignore[return-value]
+
+
 def word_swap_mapper(
     source: str | TokenView, target: str | TokenView, rule: str = "course"
 ) -> WordSwapMapper:
@@ -213,8 +223,7 @@ def word_swap_mapper(
         WordCountMismatchError: the prompts have different numbers of words.
         ValueError: ``rule`` is neither ``"course"`` nor ``"original"``.
     """
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {list(RULES)}, not {rule!r}")
+    check_rule(rule)
     source_view = source if isinstance(source, TokenView) else tokenize(source)
     target_view = target if isinstance(target, TokenView) else tokenize(target)
     swaps = find_swaps(source_view, target_view, whole_words=rule == "original")

@@ -27,21 +27,21 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .schedules import DEFAULT_SELF_RATIO, DEFAULT_SELF_STEPS
-from .shapes import GUIDANCE as SHAPES_GUIDANCE
-from .shapes import SELF_MAX_RATIO as SHAPES_SELF_MAX_RATIO
-from .shapes import SELF_STEPS as SHAPES_SELF_STEPS
+from .compat import dtype_kwarg
+from .defaults import (
+    BUILTIN_PREFIX,
+    SD_V1_SCHEDULER_CONFIG,
+    TINY_RANDOM,
+    mark,
+    model_defaults,
+)
 from .tokens import BOS_ID, EOS_ID, MAX_SLOTS, VOCAB_SIZE, load_clip_tokenizer
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
-logger = logging.getLogger(__name__)
-
-BUILTIN_PREFIX = "p2p_teach/"
 DEFAULT_MODEL = "builtin"
 HUB_EXAMPLES = ("stable-diffusion-v1-5/stable-diffusion-v1-5", "CompVis/stable-diffusion-v1-4")
-SD_GUIDANCE = 7.5  # Stable Diffusion v1's classifier-free guidance scale
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -50,28 +50,12 @@ class ModelNotAvailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class BuiltinModel:
+    """A built-in model: its name, the line that introduces it, and how to build it (its
+    default settings are :mod:`p2p_teach.defaults`', set on its UNet by the builder)."""
+
     name: str
     summary: str  # one line a learner reads before trusting the pictures
     build: Callable[[int], StableDiffusionPipeline]  # seed -> pipeline
-    guidance: float = SD_GUIDANCE  # the classifier-free guidance scale the model runs at
-    # self-attention is injected in layers of side ≤ this share of the latent's side
-    self_max_ratio: float = DEFAULT_SELF_RATIO
-    # self-attention is injected over this share of the steps (from the first)
-    self_steps: float = DEFAULT_SELF_STEPS
-
-
-def _sd_v1_scheduler_config() -> dict:
-    """The PNDM scheduler exactly as Stable Diffusion v1 ships it."""
-    return {
-        "beta_start": 0.00085,
-        "beta_end": 0.012,
-        "beta_schedule": "scaled_linear",
-        "num_train_timesteps": 1000,
-        "set_alpha_to_one": False,
-        "skip_prk_steps": True,
-        "steps_offset": 1,
-        "prediction_type": "epsilon",
-    }
 
 
 def build_tiny_random_pipeline(seed: int = 0) -> StableDiffusionPipeline:
@@ -131,13 +115,14 @@ def build_tiny_random_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         text_encoder=text_encoder.eval(),
         tokenizer=load_clip_tokenizer(),
         unet=unet.eval(),
-        scheduler=PNDMScheduler(**_sd_v1_scheduler_config()),
+        scheduler=PNDMScheduler(**SD_V1_SCHEDULER_CONFIG),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
     pipe.register_to_config(_name_or_path=f"{BUILTIN_PREFIX}tiny-random")
     pipe.set_progress_bar_config(disable=True)
+    mark(pipe, TINY_RANDOM)
     return pipe
 
 
@@ -145,7 +130,7 @@ def build_shapes_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     """The shipped shapes model (``seed`` is unused: its weights are trained)."""
     from .shapes import load_shapes_pipeline
 
-    return load_shapes_pipeline()  # named p2p_teach/shapes: it runs at its own guidance
+    return load_shapes_pipeline()  # marked with its own defaults (guidance, self-attention)
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
@@ -155,9 +140,6 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         "trained on 64×64 pictures of one or two coloured shapes (captions like 'a big red "
         "circle on the left'); runs at guidance 2. For photos load an SD v1.x hub id on a GPU.",
         build_shapes_pipeline,
-        guidance=SHAPES_GUIDANCE,
-        self_max_ratio=SHAPES_SELF_MAX_RATIO,
-        self_steps=SHAPES_SELF_STEPS,
     ),
     "tiny-random": BuiltinModel(
         "tiny-random",
@@ -174,15 +156,12 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def default_dtype(device: torch.device | str) -> torch.dtype:
-    """fp16 on CUDA (bf16 where the GPU prefers it is a user choice), fp32 on CPU."""
-    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
-
-
 def choose_dtype(device: torch.device | str, dtype: torch.dtype | None = None) -> torch.dtype:
-    """The dtype a model loaded by name runs in: ``dtype`` if given, else
-    :func:`default_dtype` of ``device`` (fp16 on CUDA, fp32 elsewhere), for every model."""
-    return dtype if dtype is not None else default_dtype(device)
+    """The dtype a model loaded by name runs in: ``dtype`` if given, else fp16 on CUDA and
+    fp32 elsewhere (bf16 where a GPU prefers it is a user choice), for every model."""
+    if dtype is not None:
+        return dtype
+    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
 
 
 # Messages printed while diffusers and transformers import and build a pipeline that say
@@ -341,13 +320,6 @@ def _move(
     return pipe
 
 
-def dtype_kwarg(dtype: torch.dtype) -> dict:
-    """diffusers renamed ``torch_dtype`` to ``dtype``; pass whichever this version reads."""
-    from diffusers.pipelines import pipeline_utils
-
-    return {"dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype": dtype}
-
-
 def _hub_error(error: BaseException, kind: str) -> BaseException | None:
     """The first error of huggingface_hub's class ``kind`` in ``error``'s chain (diffusers
     re-raises hub errors as ``OSError`` from them), or None."""
@@ -398,56 +370,13 @@ def _from_hub(model_id: str, device: torch.device, dtype: torch.dtype) -> Stable
         ) from error
 
 
-def builtin_name(pipe: StableDiffusionPipeline) -> str | None:
-    """The built-in model's name if ``pipe`` is one, else None."""
-    path = str(getattr(pipe, "name_or_path", "") or "")
-    name = path.removeprefix(BUILTIN_PREFIX)
-    return name if path.startswith(BUILTIN_PREFIX) and name in BUILTIN_MODELS else None
-
-
-def _builtin_setting(pipe: StableDiffusionPipeline, field: str, otherwise: float) -> float:
-    """A setting (``guidance``, ``self_max_ratio``, ``self_steps``) of the built-in model
-    ``pipe`` is, or ``otherwise`` (Stable Diffusion v1's) for any other pipeline."""
-    name = builtin_name(pipe)
-    return getattr(BUILTIN_MODELS[name], field) if name is not None else otherwise
-
-
-def default_guidance(pipe: StableDiffusionPipeline) -> float:
-    """The classifier-free guidance scale ``pipe`` is meant to run at.
-
-    A built-in model's own scale (the shapes model follows its captions closely and runs at
-    :data:`p2p_teach.shapes.GUIDANCE`), else Stable Diffusion v1's 7.5.
-    """
-    return _builtin_setting(pipe, "guidance", SD_GUIDANCE)
-
-
-def default_self_max_ratio(pipe: StableDiffusionPipeline) -> float:
-    """The share of the latent's side up to which ``pipe``'s edits inject self-attention.
-
-    Stable Diffusion's is the original's 16×16 of a 64×64 latent (0.25). The shapes model's
-    16×16 latent would keep only its 4×4 middle block that way, where injection does little;
-    it injects in every layer (:data:`p2p_teach.shapes.SELF_MAX_RATIO`).
-    """
-    return _builtin_setting(pipe, "self_max_ratio", DEFAULT_SELF_RATIO)
-
-
-def default_self_steps(pipe: StableDiffusionPipeline) -> float:
-    """The share of the steps (from the first) over which ``pipe``'s edits inject self-attention.
-
-    Stable Diffusion's is the original's 0.4. The shapes model's colour swaps keep the object's
-    outline a little closer with 0.6, so its edits inject over that
-    (:data:`p2p_teach.shapes.SELF_STEPS`).
-    """
-    return _builtin_setting(pipe, "self_steps", DEFAULT_SELF_STEPS)
-
-
 def count_parameters(module: torch.nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
 def describe_pipeline(pipe: StableDiffusionPipeline) -> str:
     """One plain line: which model this is, its size, device and dtype."""
-    name = builtin_name(pipe)
+    name = model_defaults(pipe).builtin
     unet = pipe.unet
     where = f"{unet.device.type}, {str(unet.dtype).removeprefix('torch.')}"
     size = (

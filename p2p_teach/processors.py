@@ -29,10 +29,9 @@ same probabilities (no second attention), and the unconditional pair still uses 
 
 from __future__ import annotations
 
-import math
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -41,46 +40,12 @@ import torch
 import torch.nn.functional as F
 
 from .edits import StepCoefficients
-from .history import AttentionHistory, LayerInfo, layer_place
+from .history import AttentionHistory
+from .layers import LayerInfo
+from .layers import plan_layers as plan_layers  # re-exported: where it lived before layers.py
 
 if TYPE_CHECKING:
     from diffusers.models.attention_processor import Attention
-
-
-def plan_layers(unet: torch.nn.Module, latent_height: int, latent_width: int) -> list[LayerInfo]:
-    """Every attention layer of an SD-shaped UNet with its place and map size.
-
-    Sizes follow the UNet's structure: a down block's maps are smaller by the downsamplers of
-    the blocks before it, the mid block's by all of them, and up blocks grow back. Each
-    stride-2 downsampling gives ``ceil(side / 2)``.
-    """
-    down_factors, factor = [], 1
-    for block in unet.down_blocks:
-        down_factors.append(factor)
-        if getattr(block, "downsamplers", None) is not None:
-            factor *= 2
-    mid_factor = factor  # after every downsampler
-    up_factors, factor = [], mid_factor
-    for block in unet.up_blocks:
-        up_factors.append(factor)
-        if getattr(block, "upsamplers", None) is not None:
-            factor //= 2
-
-    layers = []
-    for name in unet.attn_processors:
-        place = layer_place(name)
-        parts = name.split(".")
-        if place == "down":
-            scale = down_factors[int(parts[1])]
-        elif place == "up":
-            scale = up_factors[int(parts[1])]
-        else:
-            scale = mid_factor
-        module = unet.get_submodule(name.removesuffix(".processor"))
-        cross = bool(getattr(module, "is_cross_attention", ".attn2." in name))
-        height, width = math.ceil(latent_height / scale), math.ceil(latent_width / scale)
-        layers.append(LayerInfo(name, place, height, width, cross))
-    return layers
 
 
 def attention_probabilities(
@@ -404,6 +369,69 @@ class PromptToPromptProcessor:
             attn_mask=None if attention_mask is None else attention_mask[:source],
         )  # (uncond batch, heads, pixels, head_dim)  # fmt: skip
         return torch.cat([unconditional, pair_out])  # (batch, heads, pixels, head_dim)
+
+
+# --------------------------------------------------------------------------------------------
+# Which layer gets which processor
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerRole:
+    """What a :class:`PromptToPromptProcessor` does in one layer (its constructor's flags)."""
+
+    record: bool = False  # store this cross-attention layer's maps in the history
+    blend: bool = False  # add this layer's word maps to LocalBlend's sum
+    inject_self: bool = False  # inject the source's self-attention here
+
+
+def layer_roles(
+    layers: Iterable[LayerInfo],
+    *,
+    recorded: Collection[str] = (),
+    blend_side: int | None = None,
+    self_max_side: int = 0,
+    injects: bool = True,
+    injects_self: bool = True,
+) -> dict[str, LayerRole]:
+    """The layers an edit touches, and what it does in each; the others keep their processors.
+
+    Args:
+        layers: the UNet's attention layers (:func:`p2p_teach.layers.plan_layers`).
+        recorded: names of the layers whose maps the history keeps.
+        blend_side: the cross-attention side LocalBlend reads (None: no LocalBlend).
+        self_max_side: self-attention is injected in layers of side ≤ this.
+        injects: the edit injects the source's maps at all (every edit but the empty one).
+        injects_self: some step injects self-attention.
+
+    Cross-attention layers are edited when the edit injects, and otherwise only where they are
+    recorded or read by LocalBlend (down/up layers of ``blend_side``); self-attention layers
+    of side ≤ ``self_max_side`` inject, when some step injects self-attention.
+    """
+    roles = {}
+    for layer in layers:
+        record = layer.name in recorded
+        blend = layer.cross and layer.place != "mid" and layer.side == blend_side
+        inject_self = not layer.cross and injects and injects_self and layer.side <= self_max_side
+        if (layer.cross and (injects or record or blend)) or inject_self:
+            roles[layer.name] = LayerRole(record, blend, inject_self)
+    return roles
+
+
+def build_processors(
+    layers: Iterable[LayerInfo],
+    roles: Mapping[str, LayerRole],
+    run: EditRun,
+    processor_class: type[PromptToPromptProcessor] = PromptToPromptProcessor,
+) -> dict[str, PromptToPromptProcessor]:
+    """One processor of ``processor_class`` per layer with a role, sharing ``run``."""
+    return {
+        layer.name: processor_class(
+            layer, run, record=role.record, blend=role.blend, inject_self=role.inject_self
+        )
+        for layer in layers
+        if (role := roles.get(layer.name)) is not None
+    }
 
 
 @contextmanager

@@ -34,6 +34,7 @@ from numbers import Real
 
 import torch
 
+from .defaults import SD_V1
 from .tokens import MAX_SLOTS, TokenView, Word, WordNotFoundError
 
 Window = tuple[float, float]
@@ -42,8 +43,8 @@ CrossSteps = StepFraction | Mapping[str, StepFraction]
 SelfSteps = StepFraction
 
 DEFAULT_KEYS = ("default", "default_")  # "default_" is the original code's spelling
-DEFAULT_SELF_RATIO = 0.25  # the original: self-attention injected at ≤ 16×16 of a 64×64 latent
-DEFAULT_SELF_STEPS = 0.4  # the original's self_replace_steps for its SD v1 word swaps
+DEFAULT_SELF_RATIO = SD_V1.self_max_ratio  # the original's: ≤ 16×16 of a 64×64 latent
+DEFAULT_SELF_STEPS = SD_V1.self_steps  # the original's self_replace_steps for SD v1 word swaps
 _ROUNDING_GUARD = 1e-9  # 0.29 · 100 is 28.999999999999996 in floating point; count it as 29
 
 

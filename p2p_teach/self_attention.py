@@ -90,7 +90,7 @@ def _probe_class(probe: _Probe) -> type[PromptToPromptProcessor]:
 
 def self_attention_layers(pipe: Any, latent_side: int) -> list[Any]:
     """The UNet's self-attention layers (:class:`~p2p_teach.history.LayerInfo`), finest first."""
-    from .processors import plan_layers
+    from .layers import plan_layers
 
     layers = [
         layer for layer in plan_layers(pipe.unet, latent_side, latent_side) if not layer.cross
@@ -120,8 +120,8 @@ def self_attention_view(
             run without injection needs a later step to hold its window), or no
             self-attention layer where the model injects has that side.
     """
+    from .defaults import model_defaults
     from .engine import edit
-    from .models import default_self_max_ratio, default_self_steps
     from .schedules import self_injection_max_side
 
     image_side = pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -131,7 +131,8 @@ def self_attention_view(
         raise ValueError(f"pixel={pixel}: rows and columns run from 0 to {image_side - 1}")
     if not 0 <= step < steps - 1:
         raise ValueError(f"step={step}: choose a step from 0 to {steps - 2}")
-    ratio = edit_kwargs.pop("self_max_ratio", None) or default_self_max_ratio(pipe)
+    defaults = model_defaults(pipe)
+    ratio = edit_kwargs.pop("self_max_ratio", None) or defaults.self_max_ratio
     max_side = self_injection_max_side(latent_side, ratio)
     layers = [layer for layer in self_attention_layers(pipe, latent_side) if layer.side <= max_side]
     chosen = [layer for layer in layers if side is None or layer.side == side]
@@ -143,7 +144,7 @@ def self_attention_view(
         )
     layer = chosen[0]
     cell = (row * layer.height // image_side, column * layer.width // image_side)
-    inject = default_self_steps(pipe) if inject is None else inject
+    inject = defaults.self_steps if inject is None else inject
     runs = {"with": inject, "without": ((step + 1) / steps, 1.0)}  # no injection up to step
     maps: dict[str, dict[str, torch.Tensor]] = {}
     images: dict[str, dict[str, Any]] = {}

@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .defaults import model_defaults
 from .engine import EditResult, edit
 from .measures import layout_similarity
-from .models import default_guidance
 
 Varied = Literal["cross", "self"]
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -213,7 +213,7 @@ def injection_sweep(
     if fixed is None:
         fixed = 0.0 if vary == "cross" else 0.8
     cache = cache if cache is not None else SweepCache()
-    guidance = default_guidance(pipe) if guidance is None else guidance
+    guidance = model_defaults(pipe).guidance if guidance is None else guidance
     edit_kwargs.setdefault("progress", False)
     cells: dict[float, EditResult] = {}
     ordered = sorted({round(float(f), 4) for f in fractions})

@@ -33,6 +33,7 @@ from PIL import Image
 
 from .history import AttentionHistory, Place
 from .measures import concentration, layout_similarity, top_k_mass
+from .settings import EditSettings
 from .tokens import TokenView, WordNotFoundError
 
 if TYPE_CHECKING:
@@ -240,7 +241,7 @@ def step_word_maps(
     return pairs
 
 
-def algorithm_trace(settings: dict, timesteps: list[float] | tuple[float, ...]) -> list[str]:
+def algorithm_trace(settings: EditSettings, timesteps: Sequence[float]) -> list[str]:
     """Algorithm 1's loop for a finished edit, one line per step (lines 5–9 of the slide).
 
     Args:
@@ -253,14 +254,14 @@ def algorithm_trace(settings: dict, timesteps: list[float] | tuple[float, ...]) 
     keep their own maps, and self-attention is injected only in layers of side ≤
     ``self_max_side``, as the lines say.
     """
-    steps = int(settings["steps"])
+    steps = settings.steps
     if len(timesteps) != steps:
         raise ValueError(f"{len(timesteps)} timesteps for {steps} steps")
     cross_ranges = _cross_ranges(settings)
     self_range = injected_steps(settings, "self")
-    injects = settings["edit"]["kind"] != "none"
-    refines = _base_kind(settings["edit"]) == "refine"
-    side = settings.get("self_max_side")
+    injects = settings.kind != "none"
+    refines = _base_kind(settings.edit) == "refine"
+    side = settings.self_max_side
     self_injected = "source's maps" + (f" (layers ≤ {side}×{side})" if side else "")
     lines = []
     width = len(str(steps))
@@ -290,13 +291,13 @@ def _base_kind(edit: Mapping[str, Any]) -> str:
     return _base_kind(base) if edit.get("kind") == "reweight" and base else edit.get("kind", "")
 
 
-def _cross_ranges(settings: Mapping[str, Any]) -> dict[str, range]:
+def _cross_ranges(settings: EditSettings) -> dict[str, range]:
     """The settings' cross-attention windows as step ranges: word (or "default") → range."""
-    return {word: range(*bounds) for word, bounds in settings["cross_step_ranges"].items()}
+    return {word: range(*bounds) for word, bounds in settings.cross_step_ranges.items()}
 
 
 def injected_steps(
-    settings: Mapping[str, Any],
+    settings: EditSettings,
     kind: Literal["cross", "self"] = "cross",
     word: str = "default",
 ) -> range:
@@ -308,7 +309,7 @@ def injected_steps(
         word: for cross-attention, a word with its own window, or ``"default"`` (the rest).
     """
     if kind == "self":
-        return range(*settings["self_step_range"])
+        return range(*settings.self_step_range)
     if kind != "cross":
         raise ValueError(f"kind={kind!r}: use 'cross' or 'self'")
     ranges = _cross_ranges(settings)
@@ -340,7 +341,7 @@ def sweep_windows(sweep: SweepResult) -> list[str]:
         window = steps_text(injected_steps(settings, sweep.varied))
         lines.append(
             f"{sweep.varied} {fraction:<4} → the source's {sweep.varied}-attention in {window} "
-            f"of {settings['steps']}"
+            f"of {settings.steps}"
         )
     return lines
 

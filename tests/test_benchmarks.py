@@ -20,7 +20,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import explicit, memory, run  # noqa: E402
+from benchmarks import (  # noqa: E402
+    cases,
+    environment,
+    explicit,
+    memory,
+    report,
+    suite,
+    timing,
+    variants,
+)
 
 LATENTS_TOLERANCE = 1e-3  # fp32 fused vs explicit attention: observed 2e-5–3e-4 on latents of ~10
 HISTORY_TOLERANCE = 1e-3  # maps are stored in float16 (spacing ~5e-4 just below 1)
@@ -34,7 +43,7 @@ def _positive_finite(value: float) -> bool:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench")
-    run.run("smoke", out, log=lambda message: None)
+    suite.run("smoke", out, log=lambda message: None)
     assert (out / "results.md").read_text().startswith("Measured ")
     return json.loads((out / "results.json").read_text())
 
@@ -45,7 +54,7 @@ def test_smoke_json_structure(smoke):
     (config,) = smoke["configs"]
     assert config["case"]["steps"] == 2 and config["case"]["repetitions"] == 1
     timing = config["time"]
-    for variant in run.VARIANTS:
+    for variant in cases.VARIANTS:
         assert len(timing["times_s"][variant]) == 1
         assert _positive_finite(timing["median_s"][variant])
     for variant in ("edit", "explicit"):
@@ -57,7 +66,7 @@ def test_smoke_json_structure(smoke):
     assert timing["explicit_history_mb"] == pytest.approx(history["mb"])
 
     memory = config["memory"]
-    for variant in run.VARIANTS:
+    for variant in cases.VARIANTS:
         measured = memory["per_variant"][variant]
         assert measured["variant"] == variant
         for key in ("base_mb", "peak_mb", "build_s", "run_s"):
@@ -74,12 +83,12 @@ def test_smoke_json_structure(smoke):
 
 
 def test_smoke_markdown_shows_spread_and_memory_runs(smoke):
-    table = run.markdown(smoke)
+    table = report.markdown(smoke)
     assert "†" not in table  # the peaks are reliable here
     assert "Memory runs per variant" in table and "small 64² · 2 steps 1" in table
     several = copy.deepcopy(smoke)  # the smoke run has one repetition: no range to show
     several["configs"][0]["time"]["ratio_per_repetition"]["edit"] = [1.04, 1.21, 1.1]
-    assert "(1.04–1.21)" in run.markdown(several)
+    assert "(1.04–1.21)" in report.markdown(several)
 
 
 def test_a_refused_peak_reset_is_flagged(smoke):
@@ -87,11 +96,11 @@ def test_a_refused_peak_reset_is_flagged(smoke):
     results = copy.deepcopy(smoke)
     (config,) = results["configs"]
     config["memory"]["per_variant"]["edit"]["peak_reset"] = False  # one child's reset refused
-    case = run.Case.from_dict(config["case"])
-    config["targets"] = run.check_targets(case, config)
+    case = cases.Case.from_dict(config["case"])
+    config["targets"] = timing.check_targets(case, config)
     assert config["targets"]["edit_peak_memory"]["unreliable"] is True
     assert config["targets"]["edit_peak_memory"]["met"] is None
-    table = run.markdown(results)
+    table = report.markdown(results)
     (edit_row,) = [
         line for line in table.splitlines() if line.startswith("| small") and "| edit |" in line
     ]
@@ -117,21 +126,24 @@ def test_peak_reset_forgets_an_earlier_peak():
 def test_job_running_without_pgrep(monkeypatch, tmp_path):
     """Finds jobs from /proc without procps, and says None when it cannot tell."""
     monkeypatch.setenv("PATH", "")  # no pgrep
-    assert isinstance(run.job_running(run.TRAINING_JOB), bool)  # the real /proc
+    assert isinstance(environment.job_running(environment.TRAINING_JOB), bool)  # the real /proc
 
     fake = tmp_path / "proc"
     (fake / "123").mkdir(parents=True)
     (fake / "123" / "cmdline").write_bytes(b"python\0-m\0p2p_teach.shapes.train\0--out\0x\0")
     (fake / "self").mkdir()  # not a process id: ignored
-    monkeypatch.setattr(run, "PROC", fake)
-    assert run.job_running(run.TRAINING_JOB) is True
-    assert run.job_running(run.EVALUATION_JOB) is False
-    assert run.other_jobs() == {"training": True, "evaluation": False}
+    monkeypatch.setattr(environment, "PROC", fake)
+    assert environment.job_running(environment.TRAINING_JOB) is True
+    assert environment.job_running(environment.EVALUATION_JOB) is False
+    assert environment.other_jobs() == {"training": True, "evaluation": False}
 
-    monkeypatch.setattr(run, "PROC", tmp_path / "no-proc")
-    assert run.job_running(run.TRAINING_JOB) is None  # no /proc and no pgrep
-    results = {"other_jobs_at_start": run.other_jobs(), "other_jobs_at_end": run.other_jobs()}
-    assert "could not be checked" in run._other_jobs_note(results)
+    monkeypatch.setattr(environment, "PROC", tmp_path / "no-proc")
+    assert environment.job_running(environment.TRAINING_JOB) is None  # no /proc and no pgrep
+    results = {
+        "other_jobs_at_start": environment.other_jobs(),
+        "other_jobs_at_end": environment.other_jobs(),
+    }
+    assert "could not be checked" in report._other_jobs_note(results)
 
 
 def test_explicit_baseline_does_the_same_edit(smoke):
@@ -149,11 +161,12 @@ def test_a_diverging_baseline_is_caught(monkeypatch):
 
     (On the trained built-in shapes model the broken baseline's images change too.)
     """
-    case = run.plan("smoke")[0][0]
-    pipe = run.build_pipeline(case.model)
-    noise = run.initial_noise(pipe, case.height, case.width)
-    engine_outcome = run.run_variant("edit", pipe, case, noise)
-    faithful = run.agreement(engine_outcome, run.run_variant("explicit", pipe, case, noise), None)
+    case = cases.plan("smoke")[0][0]
+    pipe = variants.build_pipeline(case.model)
+    noise = variants.initial_noise(pipe, case.height, case.width)
+    engine_outcome = variants.run_variant("edit", pipe, case, noise)
+    explicit_outcome = variants.run_variant("explicit", pipe, case, noise)
+    faithful = timing.agreement(engine_outcome, explicit_outcome, None)
     assert faithful["history_max_abs_diff"] <= HISTORY_TOLERANCE
 
     def record_only(self, probabilities):  # records the target's maps but never edits them
@@ -164,7 +177,8 @@ def test_a_diverging_baseline_is_caught(monkeypatch):
             state.history.record(self.layer.name, state.step, maps)
 
     monkeypatch.setattr(explicit.ExplicitPromptToPromptProcessor, "_edit_cross", record_only)
-    broken = run.agreement(engine_outcome, run.run_variant("explicit", pipe, case, noise), None)
+    broken_outcome = variants.run_variant("explicit", pipe, case, noise)
+    broken = timing.agreement(engine_outcome, broken_outcome, None)
     # measured on the trained built-in shapes model (not the random 'tiny-random'): history
     # 0.47, latents 6.1, images 228 levels (faithful: 6e-5, 3e-4 and 1)
     assert broken["history_max_abs_diff"] > HISTORY_TOLERANCE

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from p2p_teach import PipelineBusyError, attention_processors, edit
+from p2p_teach import edit
+from p2p_teach.processors import PipelineBusyError, attention_processors
 from p2p_teach.widgets.edit_runner import EditRunner
 from p2p_teach.widgets.panels import ReweightPanel
 from p2p_teach.widgets.timeline import AttentionTimeline

@@ -74,7 +74,7 @@ def replaced(pipe):
 
 
 def test_empty_edit_equals_the_stock_pipeline_with_pndm(pipe, empty):
-    assert empty.settings["scheduler"] == "PNDMScheduler"
+    assert empty.settings.scheduler == "PNDMScheduler"
     for index, prompt in enumerate((SOURCE, TARGET)):
         generator = torch.Generator().manual_seed(1)  # the seed's z_T is the pipeline's
         stock = pipe(prompt, generator=generator, num_inference_steps=STEPS, guidance_scale=7.5,
@@ -205,7 +205,7 @@ def test_self_injection_changes_the_target_beyond_cross_injection(pipe):
     with_self = run(pipe, seed=4, self_steps=1.0, self_max_ratio=1.0, record="none")
     torch.testing.assert_close(with_self.latents[0], cross_only.latents[0])
     assert (with_self.latents[1] - cross_only.latents[1]).abs().max() > 1e-3
-    assert with_self.settings["self_max_side"] == 16 and cross_only.settings["self_max_side"] == 4
+    assert with_self.settings.self_max_side == 16 and cross_only.settings.self_max_side == 4
 
 
 def test_fused_and_recorded_layers_give_the_same_edit(pipe):
@@ -222,7 +222,7 @@ def test_reweight_several_words_with_a_negative_scale(pipe, empty, replaced):
     result = run(pipe, seed=1, edit=Reweight(weights, base=Replace()))
     torch.testing.assert_close(result.latents[0], empty.latents[0], rtol=1e-6, atol=1e-6)
     assert (result.latents[1] - replaced.latents[1]).abs().max() > 1e-3
-    assert result.settings["edit"] == {
+    assert result.settings.edit == {
         "kind": "reweight", "weights": weights, "base": {"kind": "replace", "rule": "course"},
     }  # fmt: skip
     same = run(pipe, SOURCE, SOURCE, seed=1, edit=Reweight({"bicycle": 0.0}))
@@ -254,7 +254,7 @@ def test_local_blend_keeps_the_source_outside_the_mask(pipe, replaced):
     # and the target's latents become the source's
     blend = LocalBlend("bicycle", "motorcycle", threshold=1.0, start=0.4)
     result = run(pipe, seed=1, blend=blend, callback=seen.append)
-    assert result.settings["blend_resolution"] == 8  # the tiny model: 16×16 latent → 8×8 maps
+    assert result.settings.blend_resolution == 8  # the tiny model: 16×16 latent → 8×8 maps
     assert [info.blend_mask is None for info in seen] == [True, True, False, False, False]
     assert (seen[1].latents[1] - seen[1].latents[0]).abs().max() > 0
     for info in seen[2:]:
@@ -274,7 +274,7 @@ def test_bfloat16_on_cpu_follows_float32(pipe):
     low = load_pipeline("tiny-random", dtype=torch.bfloat16, verbose=False)
     result = run(low, seed=1, steps=2)
     reference = run(pipe, seed=1, steps=2)
-    assert result.settings["dtype"] == "bfloat16"
+    assert result.settings.dtype == "bfloat16"
     assert torch.isfinite(result.latents).all()
     for ours, theirs in zip(result.images, reference.images):
         difference = np.abs(np.asarray(ours, float) - np.asarray(theirs, float)) / 255
@@ -288,7 +288,7 @@ def test_bfloat16_on_cpu_follows_float32(pipe):
 
 
 def test_result_save_and_load_round_trip(replaced, tmp_path):
-    json.dumps(replaced.settings)  # JSON-ready
+    json.dumps(replaced.settings.to_json())  # JSON-ready
     folder = replaced.save(tmp_path / "edit")
     assert {p.name for p in folder.iterdir()} == {
         "source.png", "edited.png", "settings.json", "history.safetensors", "latents.safetensors",
@@ -303,11 +303,11 @@ def test_result_save_and_load_round_trip(replaced, tmp_path):
             loaded.history.layer_maps(layer.name), replaced.history.layer_maps(layer.name)
         )
     settings = loaded.settings
-    assert (settings["source_prompt"], settings["target_prompt"]) == (SOURCE, TARGET)
-    assert (settings["seed"], settings["steps"], settings["guidance"]) == (1, STEPS, 7.5)
-    assert settings["cross_steps"] == {"default": [0.0, 0.8]}
-    assert settings["self_steps"] == [0.0, 0.4]
-    assert settings["scheduler"] == "PNDMScheduler" and settings["model"].endswith("tiny-random")
+    assert (settings.source_prompt, settings.target_prompt) == (SOURCE, TARGET)
+    assert (settings.seed, settings.steps, settings.guidance) == (1, STEPS, 7.5)
+    assert settings.cross_steps == {"default": (0.0, 0.8)}
+    assert settings.self_steps == (0.0, 0.4)
+    assert settings.scheduler == "PNDMScheduler" and settings.model.endswith("tiny-random")
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,7 +406,7 @@ def test_an_exception_in_the_callback_leaves_the_pipeline_untouched(pipe, interr
 
 def test_a_numpy_seed_is_the_same_seed(pipe):
     numpy = pytest.importorskip("numpy")
-    assert run(pipe, seed=numpy.int64(3), steps=2).settings["seed"] == 3
+    assert run(pipe, seed=numpy.int64(3), steps=2).settings.seed == 3
 
 
 def test_model_hooks_are_freed_after_the_edit_even_on_an_error(pipe, monkeypatch):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -29,6 +33,7 @@ from p2p_teach.figures.timeline import (
     upsample_map,
 )
 from p2p_teach.measures import layout_similarity
+from p2p_teach.settings import EditSettings
 from p2p_teach.sweep import SweepCache, injection_sweep, layout_survival
 from p2p_teach.timeline import (
     PreviewRecorder,
@@ -202,12 +207,16 @@ def test_layout_similarities_name_each_image():
     assert scores["other"] == pytest.approx(layout_similarity(reference, images["other"]))
 
 
+def settings_with(**fields) -> EditSettings:
+    """The settings saved in tests/data, with some fields changed."""
+    saved = json.loads((Path(__file__).parent / "data" / "settings_v0_1_0.json").read_text())
+    return replace(EditSettings.from_json(saved), **fields)
+
+
 def test_injected_steps_read_the_settings_windows():
-    settings = {
-        "steps": 20,
-        "cross_step_ranges": {"default": [0, 5], "train": [0, 1]},
-        "self_step_range": [0, 0],
-    }
+    settings = settings_with(
+        steps=20, cross_step_ranges={"default": (0, 5), "train": (0, 1)}, self_step_range=(0, 0)
+    )
     assert injected_steps(settings) == range(0, 5)
     assert injected_steps(settings, "cross", "train") == range(0, 1)
     assert injected_steps(settings, "self") == range(0, 0)
@@ -230,7 +239,7 @@ def test_sweep_caches_cells_and_its_ends_mean_what_the_slide_says(pipe):
     plain = edit(pipe, SOURCE, TARGET, edit="none", steps=2, seed=3, progress=False)
     assert np.array_equal(np.asarray(sweep.cells[0.0].edited_image),
                           np.asarray(plain.edited_image))  # fmt: skip
-    assert sweep.cells[1.0].settings["cross_step_ranges"]["default"] == [0, 2]
+    assert sweep.cells[1.0].settings.cross_step_ranges["default"] == (0, 2)
     # the same sweep again runs nothing
     again = injection_sweep(pipe, SOURCE, TARGET, fractions=(0.0, 1.0), steps=2, seed=3,
                             cache=cache)  # fmt: skip
@@ -241,7 +250,7 @@ def test_sweep_caches_cells_and_its_ends_mean_what_the_slide_says(pipe):
     # self-injection varies with cross fixed at 0.8 by default
     selfs = injection_sweep(pipe, SOURCE, TARGET, vary="self", fractions=(0.5,), steps=2,
                             seed=3, cache=cache)  # fmt: skip
-    assert selfs.fixed == 0.8 and selfs.cells[0.5].settings["self_steps"] == [0.0, 0.5]
+    assert selfs.fixed == 0.8 and selfs.cells[0.5].settings.self_steps == (0.0, 0.5)
     assert sweep_windows(sweep) == [
         "cross 0.0  → the source's cross-attention in no step of 2",
         "cross 1.0  → the source's cross-attention in steps 1–2 of 2",
@@ -388,42 +397,44 @@ def test_image_helpers():
 
 
 def test_algorithm_trace_follows_the_schedules():
-    settings = {
-        "steps": 4,
-        "edit": {"kind": "replace"},
-        "cross_step_ranges": {"default": [0, 3]},
-        "self_step_range": [0, 1],
-    }
+    settings = settings_with(
+        steps=4,
+        edit={"kind": "replace"},
+        cross_step_ranges={"default": (0, 3)},
+        self_step_range=(0, 1),
+        self_max_side=16,
+    )
     lines = algorithm_trace(settings, [751.0, 501.0, 251.0, 1.0])
     assert lines[0] == (
-        "step 1/4  t =  751  cross-attention: source's maps   self-attention: source's maps"
+        "step 1/4  t =  751  cross-attention: source's maps   "
+        "self-attention: source's maps (layers ≤ 16×16)"
     )
     assert "cross-attention: source's maps   self-attention: target's own" in lines[2]
     assert lines[3].endswith("cross-attention: target's own    self-attention: target's own")
-    per_word = dict(settings, cross_step_ranges={"default": [0, 3], "train": [0, 1]})
+    per_word = replace(settings, cross_step_ranges={"default": (0, 3), "train": (0, 1)})
     assert "source's maps for other words, train" in algorithm_trace(per_word, [4, 3, 2, 1])[0]
-    plain = dict(settings, edit={"kind": "none"})
+    plain = replace(settings, edit={"kind": "none"})
     assert all("free" in line for line in algorithm_trace(plain, [4, 3, 2, 1]))
     with pytest.raises(ValueError):
         algorithm_trace(settings, [1.0])
 
 
 def test_algorithm_trace_names_self_attention_layers_and_refinement_new_words():
-    settings = {
-        "steps": 2,
-        "edit": {"kind": "reweight", "base": {"kind": "refine"}, "weights": {"red": 2.0}},
-        "cross_step_ranges": {"default": [0, 1]},
-        "self_step_range": [0, 1],
-        "self_max_side": 8,
-    }
+    settings = settings_with(
+        steps=2,
+        edit={"kind": "reweight", "base": {"kind": "refine"}, "weights": {"red": 2.0}},
+        cross_step_ranges={"default": (0, 1)},
+        self_step_range=(0, 1),
+        self_max_side=8,
+    )
     first, second = algorithm_trace(settings, [2.0, 1.0])
     assert first.endswith(
         "cross-attention: source's maps (new words: own)  "
         "self-attention: source's maps (layers ≤ 8×8)"
     )
     assert second.endswith("cross-attention: target's own    self-attention: target's own")
-    replace = dict(settings, edit={"kind": "replace"})
-    assert "(new words: own)" not in algorithm_trace(replace, [2.0, 1.0])[0]
+    replaced = replace(settings, edit={"kind": "replace"})
+    assert "(new words: own)" not in algorithm_trace(replaced, [2.0, 1.0])[0]
 
 
 def test_preview_recorder_keeps_one_preview_per_step(pipe):

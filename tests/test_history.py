@@ -6,15 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from p2p_teach.history import (
-    AttentionHistory,
-    LayerInfo,
-    estimate_nbytes,
-    history_mb,
-    keep_layer,
-    max_columns_under,
-)
-from p2p_teach.processors import plan_layers
+from p2p_teach.history import AttentionHistory, estimate_nbytes
+from p2p_teach.layers import LayerInfo, keep_layer, plan_layers
 from p2p_teach.tokens import WordNotFoundError, tokenize
 
 SOURCE = tokenize("a hippopotamus eating")  # BOS a hippo potam us eating EOS: 7 used slots
@@ -183,8 +176,9 @@ def test_sd15_at_512_keeping_16x16_and_below_fits_in_10_mb_for_50_steps():
     assert history.n_columns == 11  # BOS, 8 words, EOS, padding
     assert history.nbytes == 50 * 1344 * 11 * 2 * 2  # 2,956,800 bytes
     assert history.memory_mb == pytest.approx(2.9568) and history.memory_mb < 10
-    assert max_columns_under(kept, 50, 10.0) == 37  # prompts of up to 36 used slots fit
-    assert history_mb(kept, 50, 77) == pytest.approx(20.6976)  # all 77 columns would not
+    # prompts of up to 36 used slots (37 columns) fit in 10 MB; all 77 columns would not
+    assert estimate_nbytes(kept, 50, 37) <= 10e6 < estimate_nbytes(kept, 50, 38)
+    assert estimate_nbytes(kept, 50, 77) / 1e6 == pytest.approx(20.6976)
     assert all(keep_layer(layer, "auto", 16) for layer in plan_layers(unet, 16, 16) if layer.cross)
 
 

@@ -8,8 +8,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
-from p2p_teach import refinement_alignment, tokenize, word_swap_mapper
+from p2p_teach import defaults, tokenize, word_swap_mapper
+from p2p_teach.alignment import refinement_alignment
 from p2p_teach.lessons import (
     SHAPES,
     SLIDE_SPLITS,
@@ -25,7 +27,12 @@ from p2p_teach.tokens import WordNotFoundError
 
 
 def test_builtin_shapes_model_gets_shape_prompts():
-    assert lesson_prompts(SimpleNamespace(name_or_path="p2p_teach/shapes")) is SHAPES
+    marked = SimpleNamespace(unet=torch.nn.Linear(1, 1), name_or_path="my copy")
+    defaults.mark(marked, defaults.SHAPES)  # what loading the shapes model does to its UNet
+    assert lesson_prompts(marked) is SHAPES
+    # the name alone decides nothing: an unmarked UNet named like the built-in model
+    named = SimpleNamespace(unet=torch.nn.Linear(1, 1), name_or_path="p2p_teach/shapes")
+    assert lesson_prompts(named) is SLIDES
 
 
 def test_other_pipelines_get_the_slides_prompts(pipe):

@@ -9,19 +9,16 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
+from p2p_teach.defaults import SD_V1, model_defaults
 from p2p_teach.models import (
     BUILTIN_MODELS,
-    SD_GUIDANCE,
     ModelNotAvailableError,
-    builtin_name,
     choose_dtype,
-    default_guidance,
-    default_self_max_ratio,
-    default_self_steps,
     describe_pipeline,
     load_pipeline,
 )
 from p2p_teach.shapes import GUIDANCE as SHAPES_GUIDANCE
+from p2p_teach.shapes import SELF_STEPS as SHAPES_SELF_STEPS
 from p2p_teach.tokens import load_clip_tokenizer
 
 
@@ -40,7 +37,7 @@ def test_builtin_is_a_plain_sd_pipeline(tiny):
     assert tiny.tokenizer.model_max_length == 77 and len(tiny.tokenizer) == 49408
     assert tiny.vae_scale_factor * tiny.unet.config.sample_size == 64
     assert tiny.unet.device.type == "cpu" and tiny.unet.dtype == torch.float32
-    assert builtin_name(tiny) == "tiny-random"
+    assert model_defaults(tiny).builtin == "tiny-random"
     cross = [k for k in tiny.unet.attn_processors if k.endswith("attn2.processor")]
     assert len(cross) == 7  # 2 down, 1 mid, 4 up cross-attention layers
 
@@ -80,7 +77,7 @@ def test_default_is_the_shipped_shapes_model(capsys):
     line = capsys.readouterr().out.strip()
     assert line.startswith("p2p_teach: built-in offline model 'shapes'")
     assert "trained on 64×64 pictures" in line and "cpu, float32" in line
-    assert builtin_name(pipe) == "shapes" and type(pipe) is StableDiffusionPipeline
+    assert model_defaults(pipe).builtin == "shapes" and type(pipe) is StableDiffusionPipeline
     assert pipe.unet.dtype == torch.float32  # stored in fp16, computed in fp32 on the CPU
     assert load_pipeline("builtin", verbose=False).unet.config == pipe.unet.config
 
@@ -90,13 +87,14 @@ def test_each_model_runs_at_its_own_guidance_unless_told(tiny):
     from p2p_teach.widgets import EditRunner
 
     shapes = load_pipeline(verbose=False)
-    assert default_guidance(shapes) == SHAPES_GUIDANCE and 1.0 < SHAPES_GUIDANCE < SD_GUIDANCE
-    assert default_guidance(tiny) == SD_GUIDANCE == 7.5
+    assert model_defaults(shapes).guidance == SHAPES_GUIDANCE
+    assert 1.0 < SHAPES_GUIDANCE < SD_V1.guidance
+    assert model_defaults(tiny).guidance == SD_V1.guidance == 7.5
     prompts = ("a big red circle on the left", "a big blue circle on the left")
     ran = edit(shapes, *prompts, steps=2, record="none", progress=False)
-    assert ran.settings["guidance"] == SHAPES_GUIDANCE
+    assert ran.settings.guidance == SHAPES_GUIDANCE
     told = edit(shapes, *prompts, steps=2, guidance=7.5, record="none", progress=False)
-    assert told.settings["guidance"] == 7.5
+    assert told.settings.guidance == 7.5
     assert EditRunner(shapes, *prompts, threaded=False).guidance_slider.value == SHAPES_GUIDANCE
 
 
@@ -106,13 +104,13 @@ def test_each_model_injects_self_attention_in_its_own_layers_unless_told(tiny):
     from p2p_teach.shapes import SELF_MAX_RATIO
 
     shapes = load_pipeline(verbose=False)
-    assert default_self_max_ratio(shapes) == SELF_MAX_RATIO == 1.0
-    assert default_self_max_ratio(tiny) == DEFAULT_SELF_RATIO == 0.25
+    assert model_defaults(shapes).self_max_ratio == SELF_MAX_RATIO == 1.0
+    assert model_defaults(tiny).self_max_ratio == DEFAULT_SELF_RATIO == 0.25
     prompts = ("a big red circle on the left", "a big blue circle on the left")
     ran = edit(shapes, *prompts, steps=5, record="none", progress=False)  # self: steps 1–2
-    assert ran.settings["self_max_side"] == 16  # every layer of the 16×16 latent
+    assert ran.settings.self_max_side == 16  # every layer of the 16×16 latent
     told = edit(shapes, *prompts, steps=5, self_max_ratio=0.25, record="none", progress=False)
-    assert told.settings["self_max_side"] == 4
+    assert told.settings.self_max_side == 4
     # self-attention injected in the 16×16 and 8×8 layers changes the edit
     assert not torch.equal(ran.latents[1], told.latents[1])
     torch.testing.assert_close(ran.latents[0], told.latents[0])  # the source never changes
@@ -125,20 +123,33 @@ def test_each_model_injects_self_attention_over_its_own_steps_unless_told(tiny):
     from p2p_teach.widgets import EditRunner
 
     shapes = load_pipeline(verbose=False)
-    assert default_self_steps(shapes) == SELF_STEPS == 0.6
-    assert default_self_steps(tiny) == DEFAULT_SELF_STEPS == 0.4
+    assert model_defaults(shapes).self_steps == SELF_STEPS == 0.6
+    assert model_defaults(tiny).self_steps == DEFAULT_SELF_STEPS == 0.4
     prompts = ("a big red circle", "a big blue circle")
     ran = edit(shapes, *prompts, steps=5, record="none", progress=False)
-    assert ran.settings["self_steps"] == [0.0, 0.6]
+    assert ran.settings.self_steps == (0.0, 0.6)
     assert list(window_steps((0.0, 0.6), 5)) == [0, 1, 2]  # one step more than 0.4's
     told = edit(shapes, *prompts, steps=5, self_steps=0.4, record="none", progress=False)
-    assert told.settings["self_steps"] == [0.0, 0.4]
+    assert told.settings.self_steps == (0.0, 0.4)
     assert not torch.equal(ran.latents[1], told.latents[1])  # the third step's injection counts
     torch.testing.assert_close(ran.latents[0], told.latents[0])  # the source never changes
     on_tiny = edit(tiny, "a cat", "a dog", steps=2, record="none", progress=False)
-    assert on_tiny.settings["self_steps"] == [0.0, 0.4]
+    assert on_tiny.settings.self_steps == (0.0, 0.4)
     assert EditRunner(shapes, *prompts, threaded=False).self_slider.value == SELF_STEPS
     assert EditRunner(tiny, threaded=False).self_slider.value == DEFAULT_SELF_STEPS
+
+
+def test_defaults_go_with_the_unet_not_the_name(tiny):
+    shapes = load_pipeline(verbose=False)
+    assert model_defaults(shapes).builtin == "shapes"
+    assert model_defaults(shapes.to("cpu", torch.float32)).guidance == SHAPES_GUIDANCE
+    rebuilt = StableDiffusionPipeline(**shapes.components)  # built by hand around its UNet
+    assert model_defaults(rebuilt).guidance == SHAPES_GUIDANCE
+    rebuilt.register_to_config(_name_or_path="my-model")  # a name does not change them
+    assert model_defaults(rebuilt).self_steps == SHAPES_SELF_STEPS
+    other = StableDiffusionPipeline(**{**shapes.components, "unet": tiny.unet})
+    assert model_defaults(other) == model_defaults(tiny) and model_defaults(other).guidance == 7.5
+    assert model_defaults(object()) == SD_V1  # anything never marked runs at SD v1's
 
 
 def test_pipeline_object_passes_through(tiny):

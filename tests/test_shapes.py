@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from p2p_teach.shapes import WEIGHTS_DIR
+from p2p_teach.shapes import WEIGHTS_DIR, load_shapes_pipeline
 from p2p_teach.shapes import data as shapes_data
 from p2p_teach.shapes import evaluate as shapes_eval
 from p2p_teach.shapes import model as shapes_model
@@ -196,8 +196,6 @@ def test_phase_checkpoints_resume_model_optimizer_step_and_rng(tmp_path):
 
 
 def test_a_fine_tune_starts_from_the_pipeline_and_keeps_its_vae_and_text_encoder(tmp_path):
-    from p2p_teach.shapes import load_shapes_pipeline
-
     out = tmp_path / "run"
     shapes_train.main([
         "--out", str(out), "--n-images", "24", "--minutes", "0.02", "--batch", "4",
@@ -302,9 +300,8 @@ def test_resume_refuses_settings_that_define_the_cached_data(tmp_path):
     # a fine-tune's own folder is taken when --init-from is not repeated; another is refused
     saved["init_from"] = str(WEIGHTS_DIR)
     (tmp_path / "args.json").write_text(json.dumps(saved, default=str))
-    args = _resume_args(tmp_path)
-    shapes_train.check_resume(tmp_path, args)
-    assert args.init_from == WEIGHTS_DIR
+    resumed = shapes_train.check_resume(tmp_path, _resume_args(tmp_path))
+    assert resumed.init_from == WEIGHTS_DIR
     other = tmp_path / "other"
     other.mkdir()
     (other / "model_index.json").write_text("{}")
@@ -536,9 +533,13 @@ def test_recording_processor_matches_default_attention_and_records_maps():
     with torch.no_grad():
         expected = unet(latents, 10, context).sample
         record = shapes_model.AttentionRecord(active=True)
-        previous = shapes_model.install_recording(unet, record)
-        got = unet(latents, 10, context).sample
-        unet.set_attn_processor(previous)
+        own = unet.attn_processors
+        with shapes_model.recording(unet, record):
+            got = unet(latents, 10, context).sample
+        assert unet.attn_processors == own
+        with pytest.raises(RuntimeError, match="stop"), shapes_model.recording(unet, record):
+            raise RuntimeError("stop")
+        assert unet.attn_processors == own  # put back after an error too
     assert torch.allclose(got, expected, atol=1e-5)
     sides = sorted({int(round(m.shape[1] ** 0.5)) for _, m in record.maps})
     assert sides == [4, 8, 16]  # cross-attention at 16×16 and 8×8, and the 4×4 middle block
@@ -691,7 +692,7 @@ def test_shipped_weights_are_small_fp16_and_load_offline():
 
 def test_quick_evaluation_of_the_shipped_model():
     settings = shapes_eval.EvalSettings.quick()
-    results = shapes_eval.evaluate(shapes_eval.load_pipeline(), settings)
+    results = shapes_eval.evaluate(load_shapes_pipeline(), settings)
     single = results["single_object"]
     # loose bounds under the shipped model's 1.0 / 1.0 / 0.9 / 11.6 here; a random-weight
     # model of this architecture scores 0.0 colour and 1.0 attention ratio

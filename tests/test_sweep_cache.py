@@ -20,11 +20,11 @@ def test_a_new_scheduler_misses_the_cache_and_the_cell_says_which_ran(pipe):
     cache = SweepCache()
     try:
         first = injection_sweep(pipe, SOURCE, TARGET, fractions=(0.0,), steps=2, cache=cache)
-        assert first.cells[0.0].settings["scheduler"] == "PNDMScheduler"
+        assert first.cells[0.0].settings.scheduler == "PNDMScheduler"
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         second = injection_sweep(pipe, SOURCE, TARGET, fractions=(0.0,), steps=2, cache=cache)
         assert cache.misses == 2 and cache.hits == 0 and len(cache) == 2
-        assert second.cells[0.0].settings["scheduler"] == "DDIMScheduler"
+        assert second.cells[0.0].settings.scheduler == "DDIMScheduler"
         pipe.scheduler = original  # back to the first: its cell comes from the cache
         third = injection_sweep(pipe, SOURCE, TARGET, fractions=(0.0,), steps=2, cache=cache)
         assert cache.hits == 1 and third.cells[0.0] is first.cells[0.0]

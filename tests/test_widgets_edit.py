@@ -82,13 +82,13 @@ def test_runner_settings_follow_the_controls(pipe):
     runner.guidance_slider.value = 3.0
     runner.cross_slider.value, runner.self_slider.value = 0.5, 0.0
     runner.edit_dropdown.value = "replace"
-    assert runner.settings() == {
+    assert runner.edit_arguments() == {
         "source_prompt": "a red cube", "target_prompt": "a blue cube", "edit": "replace",
         "seed": 7, "steps": 2, "guidance": 3.0, "cross_steps": 0.5, "self_steps": 0.0,
     }  # fmt: skip
     result = runner.run()
     assert result is not None and result is runner.result
-    assert result.settings["seed"] == 7 and result.settings["cross_steps"]["default"] == [0, 0.5]
+    assert result.settings.seed == 7 and result.settings.cross_steps["default"] == (0, 0.5)
     # the result is the engine's own for the same settings
     direct = edit(pipe, "a red cube", "a blue cube", seed=7, steps=2, guidance=3.0,
                   cross_steps=0.5, self_steps=0.0, progress=False)  # fmt: skip
@@ -278,7 +278,7 @@ def test_reweight_panel_scales_the_word_attention(pipe):
     panel.word_dropdown.value = "bicycle"
     panel.run_button.click()
     assert panel.error is None and panel.status.value.startswith("Done")
-    assert panel.result.settings["edit"] == {"kind": "reweight", "weights": {"bicycle": 2.5},
+    assert panel.result.settings.edit == {"kind": "reweight", "weights": {"bicycle": 2.5},
                                              "base": None}  # fmt: skip
     history = panel.result.history
     source = history.word_maps("bicycle", "source")
@@ -303,7 +303,7 @@ def test_reweight_panel_scales_the_word_attention(pipe):
 def test_refine_panel_shows_the_alignment(pipe):
     panel = RefinePanel(pipe, "a cat", "a fluffy cat", steps=2, threaded=False)
     panel.run()
-    assert panel.result.settings["edit"]["kind"] == "refine"
+    assert panel.result.settings.kind == "refine"
     assert "fluffy" in panel.alignment_view.value
     assert panel.status.value.startswith("Done: 1 new token(s)")
 
@@ -328,7 +328,7 @@ def test_local_blend_panel_keeps_the_mask_and_reports_bad_words(pipe):
     assert panel.error is None
     assert set(panel.mask.unique().tolist()) <= {0.0, 1.0}
     assert len(panel.result_figure.axes) == 3
-    assert panel.result.settings["blend"]["threshold"] == 0.3
+    assert panel.result.settings.blend["threshold"] == 0.3
     panel.source_word_text.value = "dog"
     assert panel.run() is None
     assert "dog" in panel.status.value and "bicycle" in panel.status.value  # lists the words

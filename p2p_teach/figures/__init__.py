@@ -1,7 +1,7 @@
 """Pure figure functions: data in, matplotlib Figure (or HTML text) out; no widgets, no model."""
 
 from .attention import changed_word_rows, pick_steps, word_steps_figure
-from .images import figure_png, image_png, side_by_side
+from .images import figure_png, image_png, result_figure, side_by_side
 from .mapper import alignment_figure, mapper_comparison_figure, mapper_figure
 from .sweep import layout_survival_figure, sweep_grid_figure
 from .timeline import concentration_figure, step_lines_figure, timeline_figure
@@ -24,6 +24,7 @@ __all__ = [
     "mapper_comparison_figure",
     "mapper_figure",
     "pipeline_diagram",
+    "result_figure",
     "side_by_side",
     "token_table_figure",
     "token_table_html",

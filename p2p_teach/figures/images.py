@@ -7,11 +7,15 @@ output passes through :func:`figure_png`. Pure functions only: no widgets, no mo
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
+
+if TYPE_CHECKING:
+    from ..engine import EditResult
 
 
 def figure_png(figure: Figure, dpi: int = 100, tight: bool = True) -> bytes:
@@ -74,3 +78,28 @@ def side_by_side(
     if suptitle:
         figure.suptitle(suptitle, fontsize=11)
     return figure
+
+
+def result_figure(result: EditResult, size: float = 3.2) -> Figure:
+    """An edit's source and edited image side by side, titled with the prompts, the edit, its
+    seed and steps, and the injection windows (``p2p_teach.show(result)``)."""
+    settings = result.settings
+    return side_by_side(
+        [result.source_image, result.edited_image],
+        [settings.source_prompt, settings.target_prompt],
+        suptitle=(
+            f"{settings.kind}, seed {settings.seed}, {settings.steps} "
+            f"steps\ninjected: cross-attention {_window(settings.cross_steps)}, "
+            f"self-attention {_window(settings.self_steps)} of the steps"
+        ),
+        size=size,
+    )
+
+
+def _window(setting: Mapping[str, Sequence[float]] | Sequence[float]) -> str:
+    """A schedule window as text: ``(0, 0.8)`` → ``'0–0.8'``; per-word windows show the
+    default."""
+    if isinstance(setting, Mapping):
+        setting = setting.get("default", (0.0, 1.0))
+    start, end = setting
+    return f"{start:g}–{end:g}"

@@ -8,21 +8,26 @@ The architecture is Stable Diffusion v1's, scaled down for 64×64 images:
 - ``CLIPTextModel`` with the full 49,408-entry CLIP vocabulary, read by the real CLIP tokenizer;
 - a ``PNDMScheduler`` configured exactly as SD v1's.
 
-:class:`RecordingCrossAttnProcessor` is an ordinary diffusers attention processor (installed with
-``unet.set_attn_processor``). It computes cross-attention probabilities explicitly and, while its
-:class:`AttentionRecord` is switched on, keeps the head-averaged maps, with their gradient, for
-the grounding loss in training and for the attention measurements in evaluation.
+:class:`RecordingCrossAttnProcessor` is an ordinary diffusers attention processor, installed for
+a ``with`` block by :func:`recording` (through :func:`p2p_teach.processors.attention_processors`,
+which always puts the UNet's own back). It computes cross-attention probabilities explicitly
+and, while its :class:`AttentionRecord` is switched on, keeps the head-averaged maps, with their
+gradient, for the grounding loss in training and for the attention measurements in evaluation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from p2p_teach.processors import ExplicitAttnProcessor
+from ..compat import dtype_kwarg
+from ..defaults import SD_V1_SCHEDULER_CONFIG
+from ..processors import ExplicitAttnProcessor, attention_processors
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
@@ -72,17 +77,7 @@ TEXT_CONFIG: dict = {
     "projection_dim": TEXT_HIDDEN,
 }
 
-SCHEDULER_CONFIG: dict = {  # Stable Diffusion v1's scheduler_config.json
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": 1000,
-    "skip_prk_steps": True,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-    "trained_betas": None,
-}
+SCHEDULER_CONFIG: dict = SD_V1_SCHEDULER_CONFIG  # the sampler is SD v1's PNDM
 
 
 def build_vae() -> AutoencoderKL:
@@ -119,11 +114,6 @@ def build_noise_scheduler() -> DDPMScheduler:
 
     keep = ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps", "prediction_type")
     return DDPMScheduler(**{k: SCHEDULER_CONFIG[k] for k in keep})
-
-
-def count_parameters(module: torch.nn.Module) -> int:
-    """Number of parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters())
 
 
 @dataclass
@@ -170,30 +160,26 @@ class RecordingCrossAttnProcessor(ExplicitAttnProcessor):
         return probabilities
 
 
-def install_recording(unet: UNet2DConditionModel, record: AttentionRecord) -> dict:
-    """Give every cross-attention layer of ``unet`` a recording processor.
+@contextmanager
+def recording(unet: UNet2DConditionModel, record: AttentionRecord) -> Iterator[None]:
+    """Record every cross-attention layer of ``unet`` into ``record`` inside a ``with`` block.
 
-    Self-attention keeps fused SDPA. Returns the previous processors, to put back with
-    ``unet.set_attn_processor(previous)``.
+    The layers get :class:`RecordingCrossAttnProcessor` through
+    :func:`p2p_teach.processors.attention_processors`, so the UNet's own processors come back
+    when the block ends, however it ends; self-attention keeps its processors.
     """
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
-    previous = dict(unet.attn_processors)
-    processors = {}
-    for name in previous:
-        if name.endswith("attn2.processor"):
-            processors[name] = RecordingCrossAttnProcessor(name, record)
-        else:
-            processors[name] = AttnProcessor2_0()
-    unet.set_attn_processor(processors)
-    return previous
+    cross = {
+        name: RecordingCrossAttnProcessor(name, record)
+        for name in unet.attn_processors
+        if name.endswith("attn2.processor")
+    }
+    with attention_processors(unet, cross):
+        yield
 
 
 def load_components(folder: str | Path, dtype: torch.dtype = torch.float32) -> dict:
     """Load the pipeline components saved in ``folder`` (a ``save_pretrained`` folder)."""
     from diffusers import StableDiffusionPipeline
-
-    from ..models import dtype_kwarg  # imported here: p2p_teach.models imports this package
 
     pipe = StableDiffusionPipeline.from_pretrained(str(folder), **dtype_kwarg(dtype))
     return dict(pipe.components)

@@ -36,10 +36,10 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 from PIL import Image
 
+from ..defaults import model_defaults
 from ..engine import EditResult, StepInfo, edit
-from ..figures.images import figure_png, image_png, side_by_side
+from ..figures.images import figure_png, image_png, result_figure
 from ..figures.timeline import maps_mosaic
-from ..models import default_guidance, default_self_steps
 from ..timeline import layer_choices, step_word_maps
 from .common import check_range, png_image, seed_box, set_png, steps_slider
 from .run_guard import GuardedEditWidget, RunGuard
@@ -50,14 +50,6 @@ EDIT_KINDS = (
     ("refine (added words)", "refine"),
     ("none (same noise, no injection)", "none"),
 )
-
-
-def _window(setting: Any) -> str:
-    """A schedule window from the settings JSON as text: ``[0, 0.8]`` → ``'0–0.8'``."""
-    if isinstance(setting, dict):  # per-word cross windows: show the default
-        setting = setting.get("default", [0.0, 1.0])
-    start, end = setting
-    return f"{start:g}–{end:g}"
 
 
 def _styled(widget: widgets.Widget, css_class: str) -> widgets.Widget:
@@ -98,7 +90,29 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         self.maps_picture: Image.Image | None = None
         self.result_figure: Figure | None = None
         self.error: str | None = None
+        self._make_controls(source, target, seed, steps, guidance, cross, self_steps, edit_kind)
+        self._make_outputs(save_folder)
+        self.run_button.on_click(lambda _button: self.request_run())
+        self.save_button.on_click(lambda _button: self.save())
+        super().__init__(self._layout())
+        self.add_class("p2p-edit-runner")
+        self.guard = RunGuard(
+            self.status, self._busy_message, disable=[self.run_button], owner=self
+        )
 
+    def _make_controls(
+        self,
+        source: str,
+        target: str,
+        seed: int,
+        steps: int,
+        guidance: float | None,
+        cross: float,
+        self_steps: float | None,
+        edit_kind: str,
+    ) -> None:
+        """The prompts, the settings' controls, Run, the progress bar and the status line."""
+        pipe = self.pipe
         wide = widgets.Layout(width="95%")
         self.source_text = _styled(
             widgets.Text(value=source, description="source", layout=wide), "p2p-source-prompt"
@@ -112,7 +126,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         self.seed_input = seed_box(seed)
         self.steps_slider = steps_slider(steps)
         self.guidance_slider = widgets.FloatSlider(
-            value=default_guidance(pipe) if guidance is None
+            value=model_defaults(pipe).guidance if guidance is None
             else check_range("guidance", guidance, 0.0, 15.0),
             min=0.0, max=15.0, step=0.5, description="guidance",
         )
@@ -120,7 +134,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
             value=cross, min=0.0, max=1.0, step=0.05, description="cross inj."
         )
         self.self_slider = widgets.FloatSlider(
-            value=default_self_steps(pipe) if self_steps is None else self_steps,
+            value=model_defaults(pipe).self_steps if self_steps is None else self_steps,
             min=0.0, max=1.0, step=0.05, description="self inj.",
         )
         self.run_button = _styled(
@@ -133,6 +147,8 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         )
         self.status = _styled(widgets.Label(value="Ready: press Run."), "p2p-status")
 
+    def _make_outputs(self, save_folder: str) -> None:
+        """The live images and maps, the result, and Save."""
         self.source_image = png_image("p2p-source-image")
         self.target_image = png_image("p2p-target-image")
         self.source_caption = widgets.HTML(LIVE_CAPTIONS[0])
@@ -146,9 +162,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
             widgets.Button(description="Save", icon="save", disabled=True), "p2p-save-button"
         )
 
-        self.run_button.on_click(lambda _button: self.request_run())
-        self.save_button.on_click(lambda _button: self.save())
-
+    def _layout(self) -> list[widgets.Widget]:
         controls = widgets.VBox(
             [
                 self.source_text,
@@ -170,22 +184,16 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
                 ),  # fmt: skip
             ]
         )
-        super().__init__(
-            [
-                controls,
-                live,
-                self.result_image,
-                widgets.HBox([self.save_folder, self.save_button]),
-            ]
-        )
-        self.add_class("p2p-edit-runner")
-        self.guard = RunGuard(
-            self.status, self._busy_message, disable=[self.run_button], owner=self
-        )
+        return [
+            controls,
+            live,
+            self.result_image,
+            widgets.HBox([self.save_folder, self.save_button]),
+        ]
 
     # ------------------------------------------------------------------ settings and runs
 
-    def settings(self) -> dict[str, Any]:
+    def edit_arguments(self) -> dict[str, Any]:
         """The keyword arguments of :func:`~p2p_teach.engine.edit` the controls describe."""
         return {
             "source_prompt": self.source_text.value,
@@ -206,7 +214,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
 
     def _run_claimed(self) -> None:
         """The run itself (the guard holds the claim): settings → edit → views."""
-        kwargs = self.settings()
+        kwargs = self.edit_arguments()
         self.error = None
         self.steps_seen = []
         self.last_step = None
@@ -260,17 +268,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         set_png(self.target_image, image_png(result.edited_image, min_size=PREVIEW_MIN_SIZE))
         self.source_caption.value = "<b>source</b><br><small>final</small>"
         self.target_caption.value = "<b>target</b><br><small>edited, final</small>"
-        settings = result.settings
-        self.result_figure = side_by_side(
-            [result.source_image, result.edited_image],
-            [settings["source_prompt"], settings["target_prompt"]],
-            suptitle=(
-                f"{settings['edit']['kind']}, seed {settings['seed']}, {settings['steps']} "
-                f"steps\ninjected: cross-attention {_window(settings['cross_steps'])}, "
-                f"self-attention {_window(settings['self_steps'])} of the steps"
-            ),
-            size=3.2,
-        )
+        self.result_figure = result_figure(result)
         set_png(self.result_image, figure_png(self.result_figure, tight=False))
 
     # ------------------------------------------------------------------ saving

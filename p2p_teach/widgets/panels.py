@@ -249,7 +249,7 @@ class ReweightPanel(_EditPanel):
 
     def show(self, result: EditResult) -> None:
         # the word and weight the run used (the controls may have moved since it started)
-        ((word, weight),) = result.settings["edit"]["weights"].items()
+        ((word, weight),) = result.settings.edit["weights"].items()
         self.result_figure = side_by_side(
             [result.source_image, result.edited_image],
             ["plain (weight 1)", f"{word!r} × {weight:g}"],
@@ -302,7 +302,7 @@ class RefinePanel(_PromptPairPanel):
         return self.prompt_arguments("refine")
 
     def show(self, result: EditResult) -> None:
-        source, target = result.settings["source_prompt"], result.settings["target_prompt"]
+        source, target = result.settings.source_prompt, result.settings.target_prompt
         self.result_figure = side_by_side(
             [result.source_image, result.edited_image], [source, target], size=2.8
         )

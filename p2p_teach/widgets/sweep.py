@@ -82,7 +82,37 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
         self.grid_figure: Figure | None = None
         self.survival_figure: Figure | None = None
         self.error: str | None = None
+        self._make_controls(targets)
 
+        self.compute_button.on_click(lambda _button: self.request_compute())
+        self.fraction_slider.observe(lambda _change: self.show_cell(), names="value")
+        self.target_dropdown.observe(lambda _change: self.show_row(), names="value")
+        self.vary_buttons.observe(lambda _change: self.show_row(), names="value")
+
+        super().__init__(
+            [
+                widgets.HTML(f"<b>source:</b> {source}"),
+                self.target_dropdown,
+                widgets.HBox([self.vary_buttons]),
+                widgets.HBox([self.compute_button, self.progress]),
+                self.status,
+                self.grid_image,
+                widgets.HBox([self.fraction_slider]),
+                widgets.HBox([self.cell_image, self.survival_image]),
+            ]
+        )
+        self.add_class("p2p-sweep")
+        self.guard = RunGuard(
+            self.status,
+            lambda: "A sweep is already computing; this press was ignored. Wait for it to "
+            "finish.",
+            disable=[self.compute_button],
+            owner=self,
+        )
+        self.show_row()
+
+    def _make_controls(self, targets: Sequence[str]) -> None:
+        """The target, what to vary, Compute, the progress, the status and the pictures."""
         self.target_dropdown = widgets.Dropdown(
             options=list(targets), value=targets[0], description="target",
             layout=widgets.Layout(width="70%"),
@@ -114,33 +144,6 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
         self.grid_image = png_image("p2p-sweep-grid")
         self.cell_image = png_image("p2p-sweep-cell")
         self.survival_image = png_image("p2p-sweep-survival")
-
-        self.compute_button.on_click(lambda _button: self.request_compute())
-        self.fraction_slider.observe(lambda _change: self.show_cell(), names="value")
-        self.target_dropdown.observe(lambda _change: self.show_row(), names="value")
-        self.vary_buttons.observe(lambda _change: self.show_row(), names="value")
-
-        super().__init__(
-            [
-                widgets.HTML(f"<b>source:</b> {source}"),
-                self.target_dropdown,
-                widgets.HBox([self.vary_buttons]),
-                widgets.HBox([self.compute_button, self.progress]),
-                self.status,
-                self.grid_image,
-                widgets.HBox([self.fraction_slider]),
-                widgets.HBox([self.cell_image, self.survival_image]),
-            ]
-        )
-        self.add_class("p2p-sweep")
-        self.guard = RunGuard(
-            self.status,
-            lambda: "A sweep is already computing; this press was ignored. Wait for it to "
-            "finish.",
-            disable=[self.compute_button],
-            owner=self,
-        )
-        self.show_row()
 
     # ------------------------------------------------------------------ state
 

@@ -94,14 +94,7 @@ class AttentionTimeline(widgets.VBox):
             description="word/slot",
         )
         self.slot_dropdown.add_class("p2p-timeline-slot")
-        layer_labels = [option.label for option in self.layer_options]
-        if layers is not None and layers not in layer_labels:
-            raise ValueError(f"layers={layers!r} is not one of the selector's {layer_labels}")
-        self.layer_dropdown = widgets.Dropdown(
-            options=[(label, index) for index, label in enumerate(layer_labels)],
-            value=0 if layers is None else layer_labels.index(layers),
-            description="layers",
-        )
+        self.layer_dropdown = self._layer_dropdown(layers)
         self.layer_dropdown.add_class("p2p-timeline-layers")
         self.step_label = widgets.HTML()
         self.step_label.add_class("p2p-timeline-step")
@@ -123,6 +116,17 @@ class AttentionTimeline(widgets.VBox):
         )
         self.add_class("p2p-timeline")
         self._selection_changed()
+
+    def _layer_dropdown(self, layers: str | None) -> widgets.Dropdown:
+        """The resolution/place selector, on ``layers`` (a label) or the first (the finest)."""
+        layer_labels = [option.label for option in self.layer_options]
+        if layers is not None and layers not in layer_labels:
+            raise ValueError(f"layers={layers!r} is not one of the selector's {layer_labels}")
+        return widgets.Dropdown(
+            options=[(label, index) for index, label in enumerate(layer_labels)],
+            value=0 if layers is None else layer_labels.index(layers),
+            description="layers",
+        )
 
     def _default_choice(self, slot: str | None) -> int:
         """The entry named ``slot``, else the first changed word, else the first entry."""

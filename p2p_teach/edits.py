@@ -40,13 +40,23 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from .schedules import InjectionSchedule, ScheduleError, parse_window, window_steps
+from .schedules import (
+    CrossSteps,
+    InjectionSchedule,
+    ScheduleError,
+    parse_cross_steps,
+    parse_window,
+    window_steps,
+)
 from .tokens import MAX_SLOTS, TokenView
 
 if TYPE_CHECKING:
     from .mapper import MapperRule
 
 StepMode = Literal["none", "source", "mixed"]
+# Replace's default share of the cross window for swapped words of unequal piece counts: the
+# first quarter, where the layout is decided (python -m p2p_teach.shapes.swap_study measures it)
+UNEQUAL_SWAP_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,14 @@ class Edit:
         """JSON-ready description, stored in the edit's settings."""
         return {"kind": self.kind}
 
+    def cross_windows(
+        self, cross_steps: CrossSteps, source: TokenView, target: TokenView
+    ) -> CrossSteps:
+        """The cross-attention windows this edit runs with: ``cross_steps`` as given, except
+        where an edit adds windows of its own (:class:`Replace` for swaps whose piece counts
+        differ)."""
+        return cross_steps
+
 
 @dataclass(frozen=True)
 class NoEdit(Edit):
@@ -101,15 +119,57 @@ class Replace(Edit):
     Args:
         rule: ``"course"`` (the recitation's mapper, default) or ``"original"`` (the original
             code's mapper, which misaligns later tokens when piece counts differ).
+        unequal_share: a swapped word whose piece count differs from its replacement's
+            (1-to-N, N-to-1, N-to-M: the mapper gives it a blend of the old word's maps) takes
+            the source's maps over this share of the cross-attention window only, then its
+            own (0: never), unless ``cross_steps`` names the word. ``None`` injects it over
+            the whole window like every other slot. Swaps with equal piece counts are
+            untouched. The default, :data:`UNEQUAL_SWAP_SHARE` (a quarter: 5 of 25 steps at
+            0.8), was measured on the built-in model (``python -m
+            p2p_teach.shapes.swap_study``): over the whole window, a third of such colour
+            swaps came out in a colour between the two; over its first quarter, none did.
     """
 
     rule: MapperRule = "course"
+    unequal_share: float | None = UNEQUAL_SWAP_SHARE
     kind: ClassVar[str] = "replace"
 
     def __post_init__(self) -> None:
         from .mapper import check_rule
 
         check_rule(self.rule, "Replace(rule=...)")
+        share = self.unequal_share
+        if share is not None and (
+            isinstance(share, bool) or not isinstance(share, Real) or not 0.0 <= share <= 1.0
+        ):
+            raise ValueError(
+                f"Replace(unequal_share={share!r}): the share of the cross-attention window "
+                "in [0, 1], or None. Fix: e.g. Replace(unequal_share=0.0), or None to inject "
+                "such words over the whole window."
+            )
+
+    def cross_windows(
+        self, cross_steps: CrossSteps, source: TokenView, target: TokenView
+    ) -> CrossSteps:
+        """``cross_steps``, with a window of its own for every swapped target word whose piece
+        count differs from the source word's (its first ``unequal_share`` of the default
+        window), unless ``cross_steps`` names it already. Unchanged when no such word."""
+        from .mapper import find_swaps
+
+        if self.unequal_share is None:
+            return cross_steps
+        unequal = [
+            swap.target_word.core_text
+            for swap in find_swaps(source, target, whole_words=self.rule == "original")
+            if swap.n_source != swap.n_target
+        ]
+        if not unequal:
+            return cross_steps
+        windows = parse_cross_steps(cross_steps)
+        start, end = windows["default"]
+        own = (start, start + self.unequal_share * (end - start))
+        named = {key.lower() for key in windows}
+        return {**windows, **{word: own for word in unequal if word.lower() not in named}}
 
     def resolve(self, source: TokenView, target: TokenView) -> TokenEdit:
         from .mapper import WordCountMismatchError, word_swap_mapper
@@ -123,7 +183,13 @@ class Replace(Edit):
         return TokenEdit(mapper.matrix.float(), torch.ones(MAX_SLOTS), torch.ones(MAX_SLOTS))
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "rule": self.rule}
+        """Kind and rule; ``unequal_share`` too when it is not the default (the windows it
+        adds are in the settings' ``cross_steps`` either way), so that default edits are
+        described as before it existed."""
+        description = {"kind": self.kind, "rule": self.rule}
+        if self.unequal_share != UNEQUAL_SWAP_SHARE:
+            description["unequal_share"] = self.unequal_share
+        return description
 
 
 @dataclass(frozen=True)
@@ -227,6 +293,14 @@ class Reweight(Edit):
                 weights[word.core_start : word.core_stop] = float(scale)  # not its "," etc.
         return TokenEdit(base.mapper, base.source_share, weights)
 
+    def cross_windows(
+        self, cross_steps: CrossSteps, source: TokenView, target: TokenView
+    ) -> CrossSteps:
+        """The base edit's windows (a Replace's own for unequal swaps)."""
+        if self.base is None:
+            return cross_steps
+        return self.base.cross_windows(cross_steps, source, target)
+
     def describe(self) -> dict:
         return {
             "kind": self.kind,
@@ -240,12 +314,13 @@ EDIT_NAMES: dict[str, type[Edit]] = {"none": NoEdit, "replace": Replace, "refine
 
 def with_conventions(edit: Edit, conventions: str) -> Edit:
     """The edit as the original code makes it (``conventions="original"``): the original's
-    mapper rule for a word swap, its padding for a refinement (also under a reweighting);
-    unchanged for ``"p2p_teach"`` and for the empty edit."""
+    mapper rule for a word swap (and no window of its own for a swapped word), its padding
+    for a refinement (also under a reweighting); unchanged for ``"p2p_teach"`` and for the
+    empty edit."""
     if conventions != "original":
         return edit
     if isinstance(edit, Replace):
-        return Replace(rule="original")
+        return Replace(rule="original", unequal_share=None)  # one window for every word
     if isinstance(edit, Refine):
         return Refine(padding="slot")
     if isinstance(edit, Reweight) and edit.base is not None:

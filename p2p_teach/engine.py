@@ -626,7 +626,9 @@ def plan_edit(
     token_edit = chosen_edit.resolve(source_view, target_view)  # mapper/alignment/weights
     device, dtype = pipe._execution_device, pipe.unet.dtype
     calls = plan_scheduler(pipe.scheduler, num_steps, device)
-    schedule = _schedule(conventions, cross_steps, self_steps, num_steps, calls, target_view)
+    # a word swap of unequal piece counts gives the swapped word a shorter window of its own
+    cross_windows = chosen_edit.cross_windows(cross_steps, source_view, target_view)
+    schedule = _schedule(conventions, cross_windows, self_steps, num_steps, calls, target_view)
     blend_plan = blend.resolve(source_view, target_view, num_steps) if blend else None
     coefficients = step_coefficients(token_edit, schedule, device=device, dtype=dtype)
 

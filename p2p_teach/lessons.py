@@ -28,7 +28,11 @@ class LessonPrompts:
     source (a refinement). ``kept`` is a word that every edit keeps, ``reweighted`` the word the
     re-weighting lesson scales. ``new_outline`` is a word swap, ``(source, target)``, whose new
     word needs an outline of its own (the slides' bicycle → train): what long injection holds
-    back.
+    back. ``two_objects`` is a word swap of a prompt naming two objects (each word's map on
+    its own object), ``refinement`` a ``(source, target)`` pair whose target adds words the
+    model draws visibly (the built-in model ignores background words: it takes the background
+    from the noise). ``unequal_swap`` is a word swap whose words differ in CLIP piece count
+    (1-to-N), whose edit the default's own window for the swapped word makes land.
     """
 
     source: str
@@ -39,6 +43,9 @@ class LessonPrompts:
     reweighted: str
     model: str
     new_outline: tuple[str, str] | None = None
+    two_objects: tuple[str, str] | None = None
+    refinement: tuple[str, str] | None = None
+    unequal_swap: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         source_words = self.source.split()
@@ -52,13 +59,16 @@ class LessonPrompts:
                     f"swap to {word!r} should be {expected!r} (the source with "
                     f"{self.swapped!r} replaced), got {target!r}"
                 )
-        if self.new_outline is not None:
-            source, target = (prompt.split() for prompt in self.new_outline)
+        for name in ("new_outline", "two_objects", "unequal_swap"):
+            pair = getattr(self, name)
+            if pair is None:
+                continue
+            source, target = (prompt.split() for prompt in pair)
             changed = [(a, b) for a, b in zip(source, target) if a != b]
             if len(source) != len(target) or len(changed) != 1:
                 raise ValueError(
-                    f"new_outline {self.new_outline!r} should be a word swap: the same words "
-                    "but one, e.g. ('a big red heart', 'a big red star')"
+                    f"{name} {pair!r} should be a word swap: the same words but one, e.g. "
+                    "('a big red heart', 'a big red star')"
                 )
 
     @property
@@ -98,6 +108,10 @@ SLIDES = LessonPrompts(
     reweighted="bicycle",
     model="Stable Diffusion (the recitation's prompts)",
     new_outline=("photo of a cat riding on a bicycle", "photo of a cat riding on a train"),
+    two_objects=("photo of a cat riding on a bicycle", "photo of a cat riding on a motorcycle"),
+    refinement=(
+        "photo of a cat riding on a bicycle", "photo of a fluffy cat riding on a red bicycle"
+    ),
 )
 
 # no position word: as with most of Stable Diffusion's prompts, the seed decides the layout,
@@ -115,6 +129,16 @@ SHAPES = LessonPrompts(
     # heart: swaps away from a heart, triangle or hexagon keep the old outline most often
     # (MODEL_CARD.md: the shape swaps)
     new_outline=("a big red heart", "a big red star"),
+    # two objects, each colour and shape word on its own (the model draws both: MODEL_CARD.md)
+    two_objects=(
+        "a red circle on the left and a blue square on the right",
+        "a green circle on the left and a blue square on the right",
+    ),
+    # a size word changes the drawing visibly; "on a black background" does not (the model
+    # takes the background from the noise), so the refinement lesson adds a size
+    refinement=("a red circle", "a big red circle"),
+    # pink → char·tre·use, 1-to-3: at the paper's injection it misses the new colour
+    unequal_swap=("a big pink circle", "a big chartreuse circle"),
 )
 
 BY_BUILTIN: dict[str, LessonPrompts] = {"shapes": SHAPES}

@@ -249,7 +249,7 @@ def algorithm_trace(settings: EditSettings, timesteps: Sequence[float]) -> list[
         timesteps: the timestep of every step (``result.history.timesteps``).
 
     Each line says which timestep the step denoises, and whether the source's cross-attention
-    maps (line 8, ``Edit(M_t, M*_t, t)``) and self-attention maps replace the target's there.
+    maps (line 8, ``M̂_t ← Edit(M_t, M*_t, t)``) and self-attention maps replace the target's there.
     Per-word cross windows are listed when the settings have them; a refinement's new words
     keep their own maps, and self-attention is injected only in layers of side ≤
     ``self_max_side``, as the lines say.

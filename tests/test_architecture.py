@@ -22,8 +22,10 @@ STAGES: list[tuple[str, ...]] = [
     ("shapes", "shapes.data", "shapes.model"),  # the built-in model's parts
     ("models",),  # getting a pipeline
     ("engine",),  # Algorithm 1
-    ("measures", "timeline", "sweep", "lessons", "tour", "exercises"),  # reading results, lessons
-    ("shapes.train", "shapes.evaluate"),  # training and evaluating the built-in model
+    # reading results, the lessons, the exercises
+    ("measures", "timeline", "sweep", "lessons", "tour", "self_attention", "exercises"),
+    ("shapes.train", "shapes.evaluate", "shapes.readers", "shapes.swap_study"),  # the model's
+    ("claims",),  # the lessons' claims, measured on the built-in model
     ("figures",),  # data in, matplotlib Figure out
     ("widgets",),  # thin ipywidgets views
     ("cli",),  # the command line

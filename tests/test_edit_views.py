@@ -297,9 +297,13 @@ def test_maps_mosaic_draws_a_cell_per_map_on_one_scale():
     assert picture.height > 2 * 20 and picture.width > 2 * 20
     top_colour = np.round(np.array(to_rgb(_cmap_top())) * 255)
     bottom_colour = np.round(np.array(_cmap_bottom()) * 255)
-    found_top = (np.abs(pixels.astype(int) - top_colour).sum(-1) <= 3).sum()
-    found_bottom = (np.abs(pixels.astype(int) - bottom_colour).sum(-1) <= 3).sum()
+    cells = pixels[:, : 120 + 2 * 20 + 3 * 4]  # labels and the two columns of cells
+    bar = pixels[:, 120 + 2 * 20 + 3 * 4 :]  # the colour bar and its labels
+    found_top = (np.abs(cells.astype(int) - top_colour).sum(-1) <= 3).sum()
+    found_bottom = (np.abs(cells.astype(int) - bottom_colour).sum(-1) <= 3).sum()
     assert found_top == 2 * 20 * 20 and found_bottom >= 2 * 20 * 20
+    for colour in (top_colour, bottom_colour):  # the bar runs from the top colour to 0's
+        assert (np.abs(bar.astype(int) - colour).sum(-1) <= 3).any()
     with pytest.raises(ValueError):
         maps_mosaic({})
 

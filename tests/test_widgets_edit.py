@@ -41,18 +41,27 @@ def swap(pipe):
 def test_runner_shows_every_step_live_then_the_result(pipe):
     runner = EditRunner(pipe, SOURCE, TARGET, steps=3, threaded=False)
     seen = []  # what the view showed at each update of the target preview
+    bar = []  # at each move of the progress bar: its step, and the pictures' step
 
     def on_target_image(change):
         seen.append((runner.progress.value, runner.progress.description, runner.running))
 
+    def on_progress(change):
+        if change["new"]:
+            pictures = (len(runner.steps_seen), runner.maps_picture is not None)
+            bar.append((change["new"], runner.progress.description, *pictures))
+
     runner.target_image.observe(on_target_image, names="value")
+    runner.progress.observe(on_progress, names="value")
     assert runner.save_button.disabled and png(runner.source_image) == b""
     runner.run_button.click()
 
     assert runner.status.value.startswith("Done"), runner.status.value
     assert runner.steps_seen == [0, 1, 2]
-    # one live preview per step while running, then the final image
-    assert seen[:3] == [(1, "step 1/3", True), (2, "step 2/3", True), (3, "step 3/3", True)]
+    # one live preview per step while running, shown before the bar moves to that step (one
+    # step counter: the bar never runs ahead of the pictures), then the final image
+    assert seen[:3] == [(0, "step 0/3", True), (1, "step 1/3", True), (2, "step 2/3", True)]
+    assert bar == [(1, "step 1/3", 1, True), (2, "step 2/3", 2, True), (3, "step 3/3", 3, True)]
     assert len(seen) == 4 and seen[3][:2] == (3, "step 3/3")
     assert png(runner.target_image) == image_png(runner.result.edited_image, min_size=192)
     assert runner.progress.value == runner.progress.max == 3

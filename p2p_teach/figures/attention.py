@@ -59,6 +59,7 @@ def word_steps_figure(
     max_columns: int = 8,
     resolution: ResolutionSelector = None,
     cell_inches: float = 1.3,
+    injected: range | None = None,
 ) -> Figure:
     """Word maps over the denoising steps.
 
@@ -71,6 +72,10 @@ def word_steps_figure(
         resolution: which layers to average (see :meth:`AttentionHistory.maps`); default all
             kept layers, each resized to the largest.
         cell_inches: size of one cell.
+        injected: 0-based steps whose cross-attention the edit injected: their titles say
+            so and their panels get a grey frame (the target's maps there are the source's).
+
+    Under the figure: which layers the maps average (heads always are).
 
     Returns:
         A Figure with ``len(rows) × len(steps)`` map panels and a colour bar per row.
@@ -98,9 +103,15 @@ def word_steps_figure(
             image = axis.imshow(values[column], cmap=ATTENTION_CMAP, vmin=0.0, vmax=vmax)
             axis.set_xticks([])
             axis.set_yticks([])
+            is_injected = injected is not None and step in injected
+            if is_injected:
+                for spine in axis.spines.values():
+                    spine.set_edgecolor("0.55")
+                    spine.set_linewidth(3)
             if row == 0:
                 # steps count from 1, as in algorithm_trace and the widgets
-                axis.set_title(f"step {step + 1}\nt={history.timesteps[step]:g}", fontsize=8)
+                mark = "\ninjected" if is_injected else ""
+                axis.set_title(f"step {step + 1}\nt={history.timesteps[step]:g}{mark}", fontsize=8)
             if column == 0:
                 label = "edited target" if prompt == "target" else "source"
                 axis.set_ylabel(f"{word!r}\n({label})", fontsize=8)
@@ -111,4 +122,21 @@ def word_steps_figure(
         f"cross-attention per step: {history.source.prompt!r} → {history.target.prompt!r}",
         fontsize=9,
     )
+    note = f"maps averaged over heads and {layers_text(history, resolution)}"
+    if injected is not None and len(injected):
+        note += "; grey frames: injected steps, where the target copies the source's maps"
+    figure.supxlabel(note, fontsize=7)
     return figure
+
+
+def layers_text(history: AttentionHistory, resolution: ResolutionSelector = None) -> str:
+    """Which kept layers a selection averages, e.g. ``"2 layers at 16×16 (down, up)"``."""
+    chosen = history.select(resolution)
+    sides = sorted({layer.side for layer in chosen}, reverse=True)
+    parts = []
+    for side in sides:
+        places = sorted({layer.place for layer in chosen if layer.side == side})
+        count = sum(1 for layer in chosen if layer.side == side)
+        parts.append(f"{count} at {side}×{side} ({', '.join(places)})")
+    resized = " (each resized to the largest)" if len(sides) > 1 else ""
+    return f"layers {'; '.join(parts)}{resized}"

@@ -155,6 +155,7 @@ def step_lines_figure(
     ylabel: str = "value",
     title: str = "",
     ylim: tuple[float | None, float | None] | None = None,
+    injected: range | None = None,
 ) -> Figure:
     """Lines of any per-step measure, one per label; denoising goes left to right.
 
@@ -165,6 +166,8 @@ def step_lines_figure(
         ylabel, title: the axis label and the title.
         ylim: ``(bottom, top)`` of the y axis; ``None`` on either side (or for the pair) lets
             the data decide. A layout similarity, for instance, lies in (−1, 1).
+        injected: 0-based steps whose cross-attention the edit injected: shaded, with a
+            legend entry saying the target copies the source's maps there.
     """
     import seaborn as sns
 
@@ -180,6 +183,7 @@ def step_lines_figure(
                 "value per step, or steps=None to number them 1, 2, …"
             )
         axis.plot(xs, ys, marker="o", markersize=3, label=label, color=colour)
+    shade_injected(axis, injected)
     axis.set_xlabel("denoising step (early → late)")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel(ylabel)
@@ -192,6 +196,16 @@ def step_lines_figure(
     return figure
 
 
+INJECTED_NOTE = "injected: the target copies the source's maps"
+
+
+def shade_injected(axis, injected: range | None) -> None:
+    """Shade 0-based ``injected`` steps on an axis whose x counts steps from 1."""
+    if injected is not None and len(injected):
+        axis.axvspan(injected.start + 0.5, injected.stop + 0.5, color="0.85", zorder=0,
+                     label=INJECTED_NOTE)  # fmt: skip
+
+
 def concentration_figure(
     values: Mapping[str, Sequence[float] | np.ndarray | torch.Tensor],
     *,
@@ -199,6 +213,7 @@ def concentration_figure(
     ylabel: str = "concentration (1 − normalised entropy)",
     title: str = "How concentrated each word's map is, step by step",
     ylim: tuple[float | None, float | None] | None = (0.0, None),
+    injected: range | None = None,
 ) -> Figure:
     """Lines of a per-step concentration (:func:`p2p_teach.measures.concentration`), per word.
 
@@ -209,7 +224,9 @@ def concentration_figure(
         values: label → one value per step.
         steps: the x values (default 1, 2, …); denoising goes left to right.
     """
-    return step_lines_figure(values, steps=steps, ylabel=ylabel, title=title, ylim=ylim)
+    return step_lines_figure(
+        values, steps=steps, ylabel=ylabel, title=title, ylim=ylim, injected=injected
+    )
 
 
 def _font(size: int):
@@ -238,15 +255,16 @@ def maps_mosaic(
 
     The same content as :func:`step_maps_figure` without matplotlib's layout engine (a few
     milliseconds instead of a few hundred), so a per-step update costs little next to the
-    UNet. One colour scale for all cells (``vmax``, default their maximum).
+    UNet. One colour scale for all cells (``vmax``, default their maximum), drawn as a bar
+    on the right with its ends labelled.
     """
     from PIL import ImageDraw
 
     if not word_maps:
         raise ValueError("maps_mosaic needs at least one word's maps")
     vmax = shared_vmax(*(m for pair in word_maps.values() for m in pair)) if vmax is None else vmax
-    label_width, header, gap = 120, 18 + (18 if title else 0), 4
-    width = label_width + 2 * cell + 3 * gap
+    label_width, header, gap, bar = 120, 18 + (18 if title else 0), 4, 12
+    width = label_width + 2 * cell + 3 * gap + bar + 44
     height = header + len(word_maps) * (cell + gap) + gap
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
@@ -267,4 +285,16 @@ def maps_mosaic(
             scaled = np.clip(upsample_map(attention_map, (cell, cell)) / max(vmax, 1e-12), 0, 1)
             rgb = (colour_map(scaled)[..., :3] * 255).astype(np.uint8)  # (cell, cell, 3)
             canvas.paste(Image.fromarray(rgb), (label_width + gap + column * (cell + gap), top))
+    _colour_bar(canvas, draw, (label_width + 2 * (cell + gap) + gap, header), bar,
+                height - header - gap, vmax, colour_map, font)  # fmt: skip
     return canvas
+
+
+def _colour_bar(canvas, draw, corner, width, height, vmax, colour_map, font) -> None:
+    """A vertical colour bar (top: ``vmax``, bottom: 0) with its two ends labelled."""
+    levels = np.linspace(1.0, 0.0, max(height, 2))[:, None].repeat(width, axis=1)  # (h, w)
+    rgb = (colour_map(levels)[..., :3] * 255).astype(np.uint8)  # (h, w, 3)
+    left, top = corner
+    canvas.paste(Image.fromarray(rgb), (left, top))
+    draw.text((left + width + 3, top), f"{vmax:.2g}", fill="black", font=font)
+    draw.text((left + width + 3, top + height - 14), "0", fill="black", font=font)

@@ -3,6 +3,8 @@
 from .edit_runner import EditRunner
 from .mapper import MapperExplorer
 from .panels import LocalBlendPanel, RefinePanel, ReweightPanel
+from .question import PredictQuestion
+from .self_attention import SelfAttentionExplorer
 from .sweep import InjectionSweep
 from .timeline import AttentionTimeline
 from .tokens import TokenExplorer
@@ -15,7 +17,9 @@ __all__ = [
     "LocalBlendPanel",
     "MapperExplorer",
     "PipelineTour",
+    "PredictQuestion",
     "RefinePanel",
     "ReweightPanel",
+    "SelfAttentionExplorer",
     "TokenExplorer",
 ]

@@ -262,7 +262,6 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
     def _on_step(self, info: StepInfo) -> None:
         """The engine's per-step callback: progress, x0 previews, this step's maps."""
         self.steps_seen.append(info.step)
-        self._show_step(info)
         preview = info.preview()
         if preview is not None:
             set_png(self.source_image, image_png(preview[0], min_size=PREVIEW_MIN_SIZE))
@@ -275,6 +274,8 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
                 f"{layers.label}",
             )
             set_png(self.maps_image, image_png(self.maps_picture))
+        # the bar moves last, so that it never shows a step whose pictures are not up yet
+        self._show_step(info)
 
     def _show_result(self, result: EditResult) -> None:
         set_png(self.source_image, image_png(result.source_image, min_size=PREVIEW_MIN_SIZE))

@@ -184,5 +184,5 @@ class GuardedEditWidget(GuardedWidget):
     def _show_step(self, info: StepInfo) -> None:
         """The progress bar after one engine step: ``step i/n``."""
         self.last_step = info
-        self.progress.value = info.step + 1
         self.progress.description = f"step {info.step + 1}/{info.num_steps}"
+        self.progress.value = info.step + 1  # after its label: the two never disagree

@@ -62,6 +62,7 @@ class AttentionTimeline(widgets.VBox):
         *,
         step: int = 0,
         slot: str | None = None,
+        layers: str | None = None,
         play_interval_ms: int = 700,
         show_maps_alone: bool = True,
     ) -> None:
@@ -104,11 +105,7 @@ class AttentionTimeline(widgets.VBox):
             description="word/slot",
         )
         self.slot_dropdown.add_class("p2p-timeline-slot")
-        self.layer_dropdown = widgets.Dropdown(
-            options=[(option.label, index) for index, option in enumerate(self.layer_options)],
-            value=0,
-            description="layers",
-        )
+        self.layer_dropdown = self._layer_dropdown(layers)
         self.layer_dropdown.add_class("p2p-timeline-layers")
         self.step_label = widgets.HTML()
         self.step_label.add_class("p2p-timeline-step")
@@ -130,6 +127,17 @@ class AttentionTimeline(widgets.VBox):
         )
         self.add_class("p2p-timeline")
         self._selection_changed()
+
+    def _layer_dropdown(self, layers: str | None) -> widgets.Dropdown:
+        """The resolution/place selector, on ``layers`` (a label) or the first (the finest)."""
+        layer_labels = [option.label for option in self.layer_options]
+        if layers is not None and layers not in layer_labels:
+            raise ValueError(f"layers={layers!r} is not one of the selector's {layer_labels}")
+        return widgets.Dropdown(
+            options=[(label, index) for index, label in enumerate(layer_labels)],
+            value=0 if layers is None else layer_labels.index(layers),
+            description="layers",
+        )
 
     def _default_choice(self, slot: str | None) -> int:
         """The entry named ``slot``, else the first changed word, else the first entry."""
@@ -159,12 +167,27 @@ class AttentionTimeline(widgets.VBox):
         self.vmax = shared_vmax(*present)
         self.draw()
 
+    def _injected_steps(self) -> range:
+        """The steps whose target maps of the selected word are the source's (empty when the
+        word has a window of its own that is empty, or the edit injects nothing)."""
+        from ..timeline import injected_steps
+
+        settings = self.result.settings
+        ranges = settings["cross_step_ranges"]
+        if settings["edit"].get("kind") == "none" or self.choice.source is None:
+            return range(0)  # nothing injected, or a word the source lacks (refine's new ones)
+        label = self.choice.label.split(" → ")[-1]
+        word = label if label in ranges else "default"
+        return injected_steps(self.result.settings, "cross", word)
+
     def draw(self) -> bytes:
         """Show the current step of the current selection (drawn once, then cached)."""
         step = self.step_slider.value
         timestep = self.history.timesteps[step]
+        injected = step in self._injected_steps()
+        note = " · injected: the target's map here IS the source's" if injected else ""
         self.step_label.value = (
-            f"step <b>{step + 1}</b> of {self.history.steps_recorded} (t = {timestep:g})"
+            f"step <b>{step + 1}</b> of {self.history.steps_recorded} (t = {timestep:g}){note}"
         )
         # by position in the selectors: labels repeat ("a" is slot 0 and 3 of "a cat and a cat")
         key = (self.slot_dropdown.value, self.layer_dropdown.value, step)
@@ -179,7 +202,8 @@ class AttentionTimeline(widgets.VBox):
                 blank if target_maps is None else target_maps[step],
                 vmax=self.vmax,
                 label=f"{self.choice.label} · {self.layers.label}",
-                step_text=f"step {step + 1}/{self.history.steps_recorded}, t = {timestep:g}",
+                step_text=f"step {step + 1}/{self.history.steps_recorded}, t = {timestep:g}"
+                + ("\ninjected: the target copies the source's map" if injected else ""),
                 show_maps_alone=self.show_maps_alone,
             )
             self._png_cache[key] = figure_png(self.figure, dpi=100, tight=False)

@@ -78,7 +78,7 @@ def single_object_results(
         )  # fmt: skip
         colour_slots = token_slots(words, {spec.colour})
         shape_slots = token_slots(words, {spec.shape})
-        grid_rows.append(images)
+        grid_rows.append((" ".join(words), images))
         for index, image in enumerate(images):
             mask, colour_hit, shape_hit, position_hit = read_single(image, spec, classifier)
             if mask.sum() < MIN_OBJECT_PIXELS:
@@ -105,16 +105,36 @@ def single_object_results(
         "seconds": time.time() - t0,
     }
     if grid_path is not None:
-        save_grid(grid_rows, grid_path)
+        save_grid(grid_rows, grid_path, settings.seed)
     return results
 
 
-def save_grid(rows: list[np.ndarray], path: Path) -> None:
-    """Save the first 12 rows of (samples, 64, 64, 3) images as one picture, a row each."""
-    from PIL import Image
+def save_grid(rows: list[tuple[str, np.ndarray]], path: Path, seed: int = 0) -> None:
+    """Save the first 12 rows of (samples, 64, 64, 3) images as one labelled picture: each
+    row's prompt on its left, the samples numbered on top."""
+    labelled_grid(rows[:12], seed).save(path)
 
-    lines = [np.concatenate(list(row), axis=1) for row in rows[:12]]  # (64, samples·64, 3)
-    Image.fromarray(np.concatenate(lines, axis=0)).save(path)
+
+def labelled_grid(rows: list[tuple[str, np.ndarray]], seed: int):
+    """A sample grid (PIL image) with each row's prompt written on its left and the samples
+    numbered on top: rows of (prompt, (n, 64, 64, 3) uint8 images)."""
+    from PIL import Image, ImageDraw
+
+    from p2p_teach.shapes import GUIDANCE
+
+    label_width, header = 300, 16
+    count = max(len(images) for _, images in rows)
+    canvas = Image.new("RGB", (label_width + 64 * count, header + 64 * len(rows)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for column in range(count):
+        draw.text((label_width + 64 * column + 4, 2), f"sample {column}", fill="black")
+    for row, (prompt, images) in enumerate(rows):
+        top = header + 64 * row
+        draw.text((4, top + 26), prompt, fill="black")
+        for column, image in enumerate(images):
+            canvas.paste(Image.fromarray(image), (label_width + 64 * column, top))
+    draw.text((4, 2), f"guidance {GUIDANCE:g}, seed {seed} + 1000 × row", fill="black")
+    return canvas
 
 
 def two_object_results(pipe: StableDiffusionPipeline, settings: EvalSettings) -> dict:

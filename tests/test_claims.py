@@ -1,0 +1,168 @@
+"""Every lesson claim of notebooks 03–06, measured on the built-in model over several seeds.
+
+The notebooks print these numbers beside their figures; here each claim's bound is checked
+the same way (same prompts, seeds and steps), so a retrained model or a changed default that
+breaks a lesson fails a test. The edits run once per module and are shared by the tests.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+import pytest
+
+from p2p_teach.claims import (
+    BY_KEY,
+    CLAIMS,
+    TWO_OBJECT_SIDES,
+    blend_over_seeds,
+    claims_of,
+    edit_over_seeds,
+    injected_map_gaps,
+    latent_change_outside,
+    object_area_ratio,
+    read_results,
+    sweep_over_seeds,
+    tally,
+    word_shares_in_halves,
+)
+from p2p_teach.edits import LocalBlend, NoEdit, Refine, Replace, Reweight
+from p2p_teach.lessons import SHAPES
+from p2p_teach.shapes import data as shapes_data
+from p2p_teach.shapes.evaluate import foreground
+from p2p_teach.shapes.readers import half_colour, read_shape
+from p2p_teach.timeline import injected_steps
+
+STEPS = 20  # as the notebooks run
+SEEDS = (1, 2, 3, 4)
+
+
+@pytest.fixture(scope="module")
+def shapes_pipe(one_thread):
+    from p2p_teach.models import load_pipeline
+
+    return load_pipeline("builtin", verbose=False)
+
+
+def _check(key: str, value: float) -> None:
+    claim = BY_KEY[key]
+    assert claim.holds(value), claim.report(value)
+
+
+def test_every_claim_belongs_to_an_edit_lesson_and_keys_are_unique():
+    assert len(BY_KEY) == len(CLAIMS)
+    assert {claim.notebook for claim in CLAIMS} == {"03", "04", "05", "06"}
+    assert all(claims_of(n) for n in ("03", "04", "05", "06"))
+    claim = BY_KEY["p2p_keeps_object"]
+    assert claim.holds(0.8) and not claim.holds(0.79)
+    assert "DOES NOT HOLD" in claim.report(0.1) and "holds" in claim.report(0.9)
+
+
+def test_template_reader_names_drawn_shapes():
+    rng = np.random.default_rng(5)
+    right = 0
+    total = 0
+    for _ in range(60):
+        obj = shapes_data.make_object(rng, str(rng.choice(list(shapes_data.POSITIONS))))
+        sample = shapes_data.build_sample([obj], "white")
+        right += read_shape(foreground(sample.image)) == obj.shape
+        total += 1
+    assert right / total >= 0.9
+    assert read_shape(np.zeros((64, 64), bool)) is None
+
+
+def test_03_edit_keeps_the_object_and_unequal_swaps_land(shapes_pipe):
+    source, target = SHAPES.source, SHAPES.target(SHAPES.swap_words[0])
+    p2p = tally(read_results(edit_over_seeds(shapes_pipe, source, target, SEEDS, steps=STEPS)),
+                colour=SHAPES.swap_words[0])  # fmt: skip
+    plain = tally(read_results(edit_over_seeds(shapes_pipe, source, target, SEEDS, steps=STEPS,
+                                               edit=NoEdit())))  # fmt: skip
+    _check("p2p_keeps_object", p2p.median_iou)
+    _check("p2p_new_colour", p2p.success)
+    _check("plain_moves_object", plain.median_iou)
+    unequal = ("a big pink circle", "a big chartreuse circle")
+    whole = edit_over_seeds(shapes_pipe, *unequal, SEEDS, steps=STEPS,
+                            edit=Replace(unequal_share=None))  # fmt: skip
+    default = edit_over_seeds(shapes_pipe, *unequal, SEEDS, steps=STEPS)
+    _check("unequal_whole_window_misses", tally(read_results(whole), "chartreuse").success)
+    _check("unequal_own_window_lands", tally(read_results(default), "chartreuse").success)
+
+
+def test_04_word_maps_sit_on_their_objects_and_injected_maps_are_the_sources(shapes_pipe):
+    source, target = SHAPES.two_objects
+    results = edit_over_seeds(shapes_pipe, source, target, SEEDS, steps=STEPS, record="auto")
+    shares = [word_shares_in_halves(r.history, TWO_OBJECT_SIDES) for r in results]
+    _check("words_on_own_object", min(min(s.values()) for s in shares))
+    injected = injected_steps(results[0].settings, "cross")
+    inside, outside = injected_map_gaps(results[0].history, "red", "green", injected)
+    _check("injected_maps_are_source", inside)
+    _check("own_maps_after_injection", outside)
+
+
+def test_05_injection_trades_the_new_outline_for_the_layout(shapes_pipe):
+    source, target = SHAPES.new_outline
+    sweep = sweep_over_seeds(shapes_pipe, source, target, SEEDS, vary="cross",
+                             fractions=(0.0, 0.25, 1.0), steps=STEPS)  # fmt: skip
+    tallies = {f: tally(read_results(r, ("heart", "star")), shape="star") for f, r in sweep.items()}
+    _check("short_injection_new_shape", tallies[0.25].success)
+    _check("long_injection_keeps_outline", tallies[1.0].success)
+    _check("long_injection_keeps_layout", tallies[1.0].median_iou - tallies[0.0].median_iou)
+
+
+def test_05_colour_lands_and_self_attention_alone_keeps_the_layout(shapes_pipe):
+    target = SHAPES.target(SHAPES.swap_words[0])
+    full = edit_over_seeds(shapes_pipe, SHAPES.source, target, SEEDS, steps=STEPS,
+                           cross_steps=1.0, self_steps=0.0)  # fmt: skip
+    _check("colour_lands_full_injection", tally(read_results(full), SHAPES.swap_words[0]).success)
+    ious = {}
+    for fraction in (0.0, 0.6):
+        results = edit_over_seeds(shapes_pipe, SHAPES.source, target, SEEDS, steps=STEPS,
+                                  cross_steps=0.0, self_steps=fraction)  # fmt: skip
+        ious[fraction] = tally(read_results(results)).median_iou
+    _check("self_injection_keeps_layout", ious[0.6] - ious[0.0])
+
+
+def test_06_refine_reweight_and_blend_show_their_change(shapes_pipe):
+    refined = edit_over_seeds(shapes_pipe, *SHAPES.refinement, SEEDS, steps=STEPS,
+                              edit=Refine())  # fmt: skip
+    _check("refine_adds_size", statistics.median(object_area_ratio(r) for r in refined))
+    reweighted = read_results(edit_over_seeds(
+        shapes_pipe, SHAPES.source, SHAPES.source, SEEDS, steps=STEPS,
+        edit=Reweight({SHAPES.reweighted: -1.0}), cross_steps=1.0))  # fmt: skip
+    gone = np.mean([r.colour != SHAPES.reweighted for r in reweighted])
+    _check("reweight_removes_colour", gone)
+    source, target = SHAPES.two_objects
+    blended = blend_over_seeds(shapes_pipe, source, target, SEEDS, steps=STEPS,
+                               blend=LocalBlend("red", "green"))  # fmt: skip
+    kept = [half_colour(r.edited_image, "left") == "green"
+            and half_colour(r.edited_image, "right") == "blue" for r, _ in blended]  # fmt: skip
+    _check("blend_keeps_other_object", float(np.mean(kept)))
+    _check("blend_latents_outside_equal", max(latent_change_outside(r, m) for r, m in blended))
+
+
+NOTEBOOKS = {
+    "03": "03_prompt_to_prompt_edit",
+    "04": "04_attention_per_timestep",
+    "05": "05_injection_step",
+    "06": "06_beyond_replacement",
+}
+
+
+@pytest.mark.parametrize("number", sorted(NOTEBOOKS))
+def test_each_notebook_reports_its_claims_asks_first_and_answers_its_questions(number):
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "notebooks" / f"{NOTEBOOKS[number]}.ipynb"
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    reported = [c for c in cells if c["cell_type"] == "code" and "BY_KEY[" in "".join(c["source"])]
+    for claim in claims_of(number):
+        assert f'BY_KEY["{claim.key}"]' in code, f"{NOTEBOOKS[number]} does not report {claim.key}"
+    assert all("nbval-check-output" in c["metadata"].get("tags", []) for c in reported)
+    assert "PredictQuestion(" in code
+    markdown = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    asked = markdown.split("## Questions", 1)[1]
+    numbered = [line for line in asked.splitlines() if line[:2] in {f"{k}." for k in range(1, 10)}]
+    assert numbered and asked.count("<details>") == len(numbered)

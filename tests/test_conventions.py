@@ -236,7 +236,9 @@ def test_original_windows_count_unet_calls():
 def test_conventions_original_makes_the_original_edits():
     from p2p_teach.edits import NoEdit, with_conventions
 
-    assert with_conventions(Replace(), "original") == Replace(rule="original")
+    # the original gives every word one window: no shorter window for an unequal swap
+    assert with_conventions(Replace(), "original") == Replace(rule="original", unequal_share=None)
+    assert Replace().unequal_share is not None
     assert with_conventions(Refine(), "original") == Refine(padding="slot")
     reweight = with_conventions(Reweight({"red": 2.0}, base=Refine()), "original")
     assert reweight.base == Refine(padding="slot") and reweight.weights == {"red": 2.0}
@@ -247,6 +249,19 @@ def test_conventions_original_makes_the_original_edits():
     assert Refine(padding="slot").describe() == {"kind": "refine", "padding": "slot"}
     with pytest.raises(ValueError, match="Refine\\(padding='end'\\)"):
         Refine(padding="end")
+
+
+def test_only_our_conventions_give_an_unequal_swap_its_own_window(pipe):
+    def ranges(conventions):
+        result = edit(
+            pipe, "a big pink circle", "a big chartreuse circle", steps=8, seed=0,
+            conventions=conventions, record="none", progress=False,
+        )  # fmt: skip
+        return result.settings.cross_step_ranges
+
+    assert set(ranges("original")) == {"default"}  # pink → char·tre·use, one window for all
+    ours = ranges("p2p_teach")
+    assert "chartreuse" in ours and ours["chartreuse"][1] < ours["default"][1]
 
 
 def test_original_settings_record_windows_in_unet_calls(pipe):

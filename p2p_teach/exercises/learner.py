@@ -138,7 +138,8 @@ def learner_plan(
     missing = [name for name in NEEDED[kind] if not callable(functions.get(name))]
     if missing:
         raise TypeError(f"the {kind} edit needs your functions {missing}; pass them by name")
-    windows = parse_cross_steps(cross_steps)
+    # the windows the toolkit's edit runs with (a swapped word of another piece count gets its own)
+    windows = parse_cross_steps(_as_edit(kind).cross_windows(cross_steps, source, target))
     word_windows = {
         word.core: window
         for text, window in windows.items()

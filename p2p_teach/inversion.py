@@ -34,7 +34,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -796,3 +796,52 @@ def reconstruct(
             noise = uncond + guidance * (text - uncond) if guided else text
             latent = scheduler.step(noise, timestep, latent).prev_sample
         return decode_latents(pipe, latent)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Real images for the built-in model: drawings it never saw
+# --------------------------------------------------------------------------------------------
+
+HELD_OUT_SEED = 0
+HELD_OUT_START = 50_000  # the shapes model trained on indices 0–29,999 of seed 0
+
+
+def drawing(
+    shape: str = "circle",
+    colour: str = "red",
+    *,
+    size: str = "big",
+    position: str = "center",
+    background: str = "white",
+    name_position: bool = False,
+    seed: int = 0,
+) -> tuple[Image.Image, str]:
+    """(image, caption): a procedural drawing of one shape, made for the occasion (the
+    built-in model never generated it), and its caption, e.g. ``'a big red circle'``.
+    ``seed`` jitters the radius and the position a little."""
+    from .shapes import data as shapes_data
+
+    choices = {
+        "shape": (shape, shapes_data.SHAPES),
+        "colour": (colour, tuple(shapes_data.COLOURS)),
+        "size": (size, tuple(shapes_data.SIZES)),
+        "position": (position, tuple(shapes_data.POSITIONS)),
+        "background": (background, tuple(shapes_data.BACKGROUNDS)),
+    }
+    for name, (value, known) in choices.items():
+        if value not in known:
+            raise ValueError(f"{name}={value!r}: the drawings know {', '.join(known)}")
+    rng = np.random.default_rng([HELD_OUT_SEED, HELD_OUT_START, seed])
+    made = shapes_data.make_object(rng, position, shape=shape, colour=colour, size=size)
+    made = replace(made, size_in_caption=True, position_in_caption=name_position)
+    item = shapes_data.build_sample([made], background)
+    return Image.fromarray(item.image), item.caption
+
+
+def held_out_drawing(index: int = 0) -> tuple[Image.Image, str]:
+    """(image, caption) of the shapes data's sample ``50,000 + index`` of seed 0: past the
+    built-in model's training samples (0–29,999), with one or two objects."""
+    from .shapes import data as shapes_data
+
+    item = shapes_data.sample(HELD_OUT_START + index, HELD_OUT_SEED)
+    return Image.fromarray(item.image), item.caption

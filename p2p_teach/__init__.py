@@ -67,6 +67,10 @@ _FORMER: dict[str, str] = {
     "attention_processors": "processors",
     "PipelineBusyError": "processors",
     "ScheduleError": "schedules",
+    "invert": "inversion",
+    "Inversion": "inversion",
+    "setup": "course",
+    "Course": "course",
 }
 
 __all__ = list(_EXPORTS)

@@ -163,6 +163,38 @@ class Inversion:
         """Reconstruction PSNR of plain DDIM inversion at the same guidance, in dB."""
         return psnr(self.image, self.ddim_reconstruction)
 
+    def edit_arguments(
+        self,
+        pipe: Any,
+        steps: int | None = None,
+        guidance: float | None = None,
+        latents: torch.Tensor | None = None,
+        null_embeddings: torch.Tensor | None = None,
+    ) -> dict:
+        """What ``edit(pipe, ..., inversion=self)`` runs with: z_T as ``latents``, the
+        per-step ``null_embeddings``, the inversion's ``steps``, ``guidance`` and DDIM
+        ``scheduler`` (rebuilt from its saved config; the pipeline's own is not used).
+
+        Raises:
+            ValueError: ``steps`` or ``guidance`` differ from the inversion's, ``latents`` or
+                ``null_embeddings`` are given too, or the inversion is another model's.
+        """
+        check_inversion(pipe, self, steps, guidance)
+        for name, value in (("latents", latents), ("null_embeddings", null_embeddings)):
+            if value is not None:
+                raise ValueError(
+                    f"{name}= and inversion= both set where an edit starts: the inversion "
+                    f"gives z_T and the null embeddings. Fix: drop {name}=."
+                )
+        return {
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "latents": self.z_T,
+            # without guidance the edit runs no unconditional half for them to replace
+            "null_embeddings": self.null_embeddings if self.settings["guided"] else None,
+            "scheduler": inversion_scheduler(self),
+        }
+
     def __repr__(self) -> str:
         return (
             f"Inversion({self.caption!r}, steps={self.steps}, guidance={self.guidance:g}, "
@@ -698,6 +730,7 @@ def _eval_mode(pipe: Any) -> Iterator[None]:
             free_hooks()
 
 
+@torch.no_grad()
 def encode_image(pipe: Any, image: Image.Image) -> torch.Tensor:
     """(1, C, h, w) float32: the VAE's posterior mean of ``image``, scaled as the UNet's
     latents are (× ``vae.config.scaling_factor``)."""
@@ -706,6 +739,7 @@ def encode_image(pipe: Any, image: Image.Image) -> torch.Tensor:
     return vae.encode(pixels).latent_dist.mean.float() * vae.config.scaling_factor
 
 
+@torch.no_grad()
 def decode_latents(pipe: Any, latents: torch.Tensor) -> list:
     """PIL images of (B, C, h, w) scaled latents, decoded by the VAE."""
     vae = pipe.vae

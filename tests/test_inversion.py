@@ -236,3 +236,18 @@ def test_null_text_inversion_beats_plain_ddim_on_the_builtin_model(drawing):
     with pytest.raises(ValueError, match="another model"):
         check_inversion(load_pipeline("tiny-random", verbose=False), result)
     assert result.psnr > 28 and result.psnr > result.ddim_psnr + 4
+
+
+def test_edit_arguments_start_from_the_inversion_and_refuse_conflicts(pipe, inverted):
+    given = inverted.edit_arguments(pipe)
+    assert given["steps"] == 4 and given["guidance"] == 3.0
+    assert given["latents"] is inverted.z_T and given["null_embeddings"] is inverted.null_embeddings
+    scheduler = given["scheduler"]
+    assert type(scheduler).__name__ == "DDIMScheduler"
+    assert [int(t) for t in scheduler.timesteps] == inverted.timesteps
+    with pytest.raises(ValueError, match="drop latents="):
+        inverted.edit_arguments(pipe, latents=inverted.z_T)
+    with pytest.raises(ValueError, match="drop null_embeddings="):
+        inverted.edit_arguments(pipe, null_embeddings=inverted.null_embeddings)
+    with pytest.raises(ValueError, match="steps=9, but the inversion has 4"):
+        inverted.edit_arguments(pipe, steps=9)

@@ -41,6 +41,7 @@ from ..inversion import (
 from ..models import default_guidance
 from ..shapes import data as shapes_data
 from .common import check_range, png_image, set_png, steps_slider
+from .edit_runner import EditRunner
 from .run_guard import GuardedWidget, RunGuard
 
 PREVIEW_MIN_SIZE = 128  # pixels: a 64×64 image is upscaled (nearest) to be visible
@@ -263,19 +264,34 @@ class InversionWidget(GuardedWidget, widgets.VBox):
 
     # ------------------------------------------------------------------ hand-over
 
-    def open_edit(self, target: str | None = None) -> Any:
-        """An :class:`~p2p_teach.widgets.EditRunner` on the inversion, shown below."""
-        from .edit_runner import EditRunner
-
+    def open_edit(self, target: str | None = None) -> InversionEditRunner | None:
+        """An :class:`InversionEditRunner` on the inversion, shown below; None before one."""
         if self.inversion is None:
             self.status.value = "Nothing to edit yet: invert an image first."
             return None
-        inversion = self.inversion
-        self.edit_runner = EditRunner(
-            self.pipe, source=inversion.caption,
+        self.edit_runner = InversionEditRunner(
+            self.pipe, self.inversion,
             target=target if target is not None else self.target_text.value,
-            steps=inversion.steps, guidance=inversion.guidance, inversion=inversion,
             threaded=self.threaded,
         )  # fmt: skip
         self.edit_box.children = (self.edit_runner,)
         return self.edit_runner
+
+
+class InversionEditRunner(EditRunner):
+    """The edit runner on an inversion: the source prompt is its caption, and steps and
+    guidance are its own (those controls are locked; the seed plays no part)."""
+
+    def __init__(self, pipe: Any, inversion: Inversion, target: str, **kwargs: Any) -> None:
+        self.inversion = inversion
+        super().__init__(pipe, source=inversion.caption, target=target, steps=inversion.steps,
+                         guidance=inversion.guidance, **kwargs)  # fmt: skip
+        for control in (self.source_text, self.seed_input, self.steps_slider,
+                        self.guidance_slider):  # fmt: skip
+            control.disabled = True
+        self.status.value = "Ready: the source is the inverted image. Press Run."
+
+    def edit_arguments(self) -> dict[str, Any]:
+        """The edit runner's arguments, started from the inversion (z_T, null embeddings); its
+        steps and guidance are the inversion's (locked controls), the seed goes unused."""
+        return {**super().edit_arguments(), "inversion": self.inversion}

@@ -56,6 +56,7 @@ DEFAULT_INNER_STEPS = 5
 DEFAULT_LEARNING_RATE = 1e-1
 # the inner optimisation stops once the latent MSE is below this (Mokady et al.: 1e-5)
 DEFAULT_EARLY_STOP = 1e-5
+FP16_LOSS_SCALE = 2.0**12
 TENSORS_FILE = "inversion.safetensors"
 SETTINGS_FILE = "inversion.json"
 IMAGE_FILES = ("image.png", "reconstruction.png", "ddim_reconstruction.png")
@@ -537,7 +538,11 @@ def optimise_null(
             losses.append(float(loss.detach()))
             if losses[-1] < early_stop:
                 return null.detach(), uncond_noise.detach(), losses
-            (null.grad,) = torch.autograd.grad(loss, [null])
+            # in fp16 the gradients of a loss near 1e-5 underflow in the UNet's backward:
+            # scale the loss up and the gradient back down, as mixed-precision training does
+            scale = FP16_LOSS_SCALE if run.unet.dtype == torch.float16 else 1.0
+            (gradient,) = torch.autograd.grad(loss * scale, [null])
+            null.grad = gradient / scale
             optimizer.step()
     with torch.no_grad():
         return null.detach(), run.noise(latent, timestep, null), losses

@@ -41,6 +41,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``p2p_
 import numpy as np
 import torch
 
+from p2p_teach.defaults import model_defaults
 from p2p_teach.inversion import (
     DEFAULT_INNER_STEPS,
     DEFAULT_STEPS,
@@ -50,7 +51,7 @@ from p2p_teach.inversion import (
     psnr,
     reconstruct,
 )
-from p2p_teach.models import default_guidance, load_pipeline
+from p2p_teach.models import load_pipeline
 from p2p_teach.shapes import data as shapes_data
 from p2p_teach.shapes import evaluate
 
@@ -92,7 +93,7 @@ def timed(function, *args, **kwargs) -> tuple[Any, float, float]:
 
 def reconstruction_row(pipe, item, args) -> dict:
     """The six PSNRs of one drawing, and the time of its inversion at the model's guidance."""
-    guidance = default_guidance(pipe)
+    guidance = model_defaults(pipe).guidance
     kwargs = {"steps": args.steps, "inner_steps": args.inner_steps, "progress": False}
     at_model, wall, cpu = timed(invert, pipe, item.image, item.caption, guidance=guidance, **kwargs)
     at_sd = invert(pipe, item.image, item.caption, guidance=SD_GUIDANCE, **kwargs)
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, Any] = {
         "settings": {
             **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "guidance": default_guidance(pipe),
+            "guidance": model_defaults(pipe).guidance,
             "held_out": f"seed {HELD_OUT_SEED}, indices {HELD_OUT_START}+",
         },  # fmt: skip
         "machine": {

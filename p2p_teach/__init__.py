@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 
 # public name -> (module that defines it, its name there)
 _EXPORTS: dict[str, tuple[str, str]] = {
+    "setup": ("course", "setup"),  # every notebook's first call: the model, steps, prompts
     "load_pipeline": ("models", "load_pipeline"),
     "tokenize": ("tokens", "tokenize"),
     "word_swap_mapper": ("mapper", "word_swap_mapper"),
@@ -33,6 +34,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Refine": ("edits", "Refine"),
     "Reweight": ("edits", "Reweight"),
     "LocalBlend": ("edits", "LocalBlend"),
+    "invert": ("inversion", "invert"),  # a real image → what edit(..., inversion=) starts from
     # one call per view
     "show": ("figures.images", "result_figure"),
     "tour_view": ("widgets.tour", "PipelineTour"),
@@ -67,10 +69,6 @@ _FORMER: dict[str, str] = {
     "attention_processors": "processors",
     "PipelineBusyError": "processors",
     "ScheduleError": "schedules",
-    "invert": "inversion",
-    "Inversion": "inversion",
-    "setup": "course",
-    "Course": "course",
 }
 
 __all__ = list(_EXPORTS)

@@ -22,20 +22,18 @@ from typing import Any
 
 import torch
 
+from .defaults import BUILTIN_PREFIX, model_defaults
 from .lessons import LessonPrompts, lesson_prompts
-from .models import (
-    BUILTIN_PREFIX,
-    ModelNotAvailableError,
-    builtin_name,
-    default_guidance,
-    load_pipeline,
-)
+from .models import ModelNotAvailableError, load_pipeline
 
 MODEL_VARIABLE = "P2P_TEACH_MODEL"
 AUTO = "auto"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 BUILTIN_STEPS = 20  # the built-in model's lessons: a few seconds per edit on a CPU
 SD_STEPS = 50  # Stable Diffusion's usual setting, and the paper's
+# The built-in model's ops are tiny: on a CPU one thread is faster than several, which spin-wait
+# for each other (badly so on a shared machine)
+BUILTIN_CPU_THREADS = 1
 
 # The text of every notebook's first cell: install the package where it is missing (Colab),
 # then one setup call. Replace SOURCE with where the course's repository lives.
@@ -64,17 +62,19 @@ class Course:
     prompts: LessonPrompts
     guidance: float
     reason: str
+    cpu_threads: int | None = None  # set by setup for the built-in model on a CPU, else None
 
     @property
     def builtin(self) -> bool:
-        return builtin_name(self.pipe) is not None
+        return model_defaults(self.pipe).builtin is not None
 
     def __str__(self) -> str:
         unet = self.pipe.unet
+        threads = f", {self.cpu_threads} CPU thread(s)" if self.cpu_threads else ""
         return (
             f"p2p_teach.setup: {self.model} ({unet.device.type}, "
             f"{str(unet.dtype).removeprefix('torch.')}), {self.steps} steps, guidance "
-            f"{self.guidance:g}.\n  why: {self.reason}\n  lesson prompts: "
+            f"{self.guidance:g}{threads}.\n  why: {self.reason}\n  lesson prompts: "
             f"{self.prompts.source!r} → {', '.join(map(repr, self.prompts.swaps.values()))}"
         )
 
@@ -143,14 +143,20 @@ def setup(model: str | None = None, *, verbose: bool = True) -> Course:
             raise
         chosen, reason = "builtin", f"{reason}; loading it failed ({error}), so the built-in"
         pipe = load_pipeline(chosen, verbose=False)
-    name = builtin_name(pipe)
+    defaults = model_defaults(pipe)
+    name = defaults.builtin
+    threads = None
+    if name is not None and pipe.unet.device.type == "cpu":
+        threads = BUILTIN_CPU_THREADS
+        torch.set_num_threads(threads)
     course = Course(
         pipe=pipe,
         model=f"{BUILTIN_PREFIX}{name}" if name else chosen,
         steps=BUILTIN_STEPS if name else SD_STEPS,
         prompts=lesson_prompts(pipe),
-        guidance=default_guidance(pipe),
+        guidance=defaults.guidance,
         reason=reason,
+        cpu_threads=threads,
     )
     if verbose:
         print(course)

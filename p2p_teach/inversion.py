@@ -44,8 +44,8 @@ import torch
 from PIL import Image
 
 from . import __version__
+from .defaults import model_defaults
 from .measures import _rgb
-from .models import default_guidance
 from .schedules import check_num_steps
 from .tokens import tokenize
 
@@ -171,6 +171,7 @@ class Inversion:
         guidance: float | None = None,
         latents: torch.Tensor | None = None,
         null_embeddings: torch.Tensor | None = None,
+        source_prompt: str | None = None,
     ) -> dict:
         """What ``edit(pipe, ..., inversion=self)`` runs with: z_T as ``latents``, the
         per-step ``null_embeddings``, the inversion's ``steps``, ``guidance`` and DDIM
@@ -178,9 +179,16 @@ class Inversion:
 
         Raises:
             ValueError: ``steps`` or ``guidance`` differ from the inversion's, ``latents`` or
-                ``null_embeddings`` are given too, or the inversion is another model's.
+                ``null_embeddings`` are given too, ``source_prompt`` is not the caption, or the
+                inversion is another model's.
         """
         check_inversion(pipe, self, steps, guidance)
+        if source_prompt is not None and source_prompt != self.caption:
+            raise ValueError(
+                f"source prompt {source_prompt!r}, but the image was inverted under the caption "
+                f"{self.caption!r}: the null embeddings reconstruct it under that caption only. "
+                f"Fix: edit(pipe, {self.caption!r}, target, inversion=...)."
+            )
         for name, value in (("latents", latents), ("null_embeddings", null_embeddings)):
             if value is not None:
                 raise ValueError(
@@ -444,7 +452,7 @@ def _check_inputs(
 
 
 def _check_guidance(pipe: Any, guidance: object) -> float:
-    guidance = default_guidance(pipe) if guidance is None else guidance
+    guidance = model_defaults(pipe).guidance if guidance is None else guidance
     if (
         isinstance(guidance, bool)
         or not isinstance(guidance, Real)
@@ -634,7 +642,7 @@ def invert(
         steps: DDIM steps; the edit must run the same number.
         inner_steps: Adam steps per denoising step at most (0: plain DDIM inversion).
         guidance: the classifier-free guidance scale the edit will run at (it must match);
-            None: the model's own (:func:`~p2p_teach.models.default_guidance`). At 1 or less
+            None: the model's own (:func:`~p2p_teach.defaults.model_defaults`). At 1 or less
             the null embedding plays no part, and nothing is optimised.
         learning_rate, early_stop: Adam's rate at the first step (halved by the last), and the
             latent MSE under which a step's optimisation stops (rising 100-fold by the last).

@@ -23,6 +23,7 @@ STAGES: list[tuple[str, ...]] = [
     ("models",),  # getting a pipeline
     ("engine",),  # Algorithm 1
     ("measures", "timeline", "sweep", "lessons", "tour", "exercises"),  # reading results, lessons
+    ("inversion", "course"),  # real images to edit; the course's model, steps and prompts
     ("shapes.train", "shapes.evaluate"),  # training and evaluating the built-in model
     ("figures",),  # data in, matplotlib Figure out
     ("widgets",),  # thin ipywidgets views

@@ -9,6 +9,8 @@ import torch
 
 import p2p_teach
 from p2p_teach import course
+from p2p_teach.defaults import SD_V1
+from p2p_teach.defaults import SHAPES as SHAPES_DEFAULTS
 from p2p_teach.lessons import SHAPES, SLIDES
 from p2p_teach.models import ModelNotAvailableError
 
@@ -45,15 +47,19 @@ def world(monkeypatch, pipe):
 @pytest.fixture
 def shapes_named(monkeypatch):
     """The fixture's tiny pipeline answers as the built-in shapes model does."""
-    monkeypatch.setattr(course, "builtin_name", lambda pipe: "shapes" if not
-                        isinstance(pipe, SimpleNamespace) else None)  # fmt: skip
+    monkeypatch.setattr(course, "model_defaults", lambda pipe: SD_V1 if
+                        isinstance(pipe, SimpleNamespace) else SHAPES_DEFAULTS)  # fmt: skip
     monkeypatch.setattr(course, "lesson_prompts", lambda pipe: SLIDES if
                         isinstance(pipe, SimpleNamespace) else SHAPES)  # fmt: skip
 
 
-def test_without_a_gpu_the_builtin_model_runs_and_the_hub_is_not_asked(world, shapes_named,
-                                                                      capsys):  # fmt: skip
+def test_without_a_gpu_the_builtin_model_runs_on_one_thread_and_no_hub_is_asked(
+    world, shapes_named, capsys, monkeypatch
+):
+    threads = []
+    monkeypatch.setattr(course.torch, "set_num_threads", threads.append)
     chosen = course.setup()
+    assert threads == [1] and chosen.cpu_threads == 1
     assert world.loaded == ["builtin"] and world.probes == 0
     assert chosen.steps == course.BUILTIN_STEPS and chosen.prompts is SHAPES
     assert chosen.model == "p2p_teach/shapes"
@@ -61,9 +67,11 @@ def test_without_a_gpu_the_builtin_model_runs_and_the_hub_is_not_asked(world, sh
     assert "no CUDA GPU" in printed and "Change runtime type" in printed
 
 
-def test_a_gpu_with_reachable_weights_runs_sd15_in_its_steps_and_prompts(world, shapes_named,
-                                                                         capsys):  # fmt: skip
+def test_a_gpu_with_reachable_weights_runs_sd15_in_its_steps_and_prompts(
+    world, shapes_named, capsys, monkeypatch
+):
     world.cuda, world.reachable = True, (True, "cached on this machine")
+    monkeypatch.setattr(course.torch, "set_num_threads", lambda n: pytest.fail("threads set"))
     chosen = course.setup()
     assert world.loaded == [course.SD15] and chosen.model == course.SD15
     assert chosen.steps == course.SD_STEPS and chosen.prompts is SLIDES

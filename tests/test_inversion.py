@@ -251,3 +251,34 @@ def test_edit_arguments_start_from_the_inversion_and_refuse_conflicts(pipe, inve
         inverted.edit_arguments(pipe, null_embeddings=inverted.null_embeddings)
     with pytest.raises(ValueError, match="steps=9, but the inversion has 4"):
         inverted.edit_arguments(pipe, steps=9)
+
+
+def test_edit_from_an_inversion_reconstructs_the_source_and_refuses_mismatches(pipe, inverted):
+    from p2p_teach.engine import edit
+
+    result = edit(pipe, CAPTION, "a big blue circle", inversion=inverted, progress=False)
+    source = np.asarray(result.source_image, dtype=int)
+    assert np.abs(source - np.asarray(inverted.reconstruction, dtype=int)).max() <= 2
+    settings = result.settings
+    assert settings["steps"] == 4 and settings["guidance"] == 3.0
+    assert settings["scheduler"] == "DDIMScheduler" and settings["latents_given"]
+    assert settings["null_embeddings_given"]
+    assert type(pipe.scheduler).__name__ == "PNDMScheduler"  # the pipeline's is not used
+    with pytest.raises(ValueError, match="steps=25, but the inversion has 4"):
+        edit(pipe, CAPTION, "a big blue circle", inversion=inverted, steps=25)
+    with pytest.raises(ValueError, match="optimised for guidance 3"):
+        edit(pipe, CAPTION, "a big blue circle", inversion=inverted, guidance=7.5)
+    with pytest.raises(ValueError, match="inverted under the caption"):
+        edit(pipe, "a big green circle", "a big blue circle", inversion=inverted)
+    with pytest.raises(TypeError, match="must be an Inversion"):
+        edit(pipe, CAPTION, "a big blue circle", inversion="inverted.safetensors")
+
+
+def test_a_saved_inversion_edits_as_the_original(pipe, inverted, tmp_path):
+    from p2p_teach.engine import edit
+
+    loaded = Inversion.load(inverted.save(tmp_path / "inv"))
+    kwargs = {"progress": False, "record": "none"}
+    first = edit(pipe, CAPTION, "a big blue circle", inversion=inverted, **kwargs)
+    second = edit(pipe, CAPTION, "a big blue circle", inversion=loaded, **kwargs)
+    torch.testing.assert_close(first.latents, second.latents)

@@ -114,3 +114,16 @@ def test_widget_shows_failures_instead_of_raising(pipe):
     assert view.run() is None and "caption" in view.error
     assert view.progress.bar_style == "danger" and view.edit_button.disabled
     assert view.open_edit() is None and "invert an image first" in view.status.value
+
+
+def test_edit_hands_the_inversion_to_an_edit_runner(pipe):
+    view = InversionWidget(pipe, steps=2, inner_steps=1, guidance=3.0, threaded=False)
+    inversion = view.run()
+    view.target_text.value = "a big blue circle"
+    runner = view.open_edit()
+    assert view.edit_box.children == (runner,)
+    assert runner.source_text.value == "a big red circle" and runner.source_text.disabled
+    assert runner.steps_slider.value == 2 and runner.steps_slider.disabled
+    assert runner.edit_arguments()["inversion"] is inversion
+    result = runner.run()
+    assert result is not None and result.settings["null_embeddings_given"]

@@ -27,6 +27,7 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 from PIL import Image
 
+from ..defaults import model_defaults
 from ..figures.images import figure_png, image_png
 from ..figures.inversion import inversion_step_figure, reconstructions_figure
 from ..inversion import (
@@ -38,7 +39,6 @@ from ..inversion import (
     invert,
     model_side,
 )
-from ..models import default_guidance
 from ..shapes import data as shapes_data
 from .common import check_range, png_image, set_png, steps_slider
 from .edit_runner import EditRunner
@@ -108,7 +108,7 @@ class InversionWidget(GuardedWidget, widgets.VBox):
             max=INNER_MAX, description="inner steps",
         )  # fmt: skip
         self.guidance_slider = widgets.FloatSlider(
-            value=default_guidance(pipe) if guidance is None
+            value=model_defaults(pipe).guidance if guidance is None
             else check_range("guidance", guidance, 0.0, 15.0),
             min=0.0, max=15.0, step=0.5, description="guidance",
         )  # fmt: skip

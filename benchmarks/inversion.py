@@ -121,11 +121,13 @@ def swap_row(pipe, item, rng, args) -> dict:
     from p2p_teach.engine import edit
 
     target, new_colour = swap_colour(item, rng)
-    kwargs = {"steps": args.steps, "inner_steps": args.inner_steps, "progress": False}
+    kwargs = {"steps": args.steps, "inner_steps": args.inner_steps, "progress": False,
+              "guidance": args.swap_guidance}  # fmt: skip
     inversion, invert_wall, invert_cpu = timed(invert, pipe, item.image, item.caption, **kwargs)
     result, edit_wall, edit_cpu = timed(
-        edit, pipe, item.caption, target, inversion=inversion, record="none", progress=False
-    )
+        edit, pipe, item.caption, target, inversion=inversion, cross_steps=args.cross_steps,
+        record="none", progress=False,
+    )  # fmt: skip
     drawing_mask = item.masks[0]  # (64, 64) bool, the drawing's own
     edited = np.asarray(result.edited_image.convert("RGB"))  # (64, 64, 3)
     source = np.asarray(result.source_image.convert("RGB"))
@@ -229,6 +231,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--inner-steps", type=int, default=DEFAULT_INNER_STEPS)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--swap-guidance",
+        type=float,
+        default=None,
+        help="guidance of the swaps' inversion and edit (default: the model's)",
+    )
+    parser.add_argument("--cross-steps", type=float, default=0.8,
+                        help="the swaps' cross-attention injection (the paper's 0.8)")  # fmt: skip
     parser.add_argument("--model", default="builtin", help="builtin, sd15-random or a model id")
     parser.add_argument("--device", default=None)
     parser.add_argument("--timing-only", action="store_true", help="time one inversion + edit")

@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 
 # public name -> (module that defines it, its name there)
 _EXPORTS: dict[str, tuple[str, str]] = {
+    "setup": ("course", "setup"),  # every notebook's first call: the model, steps, prompts
     "load_pipeline": ("models", "load_pipeline"),
     "tokenize": ("tokens", "tokenize"),
     "word_swap_mapper": ("mapper", "word_swap_mapper"),
@@ -33,14 +34,13 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Refine": ("edits", "Refine"),
     "Reweight": ("edits", "Reweight"),
     "LocalBlend": ("edits", "LocalBlend"),
-    # one call per view
+    "invert": ("inversion", "invert"),  # a real image → what edit(..., inversion=) starts from
+    # one call per view (the pipeline tour and the injection sweep: p2p_teach.widgets)
     "show": ("figures.images", "result_figure"),
-    "tour_view": ("widgets.tour", "PipelineTour"),
     "tokens_view": ("widgets.tokens", "TokenExplorer"),
     "mapper_view": ("widgets.mapper", "MapperExplorer"),
     "edit_view": ("widgets.edit_runner", "EditRunner"),
     "timeline_view": ("widgets.timeline", "AttentionTimeline"),
-    "sweep_view": ("widgets.sweep", "InjectionSweep"),
 }
 
 # Names this package's top level offered before it was kept small. They still import from

@@ -88,6 +88,9 @@ SD_LATENT_RGB = (
 )
 
 
+DEFAULT_STEPS = 25
+
+
 class UnsupportedSchedulerError(ValueError):
     """The pipeline's scheduler evaluates the UNet more than once per step."""
 
@@ -594,6 +597,7 @@ def plan_edit(
     width: int | None = None,
     latents: torch.Tensor | None = None,
     null_embeddings: torch.Tensor | None = None,
+    scheduler: Any = None,
     record: KeepSetting = "auto",
     record_slots: Literal["used", "all"] = "used",
     conventions: Conventions = "p2p_teach",
@@ -602,7 +606,8 @@ def plan_edit(
     processor_class: type[PromptToPromptProcessor] = PromptToPromptProcessor,
 ) -> EditPlan:
     """Check an edit's arguments and plan it, without running the UNet (arguments: :func:`edit`,
-    plus ``null_embeddings``, see :class:`EditPlan`, and ``conventions``). Raises as
+    plus ``null_embeddings``, see :class:`EditPlan`, ``conventions``, and ``scheduler``: one to
+    copy instead of the pipeline's). Raises as
     :func:`edit` does, before anything of the pipeline is changed."""
     # ---- 1. Check the inputs ----------------------------------------------------------------
     _check_pipeline(pipe)
@@ -625,10 +630,9 @@ def plan_edit(
     chosen_edit = with_conventions(as_edit(edit), conventions)  # the original's mapper/padding
     token_edit = chosen_edit.resolve(source_view, target_view)  # mapper/alignment/weights
     device, dtype = pipe._execution_device, pipe.unet.dtype
-    calls = plan_scheduler(pipe.scheduler, num_steps, device)
-    # a word swap of unequal piece counts gives the swapped word a shorter window of its own
-    cross_windows = chosen_edit.cross_windows(cross_steps, source_view, target_view)
-    schedule = _schedule(conventions, cross_windows, self_steps, num_steps, calls, target_view)
+    calls = plan_scheduler(pipe.scheduler if scheduler is None else scheduler, num_steps, device)
+    schedule = _schedule(chosen_edit, conventions, cross_steps, self_steps, num_steps, calls,
+                         source_view, target_view)  # fmt: skip
     blend_plan = blend.resolve(source_view, target_view, num_steps) if blend else None
     coefficients = step_coefficients(token_edit, schedule, device=device, dtype=dtype)
 
@@ -663,19 +667,24 @@ def plan_edit(
 
 
 def _schedule(
+    edit: Edit,
     conventions: str,
     cross_steps: CrossSteps,
     self_steps: SelfSteps,
     num_steps: int,
     calls: SchedulerPlan,
+    source: TokenView,
     target: TokenView,
 ) -> InjectionSchedule:
-    """The injection tables: one row per step, or per UNet call as the original counts."""
+    """The injection tables: one row per step, or per UNet call as the original counts. The
+    edit may add windows of its own (a word swap of unequal piece counts gives the swapped word
+    a shorter one; the original's conventions never do)."""
+    cross_windows = edit.cross_windows(cross_steps, source, target)
     if conventions == "original":
         return resolve_original_schedule(
-            cross_steps, self_steps, num_steps, len(calls.call_steps), target
+            cross_windows, self_steps, num_steps, len(calls.call_steps), target
         )
-    return resolve_schedule(cross_steps, self_steps, num_steps, target)
+    return resolve_schedule(cross_windows, self_steps, num_steps, target)
 
 
 def _run_description(pipe: Any, scheduler: Any, device: torch.device, dtype: Any) -> dict:
@@ -765,7 +774,7 @@ def edit(
     edit: Edit | str | None = "replace",
     blend: LocalBlend | None = None,
     seed: int = 0,
-    steps: int = 25,
+    steps: int | None = None,
     guidance: float | None = None,
     cross_steps: CrossSteps = 0.8,
     self_steps: SelfSteps | None = None,
@@ -774,6 +783,7 @@ def edit(
     width: int | None = None,
     latents: torch.Tensor | None = None,
     null_embeddings: torch.Tensor | None = None,
+    inversion: Any = None,
     record: KeepSetting = "auto",
     record_slots: Literal["used", "all"] = "used",
     callback: StepCallback | None = None,
@@ -796,7 +806,7 @@ def edit(
             same noise on any device; the source is ``pipe(source_prompt,
             generator=torch.Generator().manual_seed(seed))`` (equal in fp32; in fp16 on a GPU
             the batch of four instead of two may change low bits).
-        steps: denoising steps (≥ 1).
+        steps: denoising steps (≥ 1); None: 25, or the inversion's.
         guidance: classifier-free guidance scale (≥ 0; ≤ 1 turns guidance off); None: the
             model's own (:mod:`p2p_teach.defaults`: 7.5 for SD v1.x, 2
             for the built-in shapes model).
@@ -814,6 +824,12 @@ def edit(
             ``pipe(latents=...)`` takes it).
         null_embeddings: optional (steps, 77, d) unconditional embeddings, one per step,
             instead of the empty prompt's (null-text inversion; needs guidance > 1).
+        inversion: a real image's :class:`~p2p_teach.inversion.Inversion` (from
+            :func:`~p2p_teach.inversion.invert`) to edit instead of a seed's image: its z_T,
+            its null embeddings, its steps, guidance and DDIM scheduler (the pipeline's
+            scheduler is not used); ``source_prompt`` is its caption. Other ``steps`` or
+            ``guidance`` than the inversion's, or ``latents``/``null_embeddings`` as well,
+            raise a ValueError.
         record: which cross-attention layers the history keeps: ``"auto"`` (side ≤ a quarter of
             the latent's side, and any side ≤ 16), ``"all"``, ``"none"``, a largest side, or a
             set of sides (:mod:`p2p_teach.history`).
@@ -846,13 +862,27 @@ def edit(
             its processors are touched).
     """
     _check_run_options(preview, record_slots, callback, record)
+    scheduler = None
+    if inversion is not None:  # a real image: its z_T, null embeddings, steps, guidance, DDIM
+        if not hasattr(inversion, "edit_arguments"):
+            raise TypeError(
+                f"inversion must be an Inversion (from p2p_teach.invert or Inversion.load), "
+                f"not {type(inversion).__name__}"
+            )
+        given = inversion.edit_arguments(
+            pipe, steps, guidance, latents, null_embeddings, source_prompt=source_prompt
+        )
+        steps, guidance, latents, null_embeddings, scheduler = (
+            given[key] for key in ("steps", "guidance", "latents", "null_embeddings", "scheduler")
+        )
     plan = plan_edit(
-        pipe, source_prompt, target_prompt, edit=edit, blend=blend, seed=seed, steps=steps,
+        pipe, source_prompt, target_prompt, edit=edit, blend=blend, seed=seed,
+        steps=DEFAULT_STEPS if steps is None else steps,
         guidance=guidance, cross_steps=cross_steps, self_steps=self_steps,
         self_max_ratio=self_max_ratio, height=height, width=width, latents=latents,
         null_embeddings=null_embeddings, record=record, record_slots=record_slots,
         conventions=conventions, preview=preview, progress=progress,
-        processor_class=processor_class,
+        processor_class=processor_class, scheduler=scheduler,
     )  # fmt: skip
     try:
         return _denoise(pipe, plan, callback)

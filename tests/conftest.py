@@ -12,6 +12,21 @@ import torch
 from p2p_teach.models import load_pipeline
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "cuda: needs a CUDA GPU (skipped without one; benchmarks/gpu_check.sh runs them)"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """The built-in model's ops are tiny: one thread is faster, and avoids OpenMP threads

@@ -24,6 +24,7 @@ STAGES: list[tuple[str, ...]] = [
     ("engine",),  # Algorithm 1
     # reading results, the lessons, the exercises
     ("measures", "timeline", "sweep", "lessons", "tour", "self_attention", "exercises"),
+    ("inversion", "course"),  # real images to edit; the course's model, steps and prompts
     ("shapes.train", "shapes.evaluate", "shapes.readers", "shapes.swap_study"),  # the model's
     ("claims",),  # the lessons' claims, measured on the built-in model
     ("figures",),  # data in, matplotlib Figure out

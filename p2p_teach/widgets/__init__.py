@@ -1,6 +1,7 @@
 """Thin ipywidgets views over the figure functions; each is a VBox with inspectable state."""
 
 from .edit_runner import EditRunner
+from .inversion import InversionWidget
 from .mapper import MapperExplorer
 from .panels import LocalBlendPanel, RefinePanel, ReweightPanel
 from .question import PredictQuestion
@@ -14,6 +15,7 @@ __all__ = [
     "AttentionTimeline",
     "EditRunner",
     "InjectionSweep",
+    "InversionWidget",
     "LocalBlendPanel",
     "MapperExplorer",
     "PipelineTour",

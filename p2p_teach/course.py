@@ -1,0 +1,163 @@
+"""One place to choose the course's model: :func:`setup`, the first call of every notebook.
+
+    COURSE = p2p_teach.setup()          # picks, loads and says why
+    pipe, PROMPTS, STEPS = COURSE.pipe, COURSE.prompts, COURSE.steps
+
+With no argument it picks Stable Diffusion v1.5 in fp16 on a CUDA GPU (Colab) when its weights
+are reachable (in the local Hugging Face cache, or downloadable from the hub), and the built-in
+offline model otherwise, and prints what it picked and why. The steps and the lesson prompts
+follow the model: 20 steps and the coloured-shapes prompts for the built-in model, 50 steps and
+the recitation's prompts for Stable Diffusion.
+
+Changing the model is one line in one place: ``setup("builtin")`` (or a hub id, or a folder)
+in the notebook's first cell, or the environment variable ``P2P_TEACH_MODEL`` for every
+notebook at once (``auto`` is the default).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .defaults import BUILTIN_PREFIX, model_defaults
+from .lessons import LessonPrompts, lesson_prompts
+from .models import ModelNotAvailableError, load_pipeline
+
+MODEL_VARIABLE = "P2P_TEACH_MODEL"
+AUTO = "auto"
+SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+BUILTIN_STEPS = 20  # the built-in model's lessons: a few seconds per edit on a CPU
+SD_STEPS = 50  # Stable Diffusion's usual setting, and the paper's
+# The built-in model's ops are tiny: on a CPU one thread is faster than several, which spin-wait
+# for each other (badly so on a shared machine)
+BUILTIN_CPU_THREADS = 1
+
+# The text of every notebook's first cell: install the package where it is missing (Colab),
+# then one setup call. Replace SOURCE with where the course's repository lives.
+FIRST_CELL = """\
+# Setup. In Colab (or anywhere p2p_teach is missing) this installs it first.
+# The model: setup() picks Stable Diffusion v1.5 on a GPU when it can, else the built-in one.
+# To choose, change this one line, e.g. setup("builtin"), or set P2P_TEACH_MODEL.
+try:
+    import p2p_teach
+except ImportError:
+    %pip install -q "p2p_teach @ SOURCE"
+    import p2p_teach
+
+COURSE = p2p_teach.setup()
+pipe, PROMPTS, STEPS = COURSE.pipe, COURSE.prompts, COURSE.steps
+"""
+
+
+@dataclass(frozen=True)
+class Course:
+    """What :func:`setup` chose: the pipeline, the steps and prompts that suit it, and why."""
+
+    pipe: Any
+    model: str
+    steps: int
+    prompts: LessonPrompts
+    guidance: float
+    reason: str
+    cpu_threads: int | None = None  # set by setup for the built-in model on a CPU, else None
+
+    @property
+    def builtin(self) -> bool:
+        return model_defaults(self.pipe).builtin is not None
+
+    def __str__(self) -> str:
+        unet = self.pipe.unet
+        threads = f", {self.cpu_threads} CPU thread(s)" if self.cpu_threads else ""
+        return (
+            f"p2p_teach.setup: {self.model} ({unet.device.type}, "
+            f"{str(unet.dtype).removeprefix('torch.')}), {self.steps} steps, guidance "
+            f"{self.guidance:g}{threads}.\n  why: {self.reason}\n  lesson prompts: "
+            f"{self.prompts.source!r} → {', '.join(map(repr, self.prompts.swaps.values()))}"
+        )
+
+
+def cuda_available() -> bool:
+    """Whether a CUDA GPU can be used (a function of its own, so tests can stand one in)."""
+    return torch.cuda.is_available()
+
+
+def weights_reachable(model_id: str) -> tuple[bool, str]:
+    """(reachable, where): a hub model's weights in the local cache, or on a hub that answers.
+
+    Only the model's index is looked up (no download). ``HF_HUB_OFFLINE=1`` skips the hub.
+    """
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model_id, "model_index.json")
+    if isinstance(cached, str):
+        return True, "cached on this machine"
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False, "not cached, and HF_HUB_OFFLINE is set"
+    try:
+        HfApi().model_info(model_id, timeout=10)
+    except Exception as error:  # offline, DNS, proxy, gated, rate limit: all mean "not now"
+        return False, f"not cached, and the hub did not answer ({type(error).__name__})"
+    return True, "downloadable from the hub (about 2 GB in fp16, once)"
+
+
+def choose_model(model: str | None = None) -> tuple[str, str]:
+    """(model, reason): what :func:`setup` loads. ``model`` (else ``$P2P_TEACH_MODEL``, else
+    ``"auto"``): ``"auto"`` picks SD v1.5 on a CUDA GPU when its weights are reachable, else
+    the built-in model; any other value is loaded as asked."""
+    asked = model if model is not None else os.environ.get(MODEL_VARIABLE, "").strip() or AUTO
+    source = "setup's argument" if model is not None else f"${MODEL_VARIABLE}"
+    if not isinstance(asked, str) or not asked:
+        raise ValueError(f"model={asked!r}: 'auto', 'builtin', a hub id or a folder")
+    if asked != AUTO:
+        return asked, f"asked for by {source}"
+    if not cuda_available():
+        return "builtin", (
+            "no CUDA GPU here, so the built-in offline model (runs on a CPU in seconds). "
+            "On Colab: Runtime → Change runtime type → GPU, then run this cell again."
+        )
+    reachable, where = weights_reachable(SD15)
+    if reachable:
+        return SD15, f"a CUDA GPU, and Stable Diffusion v1.5's weights are {where}"
+    return "builtin", f"a CUDA GPU, but Stable Diffusion v1.5's weights are {where}"
+
+
+def setup(model: str | None = None, *, verbose: bool = True) -> Course:
+    """Load the course's model and the steps and lesson prompts that suit it.
+
+    Args:
+        model: ``None`` (``$P2P_TEACH_MODEL``, else ``"auto"``), ``"auto"``, ``"builtin"``, a
+            hub id (``"stable-diffusion-v1-5/stable-diffusion-v1-5"``) or a saved folder.
+        verbose: print what was picked and why.
+
+    A model that cannot be loaded (no network, a wrong id) falls back to the built-in model
+    when it was picked automatically; asked for by name, its error (with the fix) is raised.
+    """
+    chosen, reason = choose_model(model)
+    try:
+        pipe = load_pipeline(chosen, verbose=False)
+    except ModelNotAvailableError as error:
+        if model is not None or os.environ.get(MODEL_VARIABLE, AUTO).strip() not in ("", AUTO):
+            raise
+        chosen, reason = "builtin", f"{reason}; loading it failed ({error}), so the built-in"
+        pipe = load_pipeline(chosen, verbose=False)
+    defaults = model_defaults(pipe)
+    name = defaults.builtin
+    threads = None
+    if name is not None and pipe.unet.device.type == "cpu":
+        threads = BUILTIN_CPU_THREADS
+        torch.set_num_threads(threads)
+    course = Course(
+        pipe=pipe,
+        model=f"{BUILTIN_PREFIX}{name}" if name else chosen,
+        steps=BUILTIN_STEPS if name else SD_STEPS,
+        prompts=lesson_prompts(pipe),
+        guidance=defaults.guidance,
+        reason=reason,
+        cpu_threads=threads,
+    )
+    if verbose:
+        print(course)
+    return course

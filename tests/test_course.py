@@ -1,0 +1,149 @@
+"""setup(): which model it picks and why, with the GPU and the hub stood in for."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import p2p_teach
+from p2p_teach import course
+from p2p_teach.defaults import SD_V1
+from p2p_teach.defaults import SHAPES as SHAPES_DEFAULTS
+from p2p_teach.lessons import SHAPES, SLIDES
+from p2p_teach.models import ModelNotAvailableError
+
+
+def fake_sd_pipeline(name: str) -> SimpleNamespace:
+    """What load_pipeline returns for a hub id on a GPU, without the 2 GB."""
+    unet = SimpleNamespace(device=torch.device("cuda"), dtype=torch.float16)
+    return SimpleNamespace(name_or_path=name, unet=unet)
+
+
+@pytest.fixture
+def world(monkeypatch, pipe):
+    """A machine whose GPU, hub and loads the test decides; ``world.loaded`` records loads."""
+    state = SimpleNamespace(cuda=False, reachable=(False, "not cached"), loaded=[], fail=set(),
+                            probes=0)  # fmt: skip
+
+    def reachable(model_id):
+        state.probes += 1
+        return state.reachable
+
+    def load(model, verbose=True):
+        state.loaded.append(model)
+        if model in state.fail:
+            raise ModelNotAvailableError(f"could not load {model!r}")
+        return pipe if model in ("builtin", "tiny-random") else fake_sd_pipeline(model)
+
+    monkeypatch.delenv(course.MODEL_VARIABLE, raising=False)
+    monkeypatch.setattr(course, "cuda_available", lambda: state.cuda)
+    monkeypatch.setattr(course, "weights_reachable", reachable)
+    monkeypatch.setattr(course, "load_pipeline", load)
+    return state
+
+
+@pytest.fixture
+def shapes_named(monkeypatch):
+    """The fixture's tiny pipeline answers as the built-in shapes model does."""
+    monkeypatch.setattr(course, "model_defaults", lambda pipe: SD_V1 if
+                        isinstance(pipe, SimpleNamespace) else SHAPES_DEFAULTS)  # fmt: skip
+    monkeypatch.setattr(course, "lesson_prompts", lambda pipe: SLIDES if
+                        isinstance(pipe, SimpleNamespace) else SHAPES)  # fmt: skip
+
+
+def test_without_a_gpu_the_builtin_model_runs_on_one_thread_and_no_hub_is_asked(
+    world, shapes_named, capsys, monkeypatch
+):
+    threads = []
+    monkeypatch.setattr(course.torch, "set_num_threads", threads.append)
+    chosen = course.setup()
+    assert threads == [1] and chosen.cpu_threads == 1
+    assert world.loaded == ["builtin"] and world.probes == 0
+    assert chosen.steps == course.BUILTIN_STEPS and chosen.prompts is SHAPES
+    assert chosen.model == "p2p_teach/shapes"
+    printed = capsys.readouterr().out
+    assert "no CUDA GPU" in printed and "Change runtime type" in printed
+
+
+def test_a_gpu_with_reachable_weights_runs_sd15_in_its_steps_and_prompts(
+    world, shapes_named, capsys, monkeypatch
+):
+    world.cuda, world.reachable = True, (True, "cached on this machine")
+    monkeypatch.setattr(course.torch, "set_num_threads", lambda n: pytest.fail("threads set"))
+    chosen = course.setup()
+    assert world.loaded == [course.SD15] and chosen.model == course.SD15
+    assert chosen.steps == course.SD_STEPS and chosen.prompts is SLIDES
+    assert chosen.guidance == 7.5 and not chosen.builtin
+    printed = capsys.readouterr().out
+    assert "(cuda, float16), 50 steps" in printed and "weights are cached" in printed
+
+
+def test_a_gpu_without_the_weights_falls_back_to_the_builtin_model(world, shapes_named):
+    world.cuda, world.reachable = True, (False, "not cached, and the hub did not answer (X)")
+    chosen = course.setup(verbose=False)
+    assert world.loaded == ["builtin"] and chosen.steps == course.BUILTIN_STEPS
+    assert "hub did not answer" in chosen.reason
+
+
+def test_a_failed_automatic_load_falls_back_but_a_named_one_raises(world, shapes_named):
+    world.cuda, world.reachable = True, (True, "downloadable")
+    world.fail = {course.SD15}
+    chosen = course.setup(verbose=False)
+    assert world.loaded == [course.SD15, "builtin"] and "loading it failed" in chosen.reason
+    with pytest.raises(ModelNotAvailableError):
+        course.setup(course.SD15, verbose=False)
+
+
+def test_one_line_changes_the_model_argument_or_environment(world, shapes_named, monkeypatch):
+    world.cuda, world.reachable = True, (True, "cached")
+    chosen = course.setup("tiny-random", verbose=False)
+    assert world.loaded == ["tiny-random"] and chosen.reason == "asked for by setup's argument"
+    monkeypatch.setenv(course.MODEL_VARIABLE, "builtin")
+    chosen = course.setup(verbose=False)
+    assert world.loaded[-1] == "builtin" and "$P2P_TEACH_MODEL" in chosen.reason
+    assert world.probes == 0  # a named model is loaded as asked, nothing probed
+    with pytest.raises(ValueError, match="model=''"):
+        course.choose_model("")
+
+
+def hub(monkeypatch, cached, answer):
+    import huggingface_hub
+
+    calls = []
+
+    def model_info(self, model_id, timeout=None):
+        calls.append(model_id)
+        if isinstance(answer, Exception):
+            raise answer
+        return SimpleNamespace(id=model_id)
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo, name: cached)  # fmt: skip
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    return calls
+
+
+def test_weights_reachable_looks_in_the_cache_then_asks_the_hub(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls = hub(monkeypatch, "/cache/model_index.json", None)
+    assert course.weights_reachable(course.SD15) == (True, "cached on this machine")
+    assert calls == []
+    calls = hub(monkeypatch, None, None)
+    reachable, where = course.weights_reachable(course.SD15)
+    assert reachable and "downloadable" in where and calls == [course.SD15]
+    hub(monkeypatch, None, ConnectionError("no network"))
+    assert course.weights_reachable(course.SD15) == (
+        False, "not cached, and the hub did not answer (ConnectionError)"
+    )  # fmt: skip
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    calls = hub(monkeypatch, None, None)
+    assert course.weights_reachable(course.SD15)[0] is False and calls == []
+
+
+def test_the_first_cell_is_python_once_the_install_line_is_ipythons():
+    cell = course.FIRST_CELL
+    assert cell.count("p2p_teach.setup()") == 1 and "%pip install" in cell
+    compile(cell.replace("%pip install", "pass  #"), "first cell", "exec")
+    assert p2p_teach.setup is course.setup

@@ -51,7 +51,7 @@ from .edits import (
     step_coefficients,
     with_conventions,
 )
-from .guards import check_finite, tokenize_prompt
+from .guards import check_finite, check_pipeline, tokenize_prompt
 from .history import AttentionHistory
 from .layers import KeepSetting, LayerInfo, blend_resolution, check_keep, kept_layers, plan_layers
 from .processors import (
@@ -443,19 +443,6 @@ class EditPlan:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_pipeline(pipe: Any) -> None:
-    missing = [
-        name
-        for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-        if getattr(pipe, name, None) is None
-    ]
-    if missing or not hasattr(pipe, "encode_prompt"):
-        raise TypeError(
-            "edit() needs a diffusers StableDiffusionPipeline (SD v1.x); this object lacks "
-            f"{missing or ['encode_prompt']}. Fix: pipe = p2p_teach.load_pipeline()."
-        )
-
-
 def _check_guidance(guidance: object) -> float:
     if isinstance(guidance, bool) or not isinstance(guidance, Real):
         raise ValueError(f"guidance={guidance!r}: a number ≥ 0. Fix: e.g. guidance=7.5.")
@@ -610,7 +597,7 @@ def plan_edit(
     copy instead of the pipeline's). Raises as
     :func:`edit` does, before anything of the pipeline is changed."""
     # ---- 1. Check the inputs ----------------------------------------------------------------
-    _check_pipeline(pipe)
+    check_pipeline(pipe, "edit()")
     num_steps = check_scheduler_steps(pipe.scheduler, check_num_steps(steps))  # no hang
     defaults = model_defaults(pipe)
     guidance = _check_guidance(defaults.guidance if guidance is None else guidance)

@@ -171,3 +171,17 @@ def tokenize_prompt(prompt: object, role: str, tokenizer: Any = None) -> TokenVi
         return tokenize(check_prompt(prompt, role), tokenizer)
     except PromptTooLongError as error:
         raise PromptTooLongError(f"the {role} prompt is too long: {error}") from error
+
+
+def check_pipeline(pipe: Any, caller: str) -> None:
+    """``pipe`` has what a Stable Diffusion v1 pipeline has, or a TypeError naming the fix."""
+    missing = [
+        name
+        for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+        if getattr(pipe, name, None) is None
+    ]
+    if missing or not hasattr(pipe, "encode_prompt"):
+        raise TypeError(
+            f"{caller} needs a diffusers StableDiffusionPipeline (SD v1.x); this object lacks "
+            f"{missing or ['encode_prompt']}. Fix: pipe = p2p_teach.load_pipeline()."
+        )

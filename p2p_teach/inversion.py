@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -45,7 +42,8 @@ from PIL import Image
 
 from . import __version__
 from .defaults import model_defaults
-from .measures import _rgb
+from .guards import check_pipeline
+from .measures import as_rgb
 from .schedules import check_num_steps
 from .tokens import tokenize
 
@@ -212,48 +210,47 @@ class Inversion:
         )
 
     def save(self, folder: str | Path) -> Path:
-        """Write inversion.safetensors, inversion.json and three PNGs into ``folder``.
+        """Write inversion.safetensors, inversion.json, three PNGs and a manifest into ``folder``.
 
-        Atomic: everything is written to a temporary sibling folder, then renamed into place,
-        so ``folder`` holds either the old inversion or the whole new one. An existing folder
-        is replaced only when it holds a saved inversion (or nothing).
+        Atomic, as an edit's result (:func:`p2p_teach.atomic.write_folder`): the files go to a
+        hidden sibling renamed into place at the end, so ``folder`` holds either the old
+        inversion or the whole new one. A folder holding other files is refused.
         """
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        _check_replaceable(folder)
-        temporary = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-        temporary.mkdir(parents=True)
-        try:
-            tensors = {
-                "z_T": self.z_T,
-                "null_embeddings": self.null_embeddings,
-                "trajectory": self.trajectory,
-            }
-            save_file({k: v.detach().float().cpu().clone() for k, v in tensors.items()},
-                      str(temporary / TENSORS_FILE))  # fmt: skip
-            record = {
-                "caption": self.caption,
-                "timesteps": self.timesteps,
-                "inner_losses": self.inner_losses,
-                "null_text_errors": self.null_text_errors,
-                "ddim_errors": self.ddim_errors,
-                "settings": self.settings,
-            }
-            (temporary / SETTINGS_FILE).write_text(json.dumps(record, indent=2), "utf-8")
-            images = (self.image, self.reconstruction, self.ddim_reconstruction)
-            for name, image in zip(IMAGE_FILES, images):
-                image.save(temporary / name)
-            _swap_in(temporary, folder)
-        except BaseException:
-            shutil.rmtree(temporary, ignore_errors=True)
-            raise
-        return folder
+        from .atomic import write_folder
+
+        tensors = {
+            name: tensor.detach().float().cpu().clone()
+            for name, tensor in (
+                ("z_T", self.z_T),
+                ("null_embeddings", self.null_embeddings),
+                ("trajectory", self.trajectory),
+            )
+        }
+        record = {
+            "caption": self.caption,
+            "timesteps": self.timesteps,
+            "inner_losses": self.inner_losses,
+            "null_text_errors": self.null_text_errors,
+            "ddim_errors": self.ddim_errors,
+            "settings": self.settings,
+        }
+        writers = {
+            TENSORS_FILE: lambda path: save_file(tensors, str(path)),
+            SETTINGS_FILE: lambda path: path.write_text(json.dumps(record, indent=2), "utf-8"),
+        }
+        images = (self.image, self.reconstruction, self.ddim_reconstruction)
+        for name, image in zip(IMAGE_FILES, images):
+            writers[name] = image.save
+        return write_folder(folder, writers, replaceable=set(writers))
 
     @classmethod
     def load(cls, folder: str | Path) -> Inversion:
         """Read a folder written by :meth:`save`."""
         from safetensors.torch import load_file
+
+        from .atomic import read_manifest
 
         folder = Path(folder)
         if not (folder / SETTINGS_FILE).is_file() or not (folder / TENSORS_FILE).is_file():
@@ -261,6 +258,7 @@ class Inversion:
                 f"{folder} holds no {SETTINGS_FILE} and {TENSORS_FILE}: not a saved inversion. "
                 "Fix: pass the folder given to Inversion.save."
             )
+        read_manifest(folder)  # every file whole (IncompleteResultError names the others)
         record = json.loads((folder / SETTINGS_FILE).read_text("utf-8"))
         tensors = load_file(str(folder / TENSORS_FILE))
         images = []
@@ -281,31 +279,6 @@ class Inversion:
             ddim_reconstruction=images[2],
             settings=record["settings"],
         )
-
-
-def _check_replaceable(folder: Path) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise FileExistsError(f"{folder} is a file. Fix: save the inversion to a folder name.")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / SETTINGS_FILE).is_file():
-        raise FileExistsError(
-            f"{folder} already holds other files; an inversion replaces only a saved "
-            "inversion or an empty folder. Fix: choose a new folder."
-        )
-
-
-def _swap_in(temporary: Path, folder: Path) -> None:
-    """Rename ``temporary`` to ``folder``, moving an old ``folder`` aside first."""
-    if not folder.exists():
-        os.replace(temporary, folder)
-        return
-    old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(folder, old)
-    try:
-        os.replace(temporary, folder)
-    except BaseException:
-        os.replace(old, folder)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,7 +312,7 @@ def as_pil(image: Any) -> Image.Image:
             image = image[:3]  # (4, H, W) -> (3, H, W): drop alpha
     elif image.ndim == 3 and image.shape[-1] == 4:
         image = image[..., :3]  # (H, W, 4) -> (H, W, 3): drop alpha
-    rgb = _rgb(image)  # (H, W, C) float64 in [0, 1]
+    rgb = as_rgb(image)  # (H, W, C) float64 in [0, 1]
     if not np.isfinite(rgb).all():
         raise ValueError("the image holds NaN or infinite values")
     rgb = np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb  # (H, W, 3)
@@ -372,7 +345,7 @@ def image_tensor(image: Image.Image) -> torch.Tensor:
 def psnr(reference: Any, image: Any) -> float:
     """PSNR in dB of ``image`` against ``reference`` with pixels in [−1, 1]: 10·log10(2² / MSE),
     as the built-in model's card measures its VAE (``p2p_teach.shapes.train.vae_psnr``)."""
-    a, b = _rgb(reference) * 2 - 1, _rgb(image) * 2 - 1  # (H, W, C) each
+    a, b = as_rgb(reference) * 2 - 1, as_rgb(image) * 2 - 1  # (H, W, C) each
     if a.shape != b.shape:
         raise ValueError(f"images of shapes {a.shape} and {b.shape} cannot be compared")
     mse = float(((a - b) ** 2).mean())
@@ -424,16 +397,7 @@ def previous_timestep(scheduler: Any, timestep: int) -> int:
 def _check_inputs(
     pipe: Any, caption: object, inner_steps: object, learning_rate: object, early_stop: object
 ) -> None:
-    missing = [
-        name
-        for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-        if getattr(pipe, name, None) is None
-    ]
-    if missing or not hasattr(pipe, "encode_prompt"):
-        raise TypeError(
-            "invert() needs a diffusers StableDiffusionPipeline (SD v1.x); this object lacks "
-            f"{missing or ['encode_prompt']}. Fix: pipe = p2p_teach.load_pipeline()."
-        )
+    check_pipeline(pipe, "invert()")
     if not isinstance(caption, str) or not caption.strip():
         raise ValueError(
             f"caption={caption!r}: the text that describes the image, as a prompt would "

@@ -78,7 +78,7 @@ def top_k_mass(maps: torch.Tensor | np.ndarray, fraction: float = 0.1) -> torch.
     return torch.where(total > _EPS, top / total.clamp_min(_EPS), uniform_share)
 
 
-def _rgb(image: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
+def as_rgb(image: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
     """An image as an (H, W, C) float64 array in [0, 1]: C = 3 for RGB, 1 for grayscale.
 
     Arrays and tensors may be (H, W), (H, W, C) or a tensor's (C, H, W); integer ones are
@@ -110,7 +110,7 @@ def edge_strength(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tenso
 
     Zero on flat regions, large on the outline of an object, whatever its colour.
     """
-    array = _rgb(image)  # (H, W, C)
+    array = as_rgb(image)  # (H, W, C)
     dx = (array[1:-1, 2:] - array[1:-1, :-2]) / 2  # (H − 2, W − 2, C)
     dy = (array[2:, 1:-1] - array[:-2, 1:-1]) / 2  # (H − 2, W − 2, C)
     return torch.from_numpy(np.sqrt((dx**2 + dy**2).sum(-1)))  # (H − 2, W − 2)
@@ -135,6 +135,6 @@ def layout_similarity(
     a, b = coarse[0] - coarse[0].mean(), coarse[1] - coarse[1].mean()
     norm = float(a.norm() * b.norm())
     if norm < _EPS:
-        identical = np.array_equal(_rgb(image_a), _rgb(image_b))
+        identical = np.array_equal(as_rgb(image_a), as_rgb(image_b))
         return 1.0 if identical else 0.0
     return float((a * b).sum() / norm)

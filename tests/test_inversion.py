@@ -213,7 +213,7 @@ def test_save_and_load_round_trip_atomically(inverted, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inv"]  # no temporary left
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="other files"):
+    with pytest.raises(FileExistsError, match="not part of a saved result"):
         inverted.save(tmp_path / "other")
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
     with pytest.raises(FileNotFoundError, match="not a saved inversion"):

@@ -20,6 +20,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -235,8 +236,9 @@ def _unpaired_blend_message(item: str, role: str, here: TokenView, there: TokenV
 def _output_folder(text: str) -> Path:
     """Check that ``--out`` can become the result folder, before any model is loaded.
 
-    Nothing is created here: the result is saved whole at the end (a hidden sibling renamed
-    into place), so a run that fails or is interrupted leaves no folder behind.
+    Nothing stays behind here (a hidden test folder is made in the parent and removed at once):
+    the result is saved whole at the end (a hidden sibling renamed into place), so a run that
+    fails or is interrupted leaves no folder behind.
     """
     from .atomic import check_replaceable
     from .engine import RESULT_FILES
@@ -262,11 +264,13 @@ def _output_folder(text: str) -> Path:
             "folder path (it is created if missing), or move the file away."
         )
     parent = existing if existing != folder else folder.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
+    try:  # permissions do not tell everything (root, read-only or special file systems)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{folder.name}.check-", dir=parent))
+    except OSError as error:
         raise UsageError(
-            f"--out {text!r}: the folder {str(parent)!r} is not writable. Fix: choose a "
-            "folder you can write to, e.g. --out ./p2p_edit."
-        )
+            f"--out {text!r}: cannot write in {str(parent)!r} ({error.strerror or error}). "
+            "Fix: choose a folder you can write to, e.g. --out ./p2p_edit."
+        ) from error
     try:
         check_replaceable(folder, set(RESULT_FILES))
     except FileExistsError as error:

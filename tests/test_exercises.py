@@ -367,3 +367,18 @@ def test_the_solutions_make_the_toolkits_local_blend(pipe):
 def test_the_learner_edit_builds_this_toolkits_conventions_only(pipe):
     with pytest.raises(ValueError, match="conventions='original'"):
         ex.learner_edit(pipe, "a cat", "a dog", MINE, steps=2, conventions="original")
+
+
+def test_the_edit_checkers_name_wrong_arguments(pipe):
+    from p2p_teach.edits import Refine, Replace
+    from p2p_teach.exercises.learner import _check_arguments
+
+    assert _check_arguments({}, Replace()) == "replace"
+    assert _check_arguments({}, Refine()) == "refine"
+    assert _check_arguments({}, "refine") == "refine"
+    with pytest.raises(TypeError, match="functions must be your functions by name"):
+        ex.check_edit(pipe, "a red circle", "a blue circle", None, steps=2)
+    with pytest.raises(ValueError, match="edit='swap'.*Fix: edit='replace'"):
+        ex.check_edit(pipe, "a red circle", "a blue circle", {}, edit="swap", steps=2)
+    with pytest.raises(ValueError, match="plain word swap"):
+        ex.learner_edit(pipe, "a red circle", "a blue circle", {}, edit=Replace(rule="original"))

@@ -538,6 +538,17 @@ def test_an_output_folder_with_other_files_is_refused_before_loading(no_model_lo
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_folder_that_cannot_be_made_is_refused_before_loading(no_model_load, capsys):
+    from p2p_teach.cli import main
+
+    # /proc refuses new folders even to root, for whom the permission bits say "writable"
+    assert main(["edit", "a red circle", "a blue circle", "--out", "/proc/p2p_teach_out"]) == 2
+    err = capsys.readouterr().err
+    assert "--out '/proc/p2p_teach_out': cannot write in '/proc'" in err and "Fix:" in err
+    assert not [p for p in Path("/proc").iterdir() if "p2p_teach_out" in p.name]
+
+
 # ============================================================================================
 # Widgets: constructor values checked with the range and the fix (bugs 8, 9)
 # ============================================================================================

@@ -187,13 +187,31 @@ def _as_edit(kind: str) -> Edit:
     return Replace() if kind == "replace" else Refine()
 
 
+def _check_arguments(functions: object, edit: object) -> str:
+    """The edit's kind (``"replace"`` or ``"refine"``), or an error naming the fix."""
+    if not isinstance(functions, Mapping):
+        raise TypeError(
+            f"functions must be your functions by name, not {type(functions).__name__}. Fix: "
+            "e.g. dict(build_mapper=build_mapper, replace_attention=replace_attention, "
+            "injection_table=injection_table)."
+        )
+    if isinstance(edit, Edit) and edit.kind in NEEDED and edit == _as_edit(edit.kind):
+        return edit.kind  # Replace() or Refine() as edit() takes them
+    if isinstance(edit, str) and edit in NEEDED:
+        return edit
+    raise ValueError(
+        f"edit={edit!r}: the exercises build the plain word swap and refinement. Fix: "
+        "edit='replace' (or Replace()) or edit='refine' (or Refine())."
+    )
+
+
 def learner_edit(
     pipe: Any,
     source_prompt: str,
     target_prompt: str,
     functions: Mapping[str, Callable],
     *,
-    edit: str = "replace",
+    edit: str | Edit = "replace",
     steps: int = 25,
     cross_steps: Any = 0.8,
     **kwargs: Any,
@@ -215,6 +233,7 @@ def learner_edit(
     """
     from ..engine import edit as run_edit
 
+    edit = _check_arguments(functions, edit)
     if kwargs.get("conventions", "p2p_teach") != "p2p_teach":
         raise ValueError(
             "the exercises build this toolkit's conventions (windows over steps); compare "
@@ -288,7 +307,7 @@ def check_edit(
     target_prompt: str,
     functions: Mapping[str, Callable],
     *,
-    edit: str = "replace",
+    edit: str | Edit = "replace",
     **kwargs: Any,
 ) -> EditCheck:
     """Run the toolkit's edit and the learner's (same seed and settings) and compare them.
@@ -296,6 +315,7 @@ def check_edit(
     Correct when the edited images agree to within one level of 255 in every pixel. When
     they differ, the report names the first step and layer where the recorded maps part.
     """
+    edit = _check_arguments(functions, edit)
     kwargs.setdefault("progress", False)
     try:
         learner = learner_edit(pipe, source_prompt, target_prompt, functions, edit=edit, **kwargs)

@@ -226,6 +226,11 @@ class EditResult:
                 f"{folder} is not a folder: EditResult.load reads a folder written by "
                 "result.save(folder)."
             )
+        if (folder / "inversion.json").is_file():
+            raise IncompleteResultError(
+                f"{folder} holds a saved inversion, not an edit's result. Fix: "
+                "p2p_teach.inversion.Inversion.load(folder), then edit(..., inversion=it)."
+            )
         files = read_manifest(folder)
         if files is None:
             _check_legacy_result(folder)

@@ -892,3 +892,16 @@ def test_a_link_to_a_result_folder_saves_into_the_folder_it_points_to(tmp_path):
     link.symlink_to(real, target_is_directory=True)
     make_result(colour=2).save(link)
     assert link.is_symlink() and same_result(EditResult.load(link), make_result(colour=2))
+
+
+def test_show_and_load_name_what_they_were_given_instead(tmp_path):
+    import p2p_teach
+    from p2p_teach.atomic import IncompleteResultError
+    from p2p_teach.engine import EditResult
+
+    with pytest.raises(TypeError, match="show\\(\\) draws an edit's result, not str"):
+        p2p_teach.show("out1")
+    (tmp_path / "inv").mkdir()
+    (tmp_path / "inv" / "inversion.json").write_text("{}")
+    with pytest.raises(IncompleteResultError, match="holds a saved inversion.*Inversion.load"):
+        EditResult.load(tmp_path / "inv")

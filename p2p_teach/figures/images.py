@@ -83,6 +83,12 @@ def side_by_side(
 def result_figure(result: EditResult, size: float = 3.2) -> Figure:
     """An edit's source and edited image side by side, titled with the prompts, the edit, its
     seed and steps, and the injection windows (``p2p_teach.show(result)``)."""
+    if not all(hasattr(result, name) for name in ("settings", "source_image", "edited_image")):
+        raise TypeError(
+            f"show() draws an edit's result, not {type(result).__name__} {result!r:.60}. Fix: "
+            "p2p_teach.show(p2p_teach.edit(...)), or show(EditResult.load(folder)) for a "
+            "saved one (EditResult is in p2p_teach.engine)."
+        )
     settings = result.settings
     return side_by_side(
         [result.source_image, result.edited_image],

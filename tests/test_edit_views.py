@@ -236,7 +236,8 @@ def test_sweep_caches_cells_and_its_ends_mean_what_the_slide_says(pipe):
                             cache=cache)  # fmt: skip
     assert sweep.fractions == [0.0, 1.0] and cache.misses == 2 and len(cache) == 2
     # fraction 0 with no self-injection: the target is generated freely from the same noise
-    plain = edit(pipe, SOURCE, TARGET, edit="none", steps=2, seed=3, progress=False)
+    plain = edit(pipe, SOURCE, TARGET, edit="none", steps=2, seed=3, progress=False,
+                 record="none")  # as the sweep's cells
     assert np.array_equal(np.asarray(sweep.cells[0.0].edited_image),
                           np.asarray(plain.edited_image))  # fmt: skip
     assert sweep.cells[1.0].settings.cross_step_ranges["default"] == (0, 2)

@@ -626,7 +626,8 @@ def test_the_sweep_cache_key_tells_edits_apart(pipe):
         return sweep_key(pipe, "a cat", "a dog", seed=0, steps=2, guidance=2.0, cross=0.8,
                          self_=0.4, edit_kwargs=edit_kwargs)  # fmt: skip
 
-    assert key(edit=Replace()) == key(edit=Replace(), progress=True, record="none")
+    assert key(edit=Replace()) == key(edit=Replace(), progress=True, preview="vae")
+    assert key(record="none") != key(record="auto")  # no history cannot answer a request for one
     assert key(edit=Replace()) != key(edit=Refine())
     assert key(edit=Replace()) != key(edit=Replace(rule="original"))
     assert key(blend=LocalBlend("cat")) != key(blend=LocalBlend("dog"))

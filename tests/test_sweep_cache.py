@@ -114,3 +114,16 @@ def test_storing_a_cell_drops_the_cells_of_pipelines_that_are_gone():
     new_key = sweep_key(kept, SOURCE, TARGET, **dict(settings, seed=1))
     cache.put(new_key, "new")  # type: ignore[arg-type]
     assert set(cache.results) == {kept_key, new_key}
+
+
+def test_sweep_cells_record_no_attention_unless_asked_and_the_record_setting_is_keyed(pipe):
+    cache = SweepCache()
+    plain = injection_sweep(pipe, SOURCE, TARGET, fractions=(0.5,), steps=2, cache=cache)
+    assert plain.cells[0.5].history is None  # images only: nothing recorded
+    recorded = injection_sweep(pipe, SOURCE, TARGET, fractions=(0.5,), steps=2, cache=cache,
+                               record="auto")  # fmt: skip
+    assert cache.misses == 2 and cache.hits == 0  # the image-only cell did not answer
+    assert recorded.cells[0.5].history is not None and recorded.cells[0.5].history.layers
+    # the same edit (recording reads the probabilities, so the last bits may differ)
+    torch.testing.assert_close(recorded.cells[0.5].latents, plain.cells[0.5].latents,
+                               rtol=1e-4, atol=1e-4)  # fmt: skip

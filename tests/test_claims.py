@@ -23,14 +23,16 @@ from p2p_teach.claims import (
     latent_change_outside,
     object_area_ratio,
     read_results,
+    swapped_word,
     sweep_over_seeds,
+    sweep_scores,
     tally,
     word_shares_in_halves,
 )
 from p2p_teach.edits import LocalBlend, NoEdit, Refine, Replace, Reweight
 from p2p_teach.lessons import SHAPES
 from p2p_teach.shapes import data as shapes_data
-from p2p_teach.shapes.evaluate import foreground
+from p2p_teach.shapes.evaluate import foreground, object_colour, swap_iou
 from p2p_teach.shapes.readers import half_colour, read_shape
 from p2p_teach.timeline import injected_steps
 
@@ -108,6 +110,41 @@ def test_05_injection_trades_the_new_outline_for_the_layout(shapes_pipe):
     _check("short_injection_new_shape", tallies[0.25].success)
     _check("long_injection_keeps_outline", tallies[1.0].success)
     _check("long_injection_keeps_layout", tallies[1.0].median_iou - tallies[0.0].median_iou)
+
+
+def test_the_sweep_scores_read_iou_and_the_new_word_from_the_images(shapes_pipe):
+    from p2p_teach.sweep import injection_sweep
+
+    source, target = SHAPES.new_outline
+    sweep = injection_sweep(shapes_pipe, source, target, fractions=(0.0, 1.0), seed=1, steps=4)
+    scores = sweep_scores(shapes_pipe, sweep, source, target)
+    new = swapped_word(source, target)[1]
+    assert scores.bounded and set(scores.curves) == {"object IoU with the source",
+                                                     f"{new} drawn (1 yes, 0 no)"}  # fmt: skip
+    for fraction, result in sweep.cells.items():  # the same numbers, computed here directly
+        source_mask = foreground(np.asarray(result.source_image))
+        edited_mask = foreground(np.asarray(result.edited_image))
+        iou = swap_iou(source_mask, edited_mask)
+        assert scores.curves["object IoU with the source"][fraction] == pytest.approx(iou)
+        drawn = read_shape(edited_mask, (swapped_word(source, target)[0], new)) == new
+        assert scores.curves[f"{new} drawn (1 yes, 0 no)"][fraction] == float(drawn)
+        assert scores.cells[fraction].startswith(f"object IoU with the source {iou:.2f}")
+    colour_target = SHAPES.target(SHAPES.swap_words[0])
+    colours = injection_sweep(shapes_pipe, SHAPES.source, colour_target, fractions=(1.0,),
+                              seed=1, steps=4)  # fmt: skip
+    colour_scores = sweep_scores(shapes_pipe, colours, SHAPES.source, colour_target)
+    edited = np.asarray(colours.cells[1.0].edited_image)
+    drawn = object_colour(edited, foreground(edited)) == SHAPES.swap_words[0]
+    assert colour_scores.curves[f"{SHAPES.swap_words[0]} drawn (1 yes, 0 no)"][1.0] == drawn
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "expected"),
+    [("a red circle", "a blue circle", ("red", "blue")), ("a red circle", "a red circle", None),
+     ("a red circle", "a big blue circle", None), ("a red circle", "a blue square", None)],
+)
+def test_swapped_word_finds_exactly_one_changed_word(source, target, expected):
+    assert swapped_word(source, target) == expected
 
 
 def test_05_colour_lands_and_self_attention_alone_keeps_the_layout(shapes_pipe):

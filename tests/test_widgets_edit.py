@@ -230,7 +230,10 @@ def test_sweep_widget_computes_once_and_sliders_read_the_cache(pipe):
     assert sweep.sweeps[(TARGET, "cross")].fixed == 0.0  # injection_sweep's own default
     titles = [axis.get_title() for axis in sweep.grid_figure.axes]
     assert titles == ["source", "0 (w/o injection)", "0.5", "1 (full injection)"]
-    assert set(sweep.survival[(TARGET, "cross")]) == {0.0, 0.5, 1.0}
+    scores = sweep.scores[(TARGET, "cross")]  # no masks on this model: layout similarity
+    assert not scores.bounded and set(scores.curves["layout similarity to the source"]) == {
+        0.0, 0.5, 1.0}  # fmt: skip
+    assert "also rises when the edit fails" in scores.note
 
     before = png(sweep.cell_image)
     sweep.fraction_slider.value = 0.0  # moving the slider never runs an edit
@@ -251,10 +254,11 @@ def test_sweep_widget_computes_once_and_sliders_read_the_cache(pipe):
     sweep.vary_buttons.value = "cross"  # back to a cached row: shown without computing
     sweep.target_dropdown.value = TARGET
     assert sweep.cache.misses == 6 and png(sweep.grid_image).startswith(PNG_MAGIC)
-    lines = sweep.survival_figure.axes[0].get_lines()
-    curves = [line.get_label() for line in lines if not line.get_label().startswith("_")]
-    assert curves == ["cross-attention, …t riding on a motorcycle",
-                      "self-attention, … a cat riding on a train"]  # fmt: skip
+    axis = sweep.scores_figure.axes[0]  # the row on show only
+    curves = [line.get_label() for line in axis.get_lines() if not line.get_label().startswith("_")]
+    assert curves == ["layout similarity to the source"]
+    assert axis.get_title() == "cross-attention varied, → …a cat riding on a motorcycle"
+    assert "layout similarity to the source" in sweep.status.value
 
 
 def test_sweep_widget_refuses_while_computing(pipe):

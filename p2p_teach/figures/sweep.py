@@ -7,12 +7,15 @@ all ("full attention injection"). Pure functions: images and numbers in, Figures
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from ..claims import SweepScores
+from .claims import tradeoff_figure
 from .images import to_pil
 
 ImageLike = Image.Image | np.ndarray
@@ -103,6 +106,19 @@ def layout_survival_figure(
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="best")
     axis.set_title(title, fontsize=10)
+    return figure
+
+
+def sweep_scores_figure(scores: SweepScores, *, title: str = "") -> Figure:
+    """A sweep row's measures against the injection fraction (:func:`~p2p_teach.claims.
+    sweep_scores`), on a 0–1 axis when every measure is bounded, with the note underneath."""
+    if scores.bounded:
+        figure = tradeoff_figure(scores.curves, ylabel="IoU / drawn", title=title)
+    else:
+        figure = layout_survival_figure(scores.curves, ylabel="layout similarity", title=title)
+    figure.text(0.01, 0.0, textwrap.fill(scores.note, 90), fontsize=7, va="bottom",
+                color="#555555")  # fmt: skip
+    figure.get_layout_engine().set(rect=(0, 0.08, 1, 0.92))
     return figure
 
 

@@ -10,14 +10,18 @@ of the current row (target prompt × varied injection); everything else reads th
 
 Stable attributes (for tests and notebooks): ``target_dropdown``, ``vary_buttons``,
 ``fraction_slider``, ``compute_button``, ``progress``, ``status``, ``grid_image``,
-``cell_image``, ``survival_image``; state ``cache`` (a :class:`~p2p_teach.sweep.SweepCache`),
+``cell_image``, ``scores_image``; state ``cache`` (a :class:`~p2p_teach.sweep.SweepCache`),
 ``sweeps`` ((target, vary) → :class:`~p2p_teach.sweep.SweepResult`), ``grid_figure``,
-``survival_figure``, ``survival`` ((target, vary) → {fraction: similarity}), ``running``,
-``refusals``.
+``scores_figure``, ``scores`` ((target, vary) → :class:`~p2p_teach.claims.SweepScores`),
+``running``, ``refusals``.
+
+What the plot measures: on the built-in model, whose images have object masks, the object IoU
+with the source and whether the swapped word is drawn; on other models, layout similarity,
+labelled with what it cannot tell (:func:`p2p_teach.claims.sweep_scores`).
 
 CSS classes (for browser tests): ``p2p-sweep`` (the whole widget), ``p2p-sweep-target``,
 ``p2p-sweep-vary``, ``p2p-sweep-slider``, ``p2p-sweep-run``, ``p2p-sweep-progress``,
-``p2p-status``, ``p2p-sweep-grid``, ``p2p-sweep-cell``, ``p2p-sweep-survival``; the widget
+``p2p-status``, ``p2p-sweep-grid``, ``p2p-sweep-cell``, ``p2p-sweep-scores``; the widget
 has ``p2p-running`` while a sweep computes.
 """
 
@@ -30,16 +34,10 @@ from typing import Any
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
+from ..claims import SweepScores, sweep_scores
 from ..figures.images import figure_png, side_by_side
-from ..figures.sweep import fraction_label, layout_survival_figure, sweep_grid_figure
-from ..sweep import (
-    DEFAULT_FRACTIONS,
-    SweepCache,
-    SweepResult,
-    Varied,
-    injection_sweep,
-    layout_survival,
-)
+from ..figures.sweep import fraction_label, sweep_grid_figure, sweep_scores_figure
+from ..sweep import DEFAULT_FRACTIONS, SweepCache, SweepResult, Varied, injection_sweep
 from .common import check_text, png_image, set_png
 from .run_guard import GuardedWidget, RunGuard
 
@@ -82,7 +80,7 @@ def _check_fractions(fractions: Sequence[float]) -> list[float]:
 
 
 class InjectionSweep(GuardedWidget, widgets.VBox):
-    """Grid of edits over injection fractions, a cell viewer, and the layout-survival plot."""
+    """Grid of edits over injection fractions, a cell viewer, and each cell's measures."""
 
     def __init__(
         self,
@@ -113,9 +111,9 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
         self.threaded = threaded
         self.sweeps: dict[tuple[str, str], SweepResult] = {}
         self._computing: tuple[str, str] | None = None  # the row a run is computing
-        self.survival: dict[tuple[str, str], dict[float, float]] = {}
+        self.scores: dict[tuple[str, str], SweepScores] = {}
         self.grid_figure: Figure | None = None
-        self.survival_figure: Figure | None = None
+        self.scores_figure: Figure | None = None
         self.error: str | None = None
         self._make_controls(targets)
 
@@ -133,7 +131,7 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
                 self.status,
                 self.grid_image,
                 widgets.HBox([self.fraction_slider]),
-                widgets.HBox([self.cell_image, self.survival_image]),
+                widgets.HBox([self.cell_image, self.scores_image]),
             ]
         )
         self.add_class("p2p-sweep")
@@ -178,7 +176,7 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
         self.status.add_class("p2p-status")
         self.grid_image = png_image("p2p-sweep-grid")
         self.cell_image = png_image("p2p-sweep-cell")
-        self.survival_image = png_image("p2p-sweep-survival")
+        self.scores_image = png_image("p2p-sweep-scores")
 
     # ------------------------------------------------------------------ state
 
@@ -225,7 +223,7 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
             self._show_failure(error, "compute the sweep")
             return
         self.sweeps[(target, vary)] = sweep
-        self.survival[(target, vary)] = layout_survival(sweep)
+        self.scores[(target, vary)] = sweep_scores(self.pipe, sweep, self.source, target)
         self.progress.value = self.progress.max
         self.progress.description = f"cell {self.progress.max}/{self.progress.max}"
         self.progress.bar_style = "success"
@@ -251,7 +249,7 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
                 f"Not computed yet: press Compute for {len(self.fractions)} edits "
                 f"({ROW_LABELS[self.vary_buttons.value]} from 0 to 1)."
             )
-            self._show_survival()
+            self._show_scores()
             return
         target, vary = self.row_key
         fixed_name = "self" if vary == "cross" else "cross"
@@ -261,7 +259,7 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
             title=f"{self.source!r} → {target!r}",
         )
         set_png(self.grid_image, figure_png(self.grid_figure, tight=False))
-        self._show_survival()
+        self._show_scores()
         self.show_cell()
         if message:
             self.status.value = message
@@ -279,19 +277,18 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
             size=2.6,
         )
         set_png(self.cell_image, figure_png(figure, tight=False))
-        score = self.survival[self.row_key][fraction]
-        self.status.value = (
-            f"{ROW_LABELS[vary]} {fraction_label(fraction)}: layout similarity to the source "
-            f"{score:.2f} (from the cache)"
-        )
+        cell = self.scores[self.row_key].cells[fraction]
+        label = f"{ROW_LABELS[vary]} {fraction_label(fraction)}"
+        self.status.value = f"{label}: {cell} (from the cache)"
 
-    def _show_survival(self) -> None:
-        curves = {
-            f"{ROW_LABELS[vary]}, …{target[-24:]}": points
-            for (target, vary), points in self.survival.items()
-        }
-        if not curves:
-            set_png(self.survival_image, b"")
+    def _show_scores(self) -> None:
+        """The row on show's measures against the fraction (nothing for a row not computed)."""
+        scores = self.scores.get(self.row_key)
+        if scores is None:
+            set_png(self.scores_image, b"")
             return
-        self.survival_figure = layout_survival_figure(curves)
-        set_png(self.survival_image, figure_png(self.survival_figure, tight=False))
+        target, vary = self.row_key
+        self.scores_figure = sweep_scores_figure(
+            scores, title=f"{ROW_LABELS[vary]} varied, → …{target[-28:]}"
+        )
+        set_png(self.scores_image, figure_png(self.scores_figure, tight=False))

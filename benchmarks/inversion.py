@@ -126,7 +126,7 @@ def swap_row(pipe, item, rng, args) -> dict:
     inversion, invert_wall, invert_cpu = timed(invert, pipe, item.image, item.caption, **kwargs)
     result, edit_wall, edit_cpu = timed(
         edit, pipe, item.caption, target, inversion=inversion, cross_steps=args.cross_steps,
-        record="none", progress=False,
+        target_null_steps=args.target_null_steps, record="none", progress=False,
     )  # fmt: skip
     drawing_mask = item.masks[0]  # (64, 64) bool, the drawing's own
     edited = np.asarray(result.edited_image.convert("RGB"))  # (64, 64, 3)
@@ -239,6 +239,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--cross-steps", type=float, default=0.8,
                         help="the swaps' cross-attention injection (the paper's 0.8)")  # fmt: skip
+    parser.add_argument("--target-null-steps", type=float, default=None,
+                        help="the target's share of the null embeddings (default: the model's)")
+    parser.add_argument("--start", type=int, default=HELD_OUT_START,
+                        help="first held-out index (50000: the default set; 60000: a second)")
     parser.add_argument("--model", default="builtin", help="builtin, sd15-random or a model id")
     parser.add_argument("--device", default=None)
     parser.add_argument("--timing-only", action="store_true", help="time one inversion + edit")
@@ -255,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {
             **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "guidance": model_defaults(pipe).guidance,
-            "held_out": f"seed {HELD_OUT_SEED}, indices {HELD_OUT_START}+",
+            "held_out": f"seed {HELD_OUT_SEED}, indices {args.start}+",
         },  # fmt: skip
         "machine": {
             "platform": platform.platform(),
@@ -270,10 +274,12 @@ def main(argv: list[str] | None = None) -> dict:
         results["timing"] = timing_only(pipe, args)
     else:
         psnr_rows = [
-            reconstruction_row(pipe, item, args) for item in held_out_drawings(args.drawings)
+            reconstruction_row(pipe, item, args)
+            for item in held_out_drawings(args.drawings, start=args.start)
         ]
         rng = np.random.default_rng(HELD_OUT_SEED)
-        swap_rows = [swap_row(pipe, item, rng, args) for item in one_object_drawings(args.swaps)]
+        swaps = one_object_drawings(args.swaps, start=args.start)
+        swap_rows = [swap_row(pipe, item, rng, args) for item in swaps]
         results.update({"summary": summarise(psnr_rows, swap_rows), "psnr": psnr_rows,
                         "swaps": swap_rows})  # fmt: skip
     results["machine"]["load_average_after"] = os.getloadavg()

@@ -16,8 +16,13 @@ notebook at once (``auto`` is the default).
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,20 +41,65 @@ SD_STEPS = 50  # Stable Diffusion's usual setting, and the paper's
 BUILTIN_CPU_THREADS = 1
 
 # The text of every notebook's first cell: install the package where it is missing (Colab),
-# then one setup call. Replace SOURCE with where the course's repository lives.
+# then one setup call. INSTALL_FROM is what pip installs: ".." is the repository the notebooks
+# sit in (VS Code, Jupyter on a clone); a course publishing the notebooks for Colab writes its
+# git URL or wheel there once, in every notebook: ``python -m p2p_teach.course --source URL``.
+DEFAULT_SOURCE = ".."
 FIRST_CELL = """\
-# Setup. In Colab (or anywhere p2p_teach is missing) this installs it first.
-# The model: setup() picks Stable Diffusion v1.5 on a GPU when it can, else the built-in one.
-# To choose, change this one line, e.g. setup("builtin"), or set P2P_TEACH_MODEL.
+# Setup. Where p2p_teach is missing (Colab), this installs it from INSTALL_FROM first:
+# ".." is the repository these notebooks sit in; a course's Colab copy names its git URL here.
+INSTALL_FROM = "{source}"
 try:
     import p2p_teach
 except ImportError:
-    %pip install -q "p2p_teach @ SOURCE"
+    %pip install -q {{INSTALL_FROM}}
     import p2p_teach
 
+# The model: setup() picks Stable Diffusion v1.5 on a GPU when it can, else the built-in one.
+# To choose, change this one line, e.g. setup("builtin"), or set P2P_TEACH_MODEL.
 COURSE = p2p_teach.setup()
 pipe, PROMPTS, STEPS = COURSE.pipe, COURSE.prompts, COURSE.steps
 """
+
+
+def first_cell(source: str = DEFAULT_SOURCE) -> str:
+    """Every notebook's first cell, installing from ``source`` (a folder, git URL or wheel)."""
+    if not isinstance(source, str) or not source.strip() or any(c in source for c in "\"\n"):
+        raise ValueError(
+            f"source={source!r}: what pip installs p2p_teach from, on one line without quotes. "
+            "Fix: e.g. 'git+https://example.org/course/p2p_teach.git' or '..'."
+        )
+    return FIRST_CELL.format(source=source.strip())
+
+
+_SOURCE_LINE = re.compile(r'^INSTALL_FROM = "([^"\n]*)"$', re.MULTILINE)
+
+
+def set_install_source(notebooks: Iterable[str | Path], source: str) -> list[Path]:
+    """Rewrite the first cell of each notebook to install from ``source``; the notebooks
+    changed. A notebook whose first cell is not the course's setup cell is refused, and no
+    notebook is changed.
+    """
+    cell_text = first_cell(source)
+    loaded = []
+    for path in map(Path, notebooks):
+        notebook = json.loads(path.read_text("utf-8"))
+        cell = next((c for c in notebook["cells"] if c["cell_type"] == "code"), None)
+        text = "".join(cell["source"]) if cell else ""
+        current = _SOURCE_LINE.search(text)
+        if current is None or text != first_cell(current.group(1)):
+            raise ValueError(
+                f"{path}: its first code cell is not the course's setup cell "
+                "(p2p_teach.course.FIRST_CELL), so no notebook was changed. Fix: make it so, "
+                "or leave this notebook out."
+            )
+        loaded.append((path, notebook, cell))
+    for path, notebook, cell in loaded:
+        cell["source"] = cell_text.splitlines(keepends=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", "utf-8")
+        os.replace(temporary, path)  # a notebook is rewritten whole or not at all
+    return [path for path, _, _ in loaded]
 
 
 @dataclass(frozen=True)
@@ -161,3 +211,22 @@ def setup(model: str | None = None, *, verbose: bool = True) -> Course:
     if verbose:
         print(course)
     return course
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m p2p_teach.course --source URL [NOTEBOOK ...]``: set where every notebook's
+    first cell installs p2p_teach from (default: the notebooks/ folder beside this package)."""
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--source", required=True, help="a git URL, a wheel, or a folder")
+    parser.add_argument("notebooks", nargs="*", type=Path)
+    args = parser.parse_args(argv)
+    notebooks = args.notebooks or sorted(
+        (Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb")
+    )
+    for path in set_install_source(notebooks, args.source):
+        print(f"{path}: installs from {args.source}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

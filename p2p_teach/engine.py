@@ -405,8 +405,10 @@ class EditPlan:
             (drawn from the seed).
         do_guidance: classifier-free guidance runs (the batch of four).
         null_embeddings: (steps, 77, d) unconditional embeddings, one per step, used instead of
-            the empty prompt's for both rows of the unconditional half (null-text inversion);
-            None: the empty prompt's, as Stable Diffusion does.
+            the empty prompt's in the unconditional half (null-text inversion): in the source's
+            row at every step, in the target's for the steps before ``target_null_stop``
+            (``settings.target_null_steps``); None: the empty prompt's, as Stable Diffusion
+            does.
         processor_class, preview, progress: how the edit runs (see :func:`edit`).
     """
 
@@ -426,6 +428,13 @@ class EditPlan:
     processor_class: type[PromptToPromptProcessor] = PromptToPromptProcessor
     preview: PreviewMode = "auto"
     progress: bool = True
+
+    @property
+    def target_null_stop(self) -> int:
+        """The target takes the null embeddings in the steps before this one (the window
+        ``(0, target_null_steps)``, counted as :mod:`p2p_teach.schedules` counts)."""
+        share = self.settings.target_null_steps
+        return 0 if share is None else math.floor(share * self.num_steps + 1e-9)
 
     @property
     def num_steps(self) -> int:
@@ -540,6 +549,17 @@ def _check_latents(latents: object, latent_shape: tuple[int, ...], size: str) ->
     return latents
 
 
+def _check_target_null_steps(value: object, null_embeddings: object) -> float | None:
+    """The target's share of the null embeddings' steps, in [0, 1]; None without them."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"target_null_steps={value!r}: the share of the steps (from the first) in which "
+            "the target takes the inversion's null embeddings, in [0, 1]. Fix: e.g. 0.2, or "
+            "1.0 for every step (the null-text inversion paper's editing)."
+        )
+    return None if null_embeddings is None else float(value)
+
+
 def _check_null_embeddings(
     null_embeddings: object, num_steps: int, pipe: Any, do_guidance: bool
 ) -> torch.Tensor | None:
@@ -589,6 +609,7 @@ def plan_edit(
     width: int | None = None,
     latents: torch.Tensor | None = None,
     null_embeddings: torch.Tensor | None = None,
+    target_null_steps: float | None = None,
     scheduler: Any = None,
     record: KeepSetting = "auto",
     record_slots: Literal["used", "all"] = "used",
@@ -615,6 +636,10 @@ def plan_edit(
     latents = _check_latents(latents, latent_shape, f"{height}×{width}")
     do_guidance = guidance > 1.0 and pipe.unet.config.time_cond_proj_dim is None
     null_embeddings = _check_null_embeddings(null_embeddings, num_steps, pipe, do_guidance)
+    target_null_steps = _check_target_null_steps(
+        defaults.target_null_steps if target_null_steps is None else target_null_steps,
+        null_embeddings,
+    )
 
     # ---- 2. Tokens, the edit's M, a and w, and its windows (P, P* → Edit) --------------------
     source_view = tokenize_prompt(source_prompt, "source", pipe.tokenizer)  # words, ≤ 77 slots
@@ -629,18 +654,9 @@ def plan_edit(
     coefficients = step_coefficients(token_edit, schedule, device=device, dtype=dtype)
 
     # ---- 3. Layers: which the history keeps, where LocalBlend reads, where self injects ------
-    latent_side = max(latent_shape[2:])
-    layers = plan_layers(pipe.unet, *latent_shape[2:])
-    recorded = kept_layers(layers, record, latent_side)
-    self_max_side = self_injection_max_side(latent_side, self_max_ratio)
-    blend_side = (
-        blend_resolution(layers, latent_side, blend_plan.resolution) if blend_plan else None
+    layers, recorded, roles, self_max_side, blend_side = _plan_layer_roles(
+        pipe, latent_shape, record, self_max_ratio, blend_plan, token_edit.injects, coefficients
     )
-    roles = layer_roles(
-        layers, recorded={layer.name for layer in recorded}, blend_side=blend_side,
-        self_max_side=self_max_side, injects=token_edit.injects,
-        injects_self=any(coefficients.self_inject),
-    )  # fmt: skip
     settings = EditSettings(
         source_prompt=source_prompt, target_prompt=target_prompt,
         edit=chosen_edit.describe(), blend=blend.describe() if blend is not None else None,
@@ -650,12 +666,38 @@ def plan_edit(
         blend_resolution=blend_side, record=record, record_slots=record_slots,
         **_run_description(pipe, calls.scheduler, device, dtype),
         conventions=conventions, null_embeddings_given=null_embeddings is not None,
+        target_null_steps=target_null_steps,
     )  # fmt: skip
     return EditPlan(
         settings, source_view, target_view, coefficients, calls, tuple(layers), roles,
         tuple(recorded), blend_plan, latent_shape, latents, do_guidance, null_embeddings,
         processor_class, preview, progress,
     )  # fmt: skip
+
+
+def _plan_layer_roles(
+    pipe: Any,
+    latent_shape: tuple[int, int, int, int],
+    record: KeepSetting,
+    self_max_ratio: float,
+    blend_plan: BlendPlan | None,
+    injects: bool,
+    coefficients: StepCoefficients,
+) -> tuple[list[LayerInfo], list[LayerInfo], dict[str, LayerRole], int, int | None]:
+    """(every attention layer, the recorded ones, the roles of the touched ones, the largest
+    side self-attention is injected at, the side LocalBlend reads or None)."""
+    latent_side = max(latent_shape[2:])
+    layers = plan_layers(pipe.unet, *latent_shape[2:])
+    recorded = kept_layers(layers, record, latent_side)
+    self_max_side = self_injection_max_side(latent_side, self_max_ratio)
+    blend_side = (
+        blend_resolution(layers, latent_side, blend_plan.resolution) if blend_plan else None
+    )
+    roles = layer_roles(
+        layers, recorded={layer.name for layer in recorded}, blend_side=blend_side,
+        self_max_side=self_max_side, injects=injects, injects_self=any(coefficients.self_inject),
+    )  # fmt: skip
+    return layers, recorded, roles, self_max_side, blend_side
 
 
 def _schedule(
@@ -776,6 +818,7 @@ def edit(
     latents: torch.Tensor | None = None,
     null_embeddings: torch.Tensor | None = None,
     inversion: Any = None,
+    target_null_steps: float | None = None,
     record: KeepSetting = "auto",
     record_slots: Literal["used", "all"] = "used",
     callback: StepCallback | None = None,
@@ -822,6 +865,12 @@ def edit(
             scheduler is not used); ``source_prompt`` is its caption. Other ``steps`` or
             ``guidance`` than the inversion's, or ``latents``/``null_embeddings`` as well,
             raise a ValueError.
+        target_null_steps: with null embeddings (an inversion), the share of the steps, from
+            the first, in which the target takes them too; after it, the empty prompt's. The
+            source takes them at every step, so it rebuilds the image. None: the model's own
+            (:mod:`p2p_teach.defaults`: 1.0 for SD v1.x, the null-text inversion paper's
+            editing; 0.2 for the built-in shapes model, whose null embeddings carry the
+            source's colours into the target).
         record: which cross-attention layers the history keeps: ``"auto"`` (side ≤ a quarter of
             the latent's side, and any side ≤ 16), ``"all"``, ``"none"``, a largest side, or a
             set of sides (:mod:`p2p_teach.history`).
@@ -872,8 +921,8 @@ def edit(
         steps=DEFAULT_STEPS if steps is None else steps,
         guidance=guidance, cross_steps=cross_steps, self_steps=self_steps,
         self_max_ratio=self_max_ratio, height=height, width=width, latents=latents,
-        null_embeddings=null_embeddings, record=record, record_slots=record_slots,
-        conventions=conventions, preview=preview, progress=progress,
+        null_embeddings=null_embeddings, target_null_steps=target_null_steps, record=record,
+        record_slots=record_slots, conventions=conventions, preview=preview, progress=progress,
         processor_class=processor_class, scheduler=scheduler,
     )  # fmt: skip
     try:
@@ -994,6 +1043,7 @@ class _TextEmbeddings:
     fixed: torch.Tensor  # the batch when the unconditional rows are the empty prompt's
     cond: torch.Tensor  # (2, 77, d)
     null: torch.Tensor | None  # (steps, 77, d) per-step unconditional embeddings, or None
+    target_null_stop: int = 0  # the target's row takes ``null`` in the steps before this
 
     @property
     def dtype(self) -> torch.dtype:
@@ -1002,7 +1052,10 @@ class _TextEmbeddings:
     def at_step(self, step: int) -> torch.Tensor:
         if self.null is None:
             return self.fixed
-        uncond = self.null[step].expand(2, *self.null.shape[1:])  # (2, 77, d): both rows
+        # the target's unconditional row: the null embedding while step < target_null_stop,
+        # then the empty prompt's (the source keeps the null embeddings to rebuild its image)
+        target = self.null[step] if step < self.target_null_stop else self.fixed[1]  # (77, d)
+        uncond = torch.stack([self.null[step], target])  # (2, 77, d)
         return torch.cat([uncond, self.cond])  # (4, 77, d)
 
 
@@ -1015,7 +1068,7 @@ def _encode_prompts(pipe: Any, plan: EditPlan, device: torch.device) -> _TextEmb
     null = plan.null_embeddings
     if null is not None:
         null = null.to(device=device, dtype=cond.dtype)
-    return _TextEmbeddings(fixed, cond, null)
+    return _TextEmbeddings(fixed, cond, null, plan.target_null_stop)
 
 
 def _initial_noise(

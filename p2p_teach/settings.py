@@ -25,7 +25,11 @@ Conventions = Literal["p2p_teach", "original"]
 CONVENTIONS: tuple[str, ...] = ("p2p_teach", "original")
 
 # Fields a settings.json written before they existed may lack, with the value they had then.
-_ADDED_SINCE_0_1_0: dict[str, Any] = {"conventions": "p2p_teach", "null_embeddings_given": False}
+_ADDED_SINCE_0_1_0: dict[str, Any] = {
+    "conventions": "p2p_teach",
+    "null_embeddings_given": False,
+    "target_null_steps": None,
+}
 
 
 def check_conventions(conventions: object) -> str:
@@ -78,6 +82,8 @@ class EditSettings:
     p2p_teach_version: str = "0.1.0"
     conventions: str = "p2p_teach"  # whose windows, padding and mapper rule the edit used
     null_embeddings_given: bool = False  # per-step unconditional embeddings were given
+    # with them: the share of the steps (from the first) in which the target took them too
+    target_null_steps: float | None = None
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__  # frozen: normalise once, here

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -143,7 +145,57 @@ def test_weights_reachable_looks_in_the_cache_then_asks_the_hub(monkeypatch):
 
 
 def test_the_first_cell_is_python_once_the_install_line_is_ipythons():
-    cell = course.FIRST_CELL
-    assert cell.count("p2p_teach.setup()") == 1 and "%pip install" in cell
+    cell = course.first_cell()
+    assert cell.count("p2p_teach.setup()") == 1 and "%pip install -q {INSTALL_FROM}" in cell
     compile(cell.replace("%pip install", "pass  #"), "first cell", "exec")
     assert p2p_teach.setup is course.setup
+
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name[:2])
+def test_every_notebook_opens_with_the_setup_cell(path):
+    cells = json.loads(path.read_text("utf-8"))["cells"]
+    first = next(cell for cell in cells if cell["cell_type"] == "code")
+    assert "".join(first["source"]) == course.first_cell()
+
+
+def _copy_notebooks(folder: Path) -> list[Path]:
+    copies = []
+    for path in NOTEBOOKS[:2]:
+        copy = folder / path.name
+        copy.write_text(path.read_text("utf-8"), "utf-8")
+        copies.append(copy)
+    return copies
+
+
+def test_the_install_source_is_set_in_every_notebook_at_once(tmp_path, capsys):
+    copies = _copy_notebooks(tmp_path)
+    url = "git+https://example.org/course/p2p_teach.git"
+    assert course.main(["--source", url, *map(str, copies)]) == 0
+    for copy, original in zip(copies, NOTEBOOKS):
+        cells, before = (json.loads(p.read_text("utf-8"))["cells"] for p in (copy, original))
+        first = next(cell for cell in cells if cell["cell_type"] == "code")
+        assert "".join(first["source"]) == course.first_cell(url)
+        assert f'INSTALL_FROM = "{url}"' in "".join(first["source"])
+        assert cells[1:] != [] and len(cells) == len(before)  # nothing else moved
+        assert [c["source"] for c in cells if c is not first] == [
+            c["source"] for c in before if "".join(c["source"]) != course.first_cell()]
+    assert capsys.readouterr().out.count(f"installs from {url}") == 2
+    course.set_install_source(copies, "..")  # and back
+    assert [p.read_text("utf-8") for p in copies] == [p.read_text("utf-8") for p in NOTEBOOKS[:2]]
+
+
+def test_a_notebook_without_the_setup_cell_is_refused_and_none_is_changed(tmp_path):
+    copies = _copy_notebooks(tmp_path)
+    notebook = json.loads(copies[1].read_text("utf-8"))
+    first = next(cell for cell in notebook["cells"] if cell["cell_type"] == "code")
+    first["source"] = ["import p2p_teach\n"]
+    copies[1].write_text(json.dumps(notebook), "utf-8")
+    before = [p.read_text("utf-8") for p in copies]
+    with pytest.raises(ValueError, match=r"not the course's setup cell.*no notebook was changed"):
+        course.set_install_source(copies, "git+https://example.org/p2p_teach.git")
+    assert [p.read_text("utf-8") for p in copies] == before
+    with pytest.raises(ValueError, match=r"source='a \"b': .*on one line without quotes"):
+        course.first_cell('a "b')

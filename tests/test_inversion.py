@@ -282,3 +282,55 @@ def test_a_saved_inversion_edits_as_the_original(pipe, inverted, tmp_path):
     first = edit(pipe, CAPTION, "a big blue circle", inversion=inverted, **kwargs)
     second = edit(pipe, CAPTION, "a big blue circle", inversion=loaded, **kwargs)
     torch.testing.assert_close(first.latents, second.latents)
+
+
+def _unet_text_inputs(pipe, run) -> list[torch.Tensor]:
+    """The encoder_hidden_states of every UNet call while ``run()`` runs (a test-only hook)."""
+    seen = []
+    handle = pipe.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["encoder_hidden_states"].clone()),
+        with_kwargs=True,
+    )
+    try:
+        run()
+    finally:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_the_target_takes_the_null_embeddings_in_its_window_only(pipe, inverted, share):
+    from p2p_teach.engine import edit
+
+    result = None
+
+    def run():
+        nonlocal result
+        result = edit(pipe, CAPTION, "a big blue circle", inversion=inverted, progress=False,
+                      record="none", target_null_steps=share)  # fmt: skip
+
+    texts = _unet_text_inputs(pipe, run)  # one (4, 77, d) batch per step
+    assert result.settings.target_null_steps == share and len(texts) == inverted.steps
+    with torch.no_grad():
+        empty = pipe.encode_prompt("", pipe.device, 1, False)[0][0]  # (77, d)
+    stop = math.floor(share * inverted.steps)
+    for step, text in enumerate(texts):  # rows: uncond source, uncond target, cond ×2
+        torch.testing.assert_close(text[0], inverted.null_embeddings[step])  # the source: always
+        expected = inverted.null_embeddings[step] if step < stop else empty
+        torch.testing.assert_close(text[1], expected)
+
+
+def test_the_target_null_window_follows_the_model_and_is_checked(pipe, inverted):
+    from p2p_teach.defaults import SHAPES, SD_V1
+    from p2p_teach.engine import edit, plan_edit
+
+    assert (SD_V1.target_null_steps, SHAPES.target_null_steps) == (1.0, 0.2)
+    given = inverted.edit_arguments(pipe)
+    plan = plan_edit(pipe, CAPTION, "a big blue circle", steps=4, guidance=3.0,
+                     latents=given["latents"], null_embeddings=given["null_embeddings"])  # fmt: skip
+    assert plan.settings.target_null_steps == 1.0 and plan.target_null_stop == 4  # SD v1's
+    plain = plan_edit(pipe, CAPTION, "a big blue circle", steps=4, target_null_steps=0.5)
+    assert plain.settings.target_null_steps is None  # no null embeddings: nothing to window
+    for bad in (1.5, -0.1, True, "0.2"):
+        with pytest.raises(ValueError, match=r"target_null_steps=.*in \[0, 1\]\. Fix: e\.g\. 0\.2"):
+            edit(pipe, CAPTION, "a big blue circle", inversion=inverted, target_null_steps=bad)

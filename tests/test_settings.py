@@ -35,11 +35,13 @@ def test_a_0_1_0_settings_file_loads_with_typed_fields(old_json):
     assert settings.self_steps == (0.0, 0.6) and settings.self_step_range == (0, 6)
     # fields added after 0.1.0 take the behaviour 0.1.0 had
     assert settings.conventions == "p2p_teach" and settings.null_embeddings_given is False
+    assert settings.target_null_steps is None
 
 
 def test_to_json_gives_back_the_file_plus_the_new_fields(old_json):
     data = EditSettings.from_json(old_json).to_json()
-    assert data == {**old_json, "conventions": "p2p_teach", "null_embeddings_given": False}
+    assert data == {**old_json, "conventions": "p2p_teach", "null_embeddings_given": False,
+                    "target_null_steps": None}  # fmt: skip
     assert EditSettings.from_json(json.loads(json.dumps(data))) == EditSettings.from_json(old_json)
 
 

@@ -206,13 +206,24 @@ CLAIMS: tuple[Claim, ...] = (
         "<=",
         0.0,
     ),
+    # 08: real images
+    Claim(
+        "null_window_frees_new_colour",
+        "08",
+        "Given to the target at every step, the null embeddings (fitted to rebuild the source) "
+        "hold its object further from the new colour than over the first 0.2 of the steps.",
+        "mean distance of the edited object's colour to the new colour's, at every step minus "
+        "at 0.2 (RGB units)",
+        ">=",
+        5.0,
+    ),
 )
 
 BY_KEY: dict[str, Claim] = {claim.key: claim for claim in CLAIMS}
 
 
 def claims_of(notebook: str) -> list[Claim]:
-    """The claims one notebook states (``"03"`` … ``"06"``)."""
+    """The claims one notebook states (``"03"`` … ``"06"``, ``"08"``)."""
     return [claim for claim in CLAIMS if claim.notebook == notebook]
 
 
@@ -502,3 +513,49 @@ def sweep_scores(pipe: Any, sweep: Any, source: str, target: str) -> SweepScores
         curves, True, cells,
         "One seed: masks and colours read from the images (p2p_teach.shapes.readers).",
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Editing an inversion (notebook 08)
+# --------------------------------------------------------------------------------------------
+
+
+def colour_distance(image: Any, colour: str) -> float:
+    """Distance in RGB from the median colour of ``image``'s object to the palette's ``colour``
+    (0: exactly the palette's; the palette's colours lie about 100–400 apart). ``inf`` when no
+    object is found."""
+    from .shapes.data import COLOURS
+    from .shapes.evaluate import foreground
+    from .shapes.readers import as_array
+
+    if colour not in COLOURS:
+        raise ValueError(f"colour={colour!r}: the palette has {', '.join(COLOURS)}")
+    array = as_array(image)
+    mask = foreground(array)
+    if not mask.any():
+        return float("inf")
+    median = np.median(array[mask].astype(float), axis=0)  # (3,) RGB
+    return float(np.linalg.norm(median - np.asarray(COLOURS[colour], dtype=float)))
+
+
+def null_window_distances(
+    pipe: Any, inversion: Any, colours: Sequence[str], shares: Sequence[float] = (1.0, 0.2)
+) -> dict[float, dict[str, float]]:
+    """For each ``target_null_steps`` share: new colour → :func:`colour_distance` of the edit
+    of ``inversion`` whose caption's colour word is replaced by that colour."""
+    from .engine import edit
+    from .shapes.data import COLOURS
+
+    words = inversion.caption.split()
+    old = next((word for word in words if word in COLOURS), None)
+    if old is None:
+        raise ValueError(f"the caption {inversion.caption!r} names no palette colour to swap")
+    distances: dict[float, dict[str, float]] = {}
+    for share in shares:
+        distances[share] = {}
+        for colour in colours:
+            target = " ".join(colour if word == old else word for word in words)
+            result = edit(pipe, inversion.caption, target, inversion=inversion, record="none",
+                          target_null_steps=share, progress=False)  # fmt: skip
+            distances[share][colour] = colour_distance(result.edited_image, colour)
+    return distances

@@ -18,9 +18,11 @@ from p2p_teach.claims import (
     TWO_OBJECT_SIDES,
     blend_over_seeds,
     claims_of,
+    colour_distance,
     edit_over_seeds,
     injected_map_gaps,
     latent_change_outside,
+    null_window_distances,
     object_area_ratio,
     read_results,
     swapped_word,
@@ -54,8 +56,8 @@ def _check(key: str, value: float) -> None:
 
 def test_every_claim_belongs_to_an_edit_lesson_and_keys_are_unique():
     assert len(BY_KEY) == len(CLAIMS)
-    assert {claim.notebook for claim in CLAIMS} == {"03", "04", "05", "06"}
-    assert all(claims_of(n) for n in ("03", "04", "05", "06"))
+    assert {claim.notebook for claim in CLAIMS} == {"03", "04", "05", "06", "08"}
+    assert all(claims_of(n) for n in ("03", "04", "05", "06", "08"))
     claim = BY_KEY["p2p_keeps_object"]
     assert claim.holds(0.8) and not claim.holds(0.79)
     assert "DOES NOT HOLD" in claim.report(0.1) and "holds" in claim.report(0.9)
@@ -178,11 +180,34 @@ def test_06_refine_reweight_and_blend_show_their_change(shapes_pipe):
     _check("blend_latents_outside_equal", max(latent_change_outside(r, m) for r, m in blended))
 
 
+def test_08_the_targets_null_window_frees_the_new_colour(shapes_pipe):
+    from p2p_teach.inversion import drawing, invert
+
+    image, caption = drawing("circle", "red")
+    inversion = invert(shapes_pipe, image, caption, steps=STEPS, progress=False)
+    distances = null_window_distances(shapes_pipe, inversion, ("blue", "cyan", "pink", "green"))
+    means = {share: float(np.mean(list(d.values()))) for share, d in distances.items()}
+    _check("null_window_frees_new_colour", means[1.0] - means[0.2])
+
+
+def test_colour_distance_is_the_distance_of_the_objects_median_to_the_palette():
+    from p2p_teach.shapes.data import COLOURS
+
+    image = np.full((64, 64, 3), 245, dtype=np.uint8)  # white
+    image[20:40, 20:40] = (200, 40, 40)  # a reddish square
+    expected = float(np.linalg.norm(np.subtract((200, 40, 40), COLOURS["red"])))
+    assert colour_distance(image, "red") == pytest.approx(expected)
+    assert colour_distance(np.full((64, 64, 3), 245, dtype=np.uint8), "red") == float("inf")
+    with pytest.raises(ValueError, match="colour='mauve': the palette has red"):
+        colour_distance(image, "mauve")
+
+
 NOTEBOOKS = {
     "03": "03_prompt_to_prompt_edit",
     "04": "04_attention_per_timestep",
     "05": "05_injection_step",
     "06": "06_beyond_replacement",
+    "08": "08_real_images",
 }
 
 

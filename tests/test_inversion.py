@@ -321,13 +321,14 @@ def test_the_target_takes_the_null_embeddings_in_its_window_only(pipe, inverted,
 
 
 def test_the_target_null_window_follows_the_model_and_is_checked(pipe, inverted):
-    from p2p_teach.defaults import SHAPES, SD_V1
+    from p2p_teach.defaults import SD_V1, SHAPES
     from p2p_teach.engine import edit, plan_edit
 
     assert (SD_V1.target_null_steps, SHAPES.target_null_steps) == (1.0, 0.2)
     given = inverted.edit_arguments(pipe)
     plan = plan_edit(pipe, CAPTION, "a big blue circle", steps=4, guidance=3.0,
-                     latents=given["latents"], null_embeddings=given["null_embeddings"])  # fmt: skip
+                     latents=given["latents"],
+                     null_embeddings=given["null_embeddings"])  # fmt: skip
     assert plan.settings.target_null_steps == 1.0 and plan.target_null_stop == 4  # SD v1's
     plain = plan_edit(pipe, CAPTION, "a big blue circle", steps=4, target_null_steps=0.5)
     assert plain.settings.target_null_steps is None  # no null embeddings: nothing to window

@@ -55,13 +55,17 @@ def shapes_named(monkeypatch):
                         isinstance(pipe, SimpleNamespace) else SHAPES)  # fmt: skip
 
 
-def test_without_a_gpu_the_builtin_model_runs_on_one_thread_and_no_hub_is_asked(
-    world, shapes_named, capsys, monkeypatch
+@pytest.mark.parametrize(
+    ("available", "used"), [(1, 1), (2, 2), (16, course.BUILTIN_CPU_THREADS)]
+)
+def test_without_a_gpu_the_builtin_model_runs_on_a_few_threads_and_no_hub_is_asked(
+    world, shapes_named, capsys, monkeypatch, available, used
 ):
     threads = []
+    monkeypatch.setattr(course.torch, "get_num_threads", lambda: available)
     monkeypatch.setattr(course.torch, "set_num_threads", threads.append)
     chosen = course.setup()
-    assert threads == [1] and chosen.cpu_threads == 1
+    assert threads == [used] and chosen.cpu_threads == used
     assert world.loaded == ["builtin"] and world.probes == 0
     assert chosen.steps == course.BUILTIN_STEPS and chosen.prompts is SHAPES
     assert chosen.model == "p2p_teach/shapes"

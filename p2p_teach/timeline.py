@@ -15,9 +15,7 @@ The timeline puts a source map and a target map side by side. What is a "slot" o
 (:func:`p2p_teach.measures.concentration`) and :func:`early_late_means` compares its first and
 last quarter; :func:`mean_word_map` averages a word's map over the steps. For a finished edit,
 :func:`algorithm_trace` and :func:`injected_steps` say where the source's maps were injected
-(:func:`sweep_windows` for a whole sweep); :func:`similarity_to_final` and
-:func:`layout_similarities` compare layouts (:func:`p2p_teach.measures.layout_similarity`).
-Pure functions: no model, no widgets.
+(:func:`sweep_windows` for a whole sweep). Pure functions: no model, no widgets.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ import torch
 from PIL import Image
 
 from .history import AttentionHistory, Place
-from .measures import concentration, layout_similarity, top_k_mass
+from .measures import concentration, top_k_mass
 from .settings import EditSettings
 from .tokens import TokenView, WordNotFoundError
 
@@ -391,15 +389,6 @@ def early_late_means(
     return means
 
 
-def layout_similarities(
-    reference: ImageLike, images: Mapping[str, ImageLike], grid: int = 8
-) -> dict[str, float]:
-    """:func:`p2p_teach.measures.layout_similarity` of each named image to ``reference``."""
-    return {
-        name: layout_similarity(reference, image, grid=grid) for name, image in images.items()
-    }
-
-
 class PreviewRecorder:
     """A per-step callback for :func:`~p2p_teach.engine.edit` that keeps every x0 preview.
 
@@ -426,10 +415,3 @@ class PreviewRecorder:
 
     def __len__(self) -> int:
         return len(self.steps)
-
-
-def similarity_to_final(
-    images: Sequence[ImageLike], final: ImageLike, grid: int = 8
-) -> list[float]:
-    """:func:`p2p_teach.measures.layout_similarity` of each image to ``final`` (in order)."""
-    return [layout_similarity(image, final, grid=grid) for image in images]

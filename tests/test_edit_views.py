@@ -32,7 +32,6 @@ from p2p_teach.figures.timeline import (
     timeline_figure,
     upsample_map,
 )
-from p2p_teach.measures import layout_similarity
 from p2p_teach.settings import EditSettings
 from p2p_teach.sweep import SweepCache, injection_sweep, layout_survival
 from p2p_teach.timeline import (
@@ -45,9 +44,7 @@ from p2p_teach.timeline import (
     finest_side,
     injected_steps,
     layer_choices,
-    layout_similarities,
     mean_word_map,
-    similarity_to_final,
     slot_choices,
     step_word_maps,
     steps_text,
@@ -195,16 +192,6 @@ def test_mean_word_map_averages_the_finest_maps_over_the_steps(swap):
     torch.testing.assert_close(mean, total / steps)
     coarse = mean_word_map(history, "bicycle", "source", resolution=8)
     assert coarse.shape == (8, 8)
-
-
-def test_layout_similarities_name_each_image():
-    rng = np.random.default_rng(0)
-    reference = rng.random((32, 32, 3))
-    images = {"same": reference, "other": rng.random((32, 32, 3))}
-    scores = layout_similarities(reference, images)
-    assert list(scores) == ["same", "other"]
-    assert scores["same"] == pytest.approx(1.0)
-    assert scores["other"] == pytest.approx(layout_similarity(reference, images["other"]))
 
 
 def settings_with(**fields) -> EditSettings:
@@ -445,5 +432,5 @@ def test_preview_recorder_keeps_one_preview_per_step(pipe):
     assert recorder.timesteps == list(result.history.timesteps)
     assert recorder.source[0].size == result.source_image.size
     # the last x0 prediction is the final image, up to rounding
-    scores = similarity_to_final(recorder.source, result.source_image)
-    assert len(scores) == 3 and scores[-1] > 0.99
+    last = np.asarray(recorder.source[-1], dtype=int)
+    assert np.abs(last - np.asarray(result.source_image, dtype=int)).mean() < 2.0

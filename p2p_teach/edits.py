@@ -227,6 +227,25 @@ class Refine(Edit):
         return {"kind": self.kind, "padding": self.padding}
 
 
+MAX_SCALE = 1e4  # a larger |Reweight scale| overflows the attention logits after it
+
+
+def _check_scale(word: str, scale: object) -> None:
+    """A Reweight scale: a finite number of at most :data:`MAX_SCALE` in size, or a ValueError
+    naming the word and the fix."""
+    if not isinstance(scale, Real) or isinstance(scale, bool) or not math.isfinite(scale):
+        raise ValueError(
+            f"Reweight weight of {word!r} must be a finite number, not {scale!r}. "
+            f"Fix: e.g. Reweight({{{word!r}: 3.0}}) (scales from -2 to 6 are typical)."
+        )
+    if abs(scale) > MAX_SCALE:
+        raise ValueError(
+            f"Reweight weight of {word!r} is {scale!r}, beyond ±{MAX_SCALE:g}: the scaled "
+            "attention overflows (the attention logits of the next layers become inf, then "
+            f"NaN). Fix: scales from -2 to 6 are typical, e.g. Reweight({{{word!r}: 3.0}})."
+        )
+
+
 @dataclass(frozen=True)
 class Reweight(Edit):
     """Scale the attention of target words (several at once; negative values allowed).
@@ -256,12 +275,13 @@ class Reweight(Edit):
                     "Reweight({'smiling': 3.0}) (or a list of (word, scale) pairs)."
                 )
             object.__setattr__(self, "weights", dict(pairs))
-        for word in self.weights:
+        for word, scale in self.weights.items():
             if not isinstance(word, str):
                 raise TypeError(
                     f"Reweight's words must be strings (words of the target prompt), not "
                     f"{word!r}. Fix: e.g. Reweight({{'smiling': 3.0}})."
                 )
+            _check_scale(word, scale)
 
     def resolve(self, source: TokenView, target: TokenView) -> TokenEdit:
         if not self.weights:
@@ -285,10 +305,7 @@ class Reweight(Edit):
             )
         weights = torch.ones(MAX_SLOTS)  # (77 target slots,)
         for word_text, scale in self.weights.items():
-            if not isinstance(scale, Real) or isinstance(scale, bool) or not math.isfinite(scale):
-                raise ValueError(
-                    f"Reweight weight of {word_text!r} must be a finite number, not {scale!r}"
-                )
+            _check_scale(word_text, scale)  # again: the mapping may have changed since
             for word in target.find_words(word_text):  # every copy; lists words if none
                 weights[word.core_start : word.core_stop] = float(scale)  # not its "," etc.
         return TokenEdit(base.mapper, base.source_share, weights)

@@ -186,6 +186,7 @@ class EditResult:
 
         from .atomic import write_folder
 
+        _check_save_arguments(folder, extra)
         writers: dict[str, Callable[[Path], Any]] = {
             "source.png": self.source_image.save,
             "edited.png": self.edited_image.save,
@@ -200,7 +201,10 @@ class EditResult:
             writers["latents.safetensors"] = lambda path: save_file(latents, str(path))
         for name, writer in (extra or {}).items():
             if name in writers:
-                raise ValueError(f"extra file {name!r} would overwrite a result file")
+                raise ValueError(
+                    f"extra file {name!r} would overwrite a result file. Fix: give it another "
+                    "name, e.g. extra={'figure.png': fig.savefig}."
+                )
             writers[name] = writer
         return write_folder(folder, writers, replaceable=set(RESULT_FILES))
 
@@ -243,6 +247,40 @@ class EditResult:
                 f"{folder}: a file cannot be read ({type(error).__name__}: {error}). Fix: "
                 "save the result again, or rerun the edit."
             ) from error
+
+
+def _check_save_arguments(folder: object, extra: object) -> None:
+    """:meth:`EditResult.save`'s ``folder`` (a str or path) and ``extra`` (plain file name →
+    callable writing that path), or an error naming the fix, before anything is written."""
+    import os
+
+    from .atomic import MANIFEST
+
+    if not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(
+            f"save() needs a folder as a str or path, not {type(folder).__name__} "
+            f"{folder!r:.40}. Fix: e.g. result.save('out/my_edit')."
+        )
+    if extra is None:
+        return
+    if not isinstance(extra, Mapping):
+        raise TypeError(
+            f"extra must be a dict of file name → function writing that file, not "
+            f"{type(extra).__name__} {extra!r:.40}. Fix: e.g. extra={{'figure.png': fig.savefig}}."
+        )
+    for name, writer in extra.items():
+        if not isinstance(name, str) or not name or Path(name).name != name or name == MANIFEST:
+            raise ValueError(
+                f"extra file name {name!r} is not a plain file name (no folder, not "
+                f"{MANIFEST!r}). Fix: e.g. extra={{'figure.png': fig.savefig}}."
+            )
+        if not callable(writer):
+            raise TypeError(
+                f"extra[{name!r}] must be a function that writes the file at the path it is "
+                f"given, not {type(writer).__name__} {writer!r:.40}. Fix: e.g. "
+                f"extra={{{name!r}: fig.savefig}} or extra={{{name!r}: lambda path: "
+                "path.write_text('notes')}."
+            )
 
 
 RESULT_FILES = (
@@ -498,8 +536,10 @@ def _check_run_options(
     callback: object,
     record: object = "auto",
     conventions: object = "p2p_teach",
+    processor_class: object = PromptToPromptProcessor,
 ) -> None:
-    """How the edit records and reports: checked, or an error naming the fix."""
+    """How the edit records and reports, and its processor class: checked, or an error naming
+    the fix."""
     check_keep(record)
     check_conventions(conventions)
     _check_preview(preview)
@@ -507,6 +547,13 @@ def _check_run_options(
         raise ValueError(f"record_slots={record_slots!r}: use 'used' or 'all'")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+    if not (isinstance(processor_class, type)
+            and issubclass(processor_class, PromptToPromptProcessor)):  # fmt: skip
+        raise TypeError(
+            f"processor_class must be a subclass of PromptToPromptProcessor, not "
+            f"{processor_class!r:.60}. Fix: leave it out (the default, PromptToPromptProcessor), "
+            "or pass a class that subclasses it: class Mine(PromptToPromptProcessor): ..."
+        )
 
 
 def _check_preview(preview: object) -> None:
@@ -630,7 +677,7 @@ def plan_edit(
     self_steps = defaults.self_steps if self_steps is None else self_steps
     self_max_ratio = defaults.self_max_ratio if self_max_ratio is None else self_max_ratio
     seed = _check_seed(seed)
-    _check_run_options(preview, record_slots, None, record, conventions)
+    _check_run_options(preview, record_slots, None, record, conventions, processor_class)
     blend = _check_blend(blend)
     height, width, latent_shape = _image_size(pipe, height, width)
     latents = _check_latents(latents, latent_shape, f"{height}×{width}")
@@ -902,7 +949,7 @@ def edit(
         PipelineBusyError: another thread is running an edit on this pipeline (raised before
             its processors are touched).
     """
-    _check_run_options(preview, record_slots, callback, record)
+    _check_run_options(preview, record_slots, callback, record, processor_class=processor_class)
     scheduler = None
     if inversion is not None:  # a real image: its z_T, null embeddings, steps, guidance, DDIM
         if not hasattr(inversion, "edit_arguments"):

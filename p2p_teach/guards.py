@@ -182,6 +182,7 @@ def check_pipeline(pipe: Any, caller: str) -> None:
     ]
     if missing or not hasattr(pipe, "encode_prompt"):
         raise TypeError(
-            f"{caller} needs a diffusers StableDiffusionPipeline (SD v1.x); this object lacks "
-            f"{missing or ['encode_prompt']}. Fix: pipe = p2p_teach.load_pipeline()."
+            f"{caller} needs a diffusers StableDiffusionPipeline (SD v1.x); this "
+            f"{type(pipe).__name__} lacks {missing or ['encode_prompt']}. "
+            "Fix: pipe = p2p_teach.load_pipeline()."
         )

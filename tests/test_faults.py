@@ -906,3 +906,170 @@ def test_show_and_load_name_what_they_were_given_instead(tmp_path):
     (tmp_path / "inv" / "inversion.json").write_text("{}")
     with pytest.raises(IncompleteResultError, match="holds a saved inversion.*Inversion.load"):
         EditResult.load(tmp_path / "inv")
+
+
+# ============================================================================================
+# Constructors and calls that gave raw errors: the problem and the fix, before any change
+# ============================================================================================
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "message"),
+    [
+        ((5,), {}, TypeError, r"source must be a string, not int 5"),
+        (("a cat", None), {}, TypeError, r"target must be a string, not NoneType"),
+        (("a cat",), {"padding_shown": "x"}, ValueError,
+         r"padding_shown='x': this widget's control runs from 0 to 10"),
+    ],
+)  # fmt: skip
+def test_tokens_view_names_a_prompt_that_is_not_a_string(args, kwargs, error, message):
+    import p2p_teach
+
+    with pytest.raises(error, match=message + ".*Fix:"):
+        p2p_teach.tokens_view(*args, **kwargs)
+
+
+def test_mapper_view_refuses_an_unknown_preset_listing_the_examples():
+    import p2p_teach
+    from p2p_teach.mapper import EXAMPLES
+
+    first = re.escape(repr(next(iter(EXAMPLES))))
+    with pytest.raises(ValueError, match=f"preset=5 is not one of .*{first}.*Fix:"):
+        p2p_teach.mapper_view(5)
+
+
+def make_widget(name: str, *args, **kwargs):
+    """A widget of ``p2p_teach.widgets`` by name (``edit_view``: the top-level call)."""
+    import p2p_teach
+    import p2p_teach.widgets
+
+    make = p2p_teach.edit_view if name == "edit_view" else getattr(p2p_teach.widgets, name)
+    return make(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "kwargs", "message"),
+    [
+        ("edit_view", (), {"source": 5}, "source must be a string"),
+        ("RefinePanel", (), {"target": 5}, "target must be a string"),
+        ("ReweightPanel", (), {"prompt": 5}, "prompt must be a string"),
+        ("LocalBlendPanel", (), {"source_word": ["cat"]}, "source_word must be a string"),
+        ("SelfAttentionExplorer", (5, "a cat"), {}, "source must be a string"),
+        ("PipelineTour", (), {"prompt": 5}, "prompt must be a string"),
+    ],
+)
+def test_widgets_name_a_prompt_that_is_not_a_string(pipe, name, args, kwargs, message):
+    """A non-string prompt raised traitlets' TraitError from inside the text box."""
+    with pytest.raises(TypeError, match=message + r", not .*Fix: e\.g\."):
+        make_widget(name, pipe, *args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("edit_view", ()),
+        ("InjectionSweep", ()),
+        ("InversionWidget", ()),
+        ("SelfAttentionExplorer", ("a cat", "a dog")),
+        ("ReweightPanel", ()),
+        ("RefinePanel", ()),
+        ("LocalBlendPanel", ()),
+        ("PipelineTour", ()),
+    ],
+)
+@pytest.mark.parametrize("not_a_pipe", [None, "runwayml/stable-diffusion-v1-5"])
+def test_widgets_that_run_a_pipeline_check_it_when_made_not_at_run(name, args, not_a_pipe):
+    """pipe=None was accepted and failed only when Run was pressed."""
+    message = (
+        f"needs a diffusers StableDiffusionPipeline .*this {type(not_a_pipe).__name__} "
+        r"lacks \['unet'.*Fix: pipe = p2p_teach.load_pipeline"
+    )
+    with pytest.raises(TypeError, match=message):
+        make_widget(name, not_a_pipe, *args)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"shape": "hexagonn"}, "shape='hexagonn' is not one of .*'circle'.*'hexagon'"),
+        ({"colour": 3}, "colour=3 is not one of .*'red'.*'blue'"),
+        ({"colour": "Red"}, "colour='Red' is not one of"),
+    ],
+)
+def test_the_inversion_widget_names_the_known_shapes_and_colours(pipe, kwargs, message):
+    from p2p_teach.widgets import InversionWidget
+
+    with pytest.raises(ValueError, match=message + ".*Fix: pass one of them"):
+        InversionWidget(pipe, threaded=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("folder", "extra", "error", "message"),
+    [
+        (None, None, TypeError, r"save\(\) needs a folder as a str or path, not NoneType"),
+        (5, None, TypeError, "not int 5"),
+        ("run", {"x": 5}, TypeError, r"extra\['x'\] must be a function that writes the file"),
+        ("run", ["a.png"], TypeError, "extra must be a dict of file name"),
+        ("run", {"sub/a.png": print}, ValueError, "'sub/a.png' is not a plain file name"),
+        ("run", {"manifest.json": print}, ValueError, "'manifest.json' is not a plain file"),
+        ("run", {"": print}, ValueError, "'' is not a plain file name"),
+        ("run", {"source.png": print}, ValueError, "'source.png' would overwrite a result"),
+    ],
+)  # fmt: skip
+def test_save_checks_its_folder_and_extra_files_before_writing(tmp_path, folder, extra, error,
+                                                               message):  # fmt: skip
+    result = make_result()
+    target = tmp_path / folder if isinstance(folder, str) else folder
+    with pytest.raises(error, match=message + ".*Fix:"):
+        result.save(target, extra=extra)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a hidden sibling
+
+
+def test_save_writes_a_valid_extra_file(tmp_path):
+    folder = make_result().save(tmp_path / "run", extra={"notes.txt": lambda p: p.write_text("x")})
+    assert (folder / "notes.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize("processor_class", [dict, "PromptToPromptProcessor", None])
+def test_edit_refuses_a_processor_class_that_is_not_a_p2p_processor(pipe, processor_class):
+    """processor_class=dict failed inside the first step, from diffusers' attention call."""
+    from p2p_teach.engine import edit, plan_edit
+
+    before = processors_of(pipe)
+    with pytest.raises(TypeError, match="processor_class must be a subclass of "
+                                        "PromptToPromptProcessor.*Fix: leave it out"):  # fmt: skip
+        edit(pipe, "a red circle", "a blue circle", steps=2, progress=False,
+             processor_class=processor_class)  # fmt: skip
+    with pytest.raises(TypeError, match="processor_class must be a subclass"):
+        plan_edit(pipe, "a red circle", "a blue circle", steps=2, processor_class=processor_class)
+    assert processors_of(pipe) == before
+
+
+def test_edit_takes_a_subclass_of_the_p2p_processor():
+    from p2p_teach.engine import _check_run_options
+    from p2p_teach.processors import PromptToPromptProcessor
+
+    class Mine(PromptToPromptProcessor):
+        pass
+
+    _check_run_options("auto", "used", None, processor_class=Mine)  # no error
+
+
+@pytest.mark.parametrize(
+    ("scale", "message"),
+    [
+        (1e30, r"Reweight weight of 'red' is 1e\+30, beyond ±10000: .*attention logits"),
+        (-2e4, r"Reweight weight of 'red' is -20000.0, beyond ±10000"),
+        (float("inf"), "Reweight weight of 'red' must be a finite number, not inf"),
+        (float("nan"), "Reweight weight of 'red' must be a finite number, not nan"),
+        ("3", "Reweight weight of 'red' must be a finite number, not '3'"),
+        (True, "Reweight weight of 'red' must be a finite number, not True"),
+    ],
+)
+def test_reweight_refuses_a_scale_that_would_overflow_naming_the_word(scale, message):
+    """Reweight({'red': 1e30}) ran, then stopped with a NonFiniteError blaming the weights."""
+    from p2p_teach.edits import Reweight
+
+    with pytest.raises(ValueError, match=message + r".*Fix: .*Reweight\(\{'red': 3.0\}\)"):
+        Reweight({"red": scale})
+    assert Reweight({"red": 1e4, "circle": -1e4}).weights == {"red": 1e4, "circle": -1e4}

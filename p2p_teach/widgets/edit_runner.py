@@ -40,6 +40,7 @@ from ..defaults import model_defaults
 from ..engine import EditResult, StepInfo, edit
 from ..figures.images import figure_png, image_png, result_figure
 from ..figures.timeline import maps_mosaic
+from ..guards import check_pipeline
 from ..timeline import layer_choices, step_word_maps
 from .common import (
     check_choice,
@@ -89,6 +90,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         live_maps: bool = True,
         threaded: bool = True,
     ) -> None:
+        check_pipeline(pipe, type(self).__name__)
         check_text("source", source)
         check_text("target", target)
         check_text("save_folder", save_folder)

@@ -30,6 +30,7 @@ from PIL import Image
 from ..defaults import model_defaults
 from ..figures.images import figure_png, image_png
 from ..figures.inversion import inversion_step_figure, reconstructions_figure
+from ..guards import check_pipeline
 from ..inversion import (
     DEFAULT_INNER_STEPS,
     Inversion,
@@ -40,7 +41,7 @@ from ..inversion import (
     model_side,
 )
 from ..shapes import data as shapes_data
-from .common import check_range, png_image, set_png, steps_slider
+from .common import check_choice, check_range, png_image, set_png, steps_slider
 from .edit_runner import EditRunner
 from .run_guard import GuardedWidget, RunGuard
 
@@ -78,6 +79,9 @@ class InversionWidget(GuardedWidget, widgets.VBox):
         guidance: float | None = None,
         threaded: bool = True,
     ) -> None:
+        check_pipeline(pipe, "InversionWidget")
+        check_choice("shape", shape, shapes_data.SHAPES)
+        check_choice("colour", colour, list(shapes_data.COLOURS))
         self.pipe = pipe
         self.threaded = threaded
         self.inversion: Inversion | None = None

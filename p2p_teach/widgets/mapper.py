@@ -44,6 +44,7 @@ class MapperExplorer(widgets.VBox):
 
     def __init__(self, preset: str = next(iter(EXAMPLES)), rule: str = "course") -> None:
         check_choice("rule", rule, list(RULES))
+        check_choice("preset", preset, [*EXAMPLES, CUSTOM])
         self.mapper: WordSwapMapper | None = None
         self.alignment: RefinementAlignment | None = None
         self.figure: Figure | None = None

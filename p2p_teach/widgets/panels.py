@@ -39,9 +39,10 @@ from ..edits import LocalBlend, Reweight
 from ..engine import EditResult, StepInfo, edit
 from ..figures.images import figure_png, side_by_side
 from ..figures.timeline import step_maps_figure
+from ..guards import check_pipeline
 from ..timeline import mean_word_map
 from ..tokens import tokenize
-from .common import check_range, png_image, seed_box, set_png, steps_slider
+from .common import check_range, check_text, png_image, seed_box, set_png, steps_slider
 from .run_guard import GuardedEditWidget, RunGuard
 
 
@@ -153,6 +154,9 @@ class _PromptPairPanel(_EditPanel):
         title: str,
         threaded: bool,
     ) -> None:
+        check_pipeline(pipe, type(self).__name__)
+        check_text("source", source)
+        check_text("target", target)
         self.cross, self.self_steps = cross, self_steps
         wide = widgets.Layout(width="90%")
         self.source_text = widgets.Text(value=source, description="source", layout=wide)
@@ -200,6 +204,9 @@ class ReweightPanel(_EditPanel):
         guidance: float | None = None,
         threaded: bool = True,
     ) -> None:
+        check_pipeline(pipe, "ReweightPanel")
+        check_text("prompt", prompt)
+        check_text("word", word)
         self.cross = cross
         self.maps_figure: Figure | None = None
         self.prompt_text = widgets.Text(
@@ -336,6 +343,8 @@ class LocalBlendPanel(_PromptPairPanel):
         guidance: float | None = None,
         threaded: bool = True,
     ) -> None:
+        check_text("source_word", source_word)
+        check_text("target_word", target_word)
         self.mask: torch.Tensor | None = None  # (h, w) the last step's mask, 1 = may change
         self.source_word_text = widgets.Text(value=source_word, description="source word")
         self.target_word_text = widgets.Text(value=target_word, description="target word")

@@ -17,8 +17,9 @@ import ipywidgets as widgets
 
 from ..figures.claims import self_attention_figure
 from ..figures.images import figure_png
+from ..guards import check_pipeline
 from ..self_attention import SelfAttentionView, self_attention_view
-from .common import check_range, png_image, set_png
+from .common import check_range, check_text, png_image, set_png
 
 
 class SelfAttentionExplorer(widgets.VBox):
@@ -35,6 +36,9 @@ class SelfAttentionExplorer(widgets.VBox):
         seed: int = 1,
         steps: int = 20,
     ) -> None:
+        check_pipeline(pipe, "SelfAttentionExplorer")
+        check_text("source", source)
+        check_text("target", target)
         self.pipe, self.source, self.target = pipe, source, target
         self.seed, self.steps = seed, steps
         self.view: SelfAttentionView | None = None

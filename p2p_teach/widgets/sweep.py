@@ -37,6 +37,7 @@ from matplotlib.figure import Figure
 from ..claims import SweepScores, sweep_scores
 from ..figures.images import figure_png, side_by_side
 from ..figures.sweep import fraction_label, sweep_grid_figure, sweep_scores_figure
+from ..guards import check_pipeline
 from ..sweep import DEFAULT_FRACTIONS, SweepCache, SweepResult, Varied, injection_sweep
 from .common import check_text, png_image, set_png
 from .run_guard import GuardedWidget, RunGuard
@@ -100,6 +101,7 @@ class InjectionSweep(GuardedWidget, widgets.VBox):
         cache: SweepCache | None = None,
         threaded: bool = True,
     ) -> None:
+        check_pipeline(pipe, "InjectionSweep")
         targets = _check_targets(targets)
         self.pipe = pipe
         self.source = check_text("source", source)

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from ..figures.images import figure_png
 from ..figures.tokens import token_table_figure, token_table_html
 from ..tokens import MAX_SLOTS, TokenView, tokenize
+from .common import check_range, check_text
 
 
 class TokenExplorer(widgets.VBox):
@@ -34,6 +35,9 @@ class TokenExplorer(widgets.VBox):
         target: str = "A hippopotamus eating",
         padding_shown: int = 2,
     ) -> None:
+        check_text("source", source)
+        check_text("target", target)
+        check_range("padding_shown", padding_shown, 0, 10)
         self.views: tuple[TokenView, ...] = ()
         self.figure: Figure | None = None
         self.error: str | None = None

@@ -21,6 +21,7 @@ import ipywidgets as widgets
 
 from ..figures.images import figure_png
 from ..figures.tour import pipeline_diagram
+from ..guards import check_pipeline
 from ..models import describe_pipeline
 from ..tour import (
     ComponentInfo,
@@ -30,13 +31,15 @@ from ..tour import (
     flow_shapes,
     pipeline_components,
 )
-from .common import png_image, set_png
+from .common import check_text, png_image, set_png
 
 
 class PipelineTour(widgets.VBox):
     """Components table + diagram, and a prompt box that shows the text side's outputs."""
 
     def __init__(self, pipe: Any, prompt: str = "photo of a cat riding on a bicycle") -> None:
+        check_pipeline(pipe, "PipelineTour")
+        check_text("prompt", prompt)
         self.pipe = pipe
         self.components: list[ComponentInfo] = pipeline_components(pipe)
         self.encoding: PromptEncoding | None = None

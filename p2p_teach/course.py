@@ -36,10 +36,11 @@ AUTO = "auto"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 BUILTIN_STEPS = 20  # the built-in model's lessons: a few seconds per edit on a CPU
 SD_STEPS = 50  # Stable Diffusion's usual setting, and the paper's
-# The built-in model's ops are tiny: past a few CPU threads they only wait for each other. On 2
-# cores, 2 threads edit about 30 % faster than 1 (20 steps: 1.4 s against 2.0 s on a quiet
-# machine), so setup caps the threads rather than forcing one.
-BUILTIN_CPU_THREADS = 4  # at most
+# The built-in model's ops are tiny: past two CPU threads they only wait for each other, and on
+# 2 cores 2 threads edit about 30 % faster than 1 (20 steps: 1.4 s against 2.0 s on a quiet
+# machine). A fixed count also gives the same numbers on every machine (a float sum split over
+# more threads rounds differently), which the notebooks' stored outputs rely on.
+BUILTIN_CPU_THREADS = 2  # at most: 1 on a machine with one core
 
 # The text of every notebook's first cell: install the package where it is missing (Colab),
 # then one setup call. INSTALL_FROM is what pip installs: ".." is the repository the notebooks

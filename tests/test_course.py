@@ -56,7 +56,7 @@ def shapes_named(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("available", "used"), [(1, 1), (2, 2), (16, course.BUILTIN_CPU_THREADS)]
+    ("available", "used"), [(1, 1), (2, 2), (16, 2)]
 )
 def test_without_a_gpu_the_builtin_model_runs_on_a_few_threads_and_no_hub_is_asked(
     world, shapes_named, capsys, monkeypatch, available, used

@@ -218,7 +218,11 @@ def setup(model: str | None = None, *, verbose: bool = True) -> Course:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m p2p_teach.course --source URL [NOTEBOOK ...]``: set where every notebook's
     first cell installs p2p_teach from (default: the notebooks/ folder beside this package)."""
-    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m p2p_teach.course",
+        description="Set where every notebook's first cell installs p2p_teach from (for a "
+        "course publishing the notebooks to Colab). Default notebooks: this repository's.",
+    )
     parser.add_argument("--source", required=True, help="a git URL, a wheel, or a folder")
     parser.add_argument("notebooks", nargs="*", type=Path)
     args = parser.parse_args(argv)

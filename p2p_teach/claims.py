@@ -538,11 +538,28 @@ def colour_distance(image: Any, colour: str) -> float:
     return float(np.linalg.norm(median - np.asarray(COLOURS[colour], dtype=float)))
 
 
-def null_window_distances(
+@dataclass(frozen=True)
+class NullWindowComparison:
+    """Edits of one inversion to several new colours, at several ``target_null_steps`` shares.
+
+    Attributes:
+        results: share → new colour → :class:`~p2p_teach.engine.EditResult`.
+        distances: share → new colour → :func:`colour_distance` of the edited image.
+    """
+
+    results: dict[float, dict[str, Any]]
+    distances: dict[float, dict[str, float]]
+
+    def mean(self, share: float) -> float:
+        """The mean distance to the new colour over the colours, at ``share``."""
+        return float(np.mean(list(self.distances[share].values())))
+
+
+def null_window_comparison(
     pipe: Any, inversion: Any, colours: Sequence[str], shares: Sequence[float] = (1.0, 0.2)
-) -> dict[float, dict[str, float]]:
-    """For each ``target_null_steps`` share: new colour → :func:`colour_distance` of the edit
-    of ``inversion`` whose caption's colour word is replaced by that colour."""
+) -> NullWindowComparison:
+    """Edit ``inversion`` with its caption's colour word replaced by each of ``colours``, at each
+    ``target_null_steps`` share, and measure how far each edit's object is from its colour."""
     from .engine import edit
     from .shapes.data import COLOURS
 
@@ -550,12 +567,18 @@ def null_window_distances(
     old = next((word for word in words if word in COLOURS), None)
     if old is None:
         raise ValueError(f"the caption {inversion.caption!r} names no palette colour to swap")
-    distances: dict[float, dict[str, float]] = {}
+    results: dict[float, dict[str, Any]] = {}
     for share in shares:
-        distances[share] = {}
+        results[share] = {}
         for colour in colours:
             target = " ".join(colour if word == old else word for word in words)
-            result = edit(pipe, inversion.caption, target, inversion=inversion, record="none",
-                          target_null_steps=share, progress=False)  # fmt: skip
-            distances[share][colour] = colour_distance(result.edited_image, colour)
-    return distances
+            results[share][colour] = edit(
+                pipe, inversion.caption, target, inversion=inversion, record="none",
+                target_null_steps=share, progress=False,
+            )  # fmt: skip
+    distances = {
+        share: {colour: colour_distance(result.edited_image, colour)
+                for colour, result in by_colour.items()}
+        for share, by_colour in results.items()
+    }  # fmt: skip
+    return NullWindowComparison(results, distances)

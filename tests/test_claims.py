@@ -22,7 +22,7 @@ from p2p_teach.claims import (
     edit_over_seeds,
     injected_map_gaps,
     latent_change_outside,
-    null_window_distances,
+    null_window_comparison,
     object_area_ratio,
     read_results,
     swapped_word,
@@ -186,9 +186,13 @@ def test_08_the_targets_null_window_frees_the_new_colour(shapes_pipe):
 
     image, caption = drawing("circle", "red")
     inversion = invert(shapes_pipe, image, caption, steps=STEPS, progress=False)
-    distances = null_window_distances(shapes_pipe, inversion, ("blue", "cyan", "pink", "green"))
-    means = {share: float(np.mean(list(d.values()))) for share, d in distances.items()}
-    _check("null_window_frees_new_colour", means[1.0] - means[0.2])
+    compared = null_window_comparison(shapes_pipe, inversion, ("blue", "cyan", "pink", "green"))
+    _check("null_window_frees_new_colour", compared.mean(1.0) - compared.mean(0.2))
+    for share, by_colour in compared.results.items():  # the distances are the images'
+        assert all(result.settings.target_null_steps == share for result in by_colour.values())
+        assert compared.distances[share] == {
+            colour: colour_distance(result.edited_image, colour)
+            for colour, result in by_colour.items()}  # fmt: skip
 
 
 def test_colour_distance_is_the_distance_of_the_objects_median_to_the_palette():

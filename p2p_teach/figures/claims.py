@@ -22,17 +22,19 @@ ImageLike = Image.Image | np.ndarray
 
 def seed_grid_figure(
     columns: Mapping[str, Sequence[ImageLike]],
-    seeds: Sequence[int],
+    seeds: Sequence[int | str],
     *,
     notes: Mapping[str, Sequence[str]] | None = None,
     title: str = "",
     cell_size: float = 1.55,
+    row_label: str = "seed",
 ) -> Figure:
     """A labelled grid: a row per seed, a column per setting (its header the setting's name).
 
     Args:
         columns: setting name → one image per seed, in the order of ``seeds``.
-        seeds: the seeds, written at the start of each row.
+        seeds: the seeds (or other row keys), written at the start of each row after
+            ``row_label`` (``"seed 1"``; ``row_label=""`` writes the key alone).
         notes: setting name → one short caption per seed (e.g. ``"IoU 0.91 · blue"``).
     """
     counts = {name: len(images) for name, images in columns.items()}
@@ -56,7 +58,7 @@ def seed_grid_figure(
             if notes is not None and name in notes:
                 axis.set_xlabel(notes[name][row], fontsize=7)
     for row, seed in enumerate(seeds):
-        axes[row, 0].set_ylabel(f"seed {seed}", fontsize=8)
+        axes[row, 0].set_ylabel(f"{row_label} {seed}".strip(), fontsize=8)
     if title:
         figure.suptitle(title, fontsize=10)
     return figure
@@ -119,15 +121,17 @@ def word_maps_figure(
 def self_attention_figure(view) -> Figure:
     """A :class:`~p2p_teach.self_attention.SelfAttentionView` as a 2×2 grid: rows without and
     with self-attention injection, columns source and target; each map over its run's final
-    image with its own colour bar, the chosen pixel marked."""
+    image on one colour scale for all four (so their peaks compare by eye), the chosen pixel
+    marked."""
     figure = Figure(figsize=(6.4, 6.0), layout="constrained")
     axes = figure.subplots(2, 2, squeeze=False)
     scale = 64 / view.side  # image pixels per cell, for the marker
+    vmax = shared_vmax(*(view.maps[run][prompt] for run in ("without", "with")
+                         for prompt in ("source", "target")))  # fmt: skip
     for row, run in enumerate(("without", "with")):
         for column, prompt in enumerate(("source", "target")):
             axis = axes[row, column]
             attention_map = view.maps[run][prompt]
-            vmax = shared_vmax(attention_map)
             image = view.images[run][prompt]
             axis.imshow(overlay_image(image, attention_map, vmax, alpha=0.8))
             size = np.asarray(to_pil(image)).shape[0] / 64
@@ -138,11 +142,12 @@ def self_attention_figure(view) -> Figure:
             injected = run == "with" and view.injected
             note = " (= source's: injected)" if injected and prompt == "target" else ""
             axis.set_title(f"{prompt}, {run} self-injection{note}", fontsize=8)
-            figure.colorbar(ScalarMappable(norm=Normalize(0.0, vmax), cmap=MAP_CMAP), ax=axis,
-                            shrink=0.7)  # fmt: skip
+    figure.colorbar(ScalarMappable(norm=Normalize(0.0, vmax), cmap=MAP_CMAP), ax=axes,
+                    shrink=0.6, label="attention weight (one scale)")  # fmt: skip
+    layer = view.layer.removesuffix(".processor").replace(".transformer_blocks.0.attn1", "")
     figure.suptitle(
-        f"where pixel {view.pixel} attends at step {view.step + 1}, self-attention layer "
-        f"{view.layer} ({view.side}×{view.side}), heads averaged",
+        f"where pixel {view.pixel} attends at step {view.step + 1} (step={view.step} counts "
+        f"from 0), in the {view.side}×{view.side} self-attention of {layer}, heads averaged",
         fontsize=8,
     )
     return figure

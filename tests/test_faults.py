@@ -239,6 +239,7 @@ def test_loading_what_is_not_a_result_folder_says_so(tmp_path):
 
 SAVE_SCRIPT = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (see CLI_SCRIPT)
 sys.path.insert(0, {tests!r})
 from test_faults import make_result
 folder = sys.argv[1]
@@ -333,6 +334,9 @@ def test_tampered_history_metadata_is_refused(tmp_path, field, value, expected):
 
 CLI_SCRIPT = textwrap.dedent("""
     import os, signal, sys
+    # Ctrl-C as a terminal delivers it: a job started in the background (CI under nohup, &)
+    # inherits SIGINT ignored, and then Python raises no KeyboardInterrupt at all
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import p2p_teach.cli as cli
     import p2p_teach.models as models
     from p2p_teach.history import AttentionHistory

@@ -121,9 +121,10 @@ SLIDE_WORDS = re.compile(r"\b(cat|bicycle|motorcycle|train|fluffy)\b")
 def test_lesson_notebooks_take_every_prompt_from_lesson_prompts(name):
     cells = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text(encoding="utf-8"))["cells"]
     code = ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"]
-    loading = next(i for i, source in enumerate(code) if "load_pipeline(MODEL)" in source)
-    assert "PROMPTS = lesson_prompts(pipe)" in code[loading + 1]  # right after the model
-    assert "print(PROMPTS)" in code[loading + 1]
+    # the setup cell comes first and takes the prompts from the course (lesson_prompts(pipe));
+    # the next cell shows them
+    assert "pipe, PROMPTS, STEPS = COURSE.pipe, COURSE.prompts, COURSE.steps" in code[0]
+    assert "print(PROMPTS)" in code[1]
     hard_coded = [
         (i, word) for i, source in enumerate(code) for word in SLIDE_WORDS.findall(source)
     ]

@@ -181,8 +181,11 @@ def check_pipeline(pipe: Any, caller: str) -> None:
         if getattr(pipe, name, None) is None
     ]
     if missing or not hasattr(pipe, "encode_prompt"):
+        # a model name or folder given where the pipeline goes: load it first
+        load = f"p2p_teach.load_pipeline({pipe!r})" if isinstance(pipe, str) else (
+            "p2p_teach.load_pipeline()")  # fmt: skip
         raise TypeError(
             f"{caller} needs a diffusers StableDiffusionPipeline (SD v1.x); this "
             f"{type(pipe).__name__} lacks {missing or ['encode_prompt']}. "
-            "Fix: pipe = p2p_teach.load_pipeline()."
+            f"Fix: pipe = {load}, then pass pipe."
         )

@@ -988,8 +988,12 @@ def test_widgets_that_run_a_pipeline_check_it_when_made_not_at_run(name, args, n
         f"needs a diffusers StableDiffusionPipeline .*this {type(not_a_pipe).__name__} "
         r"lacks \['unet'.*Fix: pipe = p2p_teach.load_pipeline"
     )
-    with pytest.raises(TypeError, match=message):
+    with pytest.raises(TypeError, match=message) as error:
         make_widget(name, not_a_pipe, *args)
+    if isinstance(not_a_pipe, str):  # a model id where the pipeline goes: load that model
+        assert f"load_pipeline({not_a_pipe!r}), then pass pipe" in str(error.value)
+    if name == "edit_view":
+        assert str(error.value).startswith("EditRunner (p2p_teach.edit_view) needs")
 
 
 @pytest.mark.parametrize(

@@ -90,7 +90,7 @@ class EditRunner(GuardedEditWidget, widgets.VBox):
         live_maps: bool = True,
         threaded: bool = True,
     ) -> None:
-        check_pipeline(pipe, type(self).__name__)
+        check_pipeline(pipe, f"{type(self).__name__} (p2p_teach.edit_view)")
         check_text("source", source)
         check_text("target", target)
         check_text("save_folder", save_folder)

@@ -348,7 +348,7 @@ def _run_edit(args: argparse.Namespace, chosen: object, blend: object, folder: P
     result = edit(
         pipe, args.source, args.target, edit=chosen, blend=blend, seed=args.seed,
         steps=args.steps, guidance=args.guidance, cross_steps=args.cross, self_steps=args.self_,
-        progress=not args.quiet,
+        conventions=args.conventions, progress=not args.quiet,
     )  # fmt: skip
     extra = {}
     if result.history is not None:
@@ -404,6 +404,11 @@ def _add_edit(subparsers) -> None:
         "both; a word only one prompt has is paired with the word in its place in the other "
         "(prompts with the same word count); SOURCE:TARGET names a word per prompt, e.g. "
         "cat:fluffy",
+    )  # fmt: skip
+    parser.add_argument(
+        "--conventions", choices=("p2p_teach", "original"), default="p2p_teach",
+        help="original: count injection windows in UNet calls and use the original code's "
+        "mapper rule and refinement padding, to compare numbers with it (default: p2p_teach)",
     )  # fmt: skip
     parser.add_argument(
         "--scheduler", choices=("pndm", "ddim", "euler"),

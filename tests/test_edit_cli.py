@@ -56,6 +56,22 @@ def test_edit_command_injects_self_attention_over_the_models_own_steps(tmp_path)
     assert settings["self_steps"] == [0.0, SELF_STEPS]  # the built-in model's, not SD's 0.4
 
 
+@pytest.mark.parametrize("conventions", ["p2p_teach", "original"])
+def test_edit_command_runs_under_either_conventions_as_the_api_plans_them(tmp_path, conventions):
+    from p2p_teach.engine import plan_edit
+    from p2p_teach.models import load_pipeline
+
+    out = tmp_path / "run"
+    assert main(["edit", "a big red circle", "a big cyan circle", "--steps", "4", "--quiet",
+                 "--conventions", conventions, "--out", str(out)]) == 0  # fmt: skip
+    settings = json.loads((out / "settings.json").read_text())
+    planned = plan_edit(load_pipeline("builtin", verbose=False), "a big red circle",
+                        "a big cyan circle", steps=4, conventions=conventions).settings.to_json()
+    for field in ("conventions", "edit", "cross_step_ranges", "self_step_range"):
+        assert settings[field] == planned[field]
+    assert settings["edit"]["rule"] == ("original" if conventions == "original" else "course")
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [

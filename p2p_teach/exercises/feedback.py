@@ -44,8 +44,21 @@ class Finding:
         return f"{self.case}\n{self.what}"
 
 
+class Verdict:
+    """A check's outcome, truthy when the learner's code is correct (``if ex.check_...:``)."""
+
+    status: str  # "correct", or what is wrong
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "correct"
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
 @dataclass(frozen=True)
-class CheckReport:
+class CheckReport(Verdict):
     """The result of one exercise's check; ``bool(report)`` is True when it passed.
 
     Attributes:
@@ -65,13 +78,6 @@ class CheckReport:
     level: int = 0
     blank_hint: str = ""
     failing_cases: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "correct"
-
-    def __bool__(self) -> bool:
-        return self.ok
 
     def __str__(self) -> str:
         if self.status == "correct":

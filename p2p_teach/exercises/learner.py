@@ -32,7 +32,7 @@ from ..processors import ExplicitAttnProcessor, PromptToPromptProcessor
 from ..schedules import check_num_steps, parse_cross_steps
 from ..tokens import MAX_SLOTS, TokenView, tokenize
 from .cases import as_tensor
-from .feedback import NotWritten, call_learner
+from .feedback import NotWritten, Verdict, call_learner
 
 NEEDED: dict[str, tuple[str, ...]] = {
     "replace": ("build_mapper", "replace_attention", "injection_table"),
@@ -271,7 +271,7 @@ def _learner_blend(functions: Mapping[str, Callable], blend: LocalBlend | None):
 
 
 @dataclass
-class EditCheck:
+class EditCheck(Verdict):
     """The learner's edit beside the toolkit's.
 
     Attributes:
@@ -286,13 +286,6 @@ class EditCheck:
     toolkit: Any = None
     learner: Any = None
     max_difference: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "correct"
-
-    def __bool__(self) -> bool:
-        return self.ok
 
     def __str__(self) -> str:
         return self.message

@@ -71,6 +71,7 @@ from .schedules import (
     resolve_original_schedule,
     resolve_schedule,
     self_injection_max_side,
+    window_steps,
 )
 from .settings import Conventions, EditSettings, check_conventions
 from .tokens import MAX_SLOTS, TokenView
@@ -472,7 +473,7 @@ class EditPlan:
         """The target takes the null embeddings in the steps before this one (the window
         ``(0, target_null_steps)``, counted as :mod:`p2p_teach.schedules` counts)."""
         share = self.settings.target_null_steps
-        return 0 if share is None else math.floor(share * self.num_steps + 1e-9)
+        return 0 if share is None else window_steps((0.0, share), self.num_steps).stop
 
     @property
     def num_steps(self) -> int:
